@@ -1,0 +1,172 @@
+"""Reads of the registry. Views, admin and the pipeline read through these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import OuterRef, Prefetch, Q, QuerySet, Subquery
+
+from clm_project.exceptions import NotFound
+from registry.models import (
+    EvaluationResult,
+    LifecycleEvent,
+    ModelStatus,
+    ModelVersion,
+    RegisteredModel,
+    TrainingJob,
+)
+
+
+def registered_model_get(*, model_id: str) -> RegisteredModel:
+    try:
+        return RegisteredModel.objects.get(model_id=model_id)
+    except RegisteredModel.DoesNotExist:
+        raise NotFound(f"unknown model {model_id!r}") from None
+
+
+def training_job_get(*, job_id: str) -> TrainingJob:
+    try:
+        return TrainingJob.objects.select_related("model", "version").get(pk=job_id)
+    except (TrainingJob.DoesNotExist, ValueError):
+        raise NotFound(f"unknown job {job_id}") from None
+
+
+def training_job_list(
+    *, status: str | None = None, model_type: str | None = None, symbol: str | None = None
+) -> QuerySet[TrainingJob]:
+    qs = TrainingJob.objects.select_related("model", "version__model")
+    if status:
+        qs = qs.filter(status=status)
+    if model_type:
+        qs = qs.filter(model_type=model_type)
+    if symbol:
+        qs = qs.filter(symbol=symbol.upper())
+    return qs.order_by("-created_at")
+
+
+def _latest_evaluation_prefetch() -> Prefetch:
+    latest_ids = (
+        EvaluationResult.objects.filter(version=OuterRef("version"))
+        .order_by("-created_at", "-id")
+        .values("id")[:1]
+    )
+    return Prefetch(
+        "evaluations",
+        queryset=EvaluationResult.objects.filter(id=Subquery(latest_ids)),
+        to_attr="latest_evaluations",
+    )
+
+
+def with_latest_evaluation(qs: QuerySet[ModelVersion]) -> QuerySet[ModelVersion]:
+    """Attach `latest_evaluations` (a list of 0 or 1) in one extra query for the whole page."""
+    return qs.select_related("model").prefetch_related(_latest_evaluation_prefetch())
+
+
+@dataclass(frozen=True)
+class ModelQuery:
+    """The registry query of the original design."""
+
+    model_id: str | None = None
+    model_type: str | None = None
+    status: str | None = None
+    symbol: str | None = None
+    timeframe: str | None = None
+    min_sharpe: float | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    ordering: str = "-created_at"
+    limit: int | None = None
+
+
+ORDERINGS = {
+    "created_at": "created_at",
+    "-created_at": "-created_at",
+    "version": "version",
+    "-version": "-version",
+    "sharpe": "latest_sharpe",
+    "-sharpe": "-latest_sharpe",
+}
+
+
+def model_versions_query(query: ModelQuery) -> QuerySet[ModelVersion]:
+    latest_sharpe = (
+        EvaluationResult.objects.filter(version=OuterRef("pk"))
+        .order_by("-created_at", "-id")
+        .values("sharpe")[:1]
+    )
+    qs = ModelVersion.objects.all()
+    if query.model_id:
+        qs = qs.filter(model__model_id=query.model_id)
+    if query.model_type:
+        qs = qs.filter(model__model_type=query.model_type)
+    if query.status:
+        qs = qs.filter(status=query.status)
+    if query.symbol:
+        qs = qs.filter(model__symbol=query.symbol.upper())
+    if query.timeframe:
+        qs = qs.filter(model__timeframe=query.timeframe)
+    if query.created_after:
+        qs = qs.filter(created_at__gte=query.created_after)
+    if query.created_before:
+        qs = qs.filter(created_at__lt=query.created_before)
+    if query.min_sharpe is not None or query.ordering.lstrip("-") == "sharpe":
+        qs = qs.annotate(latest_sharpe=Subquery(latest_sharpe))
+    if query.min_sharpe is not None:
+        qs = qs.filter(latest_sharpe__gte=query.min_sharpe)
+    qs = with_latest_evaluation(qs).order_by(ORDERINGS[query.ordering], "pk")
+    if query.limit:
+        qs = qs[: query.limit]
+    return qs
+
+
+def model_version_get(*, model_id: str, version: int) -> ModelVersion:
+    try:
+        return with_latest_evaluation(ModelVersion.objects.all()).get(
+            model__model_id=model_id, version=version
+        )
+    except ModelVersion.DoesNotExist:
+        raise NotFound(f"model {model_id!r} has no version {version}") from None
+
+
+def production_version_get(*, model_id: str) -> ModelVersion:
+    version = (
+        with_latest_evaluation(ModelVersion.objects.all())
+        .filter(model__model_id=model_id, status=ModelStatus.PRODUCTION)
+        .first()
+    )
+    if version is None:
+        registered_model_get(model_id=model_id)
+        raise NotFound(f"model {model_id!r} has no production version")
+    return version
+
+
+def production_version_at(*, model_id: str, at: datetime) -> ModelVersion | None:
+    """Which version was in production at time `at`, from the audit log alone."""
+    row = (
+        LifecycleEvent.objects.filter(model__model_id=model_id, created_at__lte=at)
+        .filter(Q(to_status=ModelStatus.PRODUCTION) | Q(from_status=ModelStatus.PRODUCTION))
+        .select_related("version")
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    if row is None or row.to_status != ModelStatus.PRODUCTION:
+        return None
+    return row.version
+
+
+def evaluation_latest(*, version: ModelVersion) -> EvaluationResult | None:
+    return version.evaluations.order_by("-created_at", "-id").first()
+
+
+def evaluations_list(
+    *, model_id: str | None = None, version: int | None = None, passed: bool | None = None
+) -> QuerySet[EvaluationResult]:
+    qs = EvaluationResult.objects.select_related("version__model")
+    if model_id:
+        qs = qs.filter(version__model__model_id=model_id)
+    if version is not None:
+        qs = qs.filter(version__version=version)
+    if passed is not None:
+        qs = qs.filter(passed=passed)
+    return qs.order_by("-created_at", "-id")

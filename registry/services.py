@@ -1,0 +1,595 @@
+"""The only writers of registry rows. Every state change is one short transaction that also writes
+its audit row and outbox event, so readers never see a change without its record.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from clm_project.exceptions import DomainError, InvalidInput, NotFound
+from registry.models import (
+    ACTIVE_JOB_STATUSES,
+    EvaluationResult,
+    EventType,
+    JobStatus,
+    LifecycleAction,
+    LifecycleEvent,
+    ModelStatus,
+    ModelType,
+    ModelVersion,
+    OutboxEvent,
+    RegisteredModel,
+    Timeframe,
+    TriggerReason,
+)
+
+logger = logging.getLogger(__name__)
+
+# Statuses a version may be promoted from; a retired one also needs a proven past (see below).
+PROMOTABLE = {ModelStatus.CANDIDATE, ModelStatus.SHADOW, ModelStatus.RETIRED}
+
+
+# ---------------------------------------------------------------------------------------------
+# Events
+
+
+def outbox_event_write(*, event_type: str, model_id: str, payload: dict[str, Any]) -> OutboxEvent:
+    """Append an event to the outbox; call inside the transaction of the change it reports."""
+    return OutboxEvent.objects.create(event_type=event_type, model_id=model_id, payload=payload)
+
+
+def _audit(
+    *, version: ModelVersion, action: str, from_status: str, actor: str, reason: str
+) -> LifecycleEvent:
+    return LifecycleEvent.objects.create(
+        model_id=version.model_id,
+        version=version,
+        action=action,
+        from_status=from_status,
+        to_status=version.status,
+        actor=actor,
+        reason=reason,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Registered models
+
+
+def registered_model_get_or_create(
+    *, model_type: str, symbol: str, timeframe: str
+) -> RegisteredModel:
+    if model_type not in ModelType.values:
+        raise InvalidInput(f"unknown model type {model_type!r}", field="model_type")
+    if timeframe not in Timeframe.values:
+        raise InvalidInput(
+            f"unknown timeframe {timeframe!r}; one of {', '.join(Timeframe.values)}",
+            field="timeframe",
+        )
+    symbol = symbol.strip().upper()
+    if not symbol or not symbol.replace("-", "").replace("_", "").isalnum():
+        raise InvalidInput(f"invalid symbol {symbol!r}", field="symbol")
+    model_id = RegisteredModel.make_model_id(model_type, symbol, timeframe)
+    try:
+        with transaction.atomic():
+            model, _ = RegisteredModel.objects.get_or_create(
+                model_type=model_type,
+                symbol=symbol,
+                timeframe=timeframe,
+                defaults={"model_id": model_id},
+            )
+    except IntegrityError:
+        # Another transaction created it between our read and insert.
+        model = RegisteredModel.objects.get(model_type=model_type, symbol=symbol, timeframe=timeframe)
+    return model
+
+
+def _lock_model(model_id: str) -> RegisteredModel:
+    try:
+        return RegisteredModel.objects.select_for_update().get(model_id=model_id)
+    except RegisteredModel.DoesNotExist:
+        raise NotFound(f"unknown model {model_id!r}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Training jobs
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    model_type: str
+    symbol: str
+    timeframe: str
+    trigger_reason: str = TriggerReason.MANUAL
+    trigger_context: dict[str, Any] | None = None
+    params: dict[str, Any] | None = None
+    seed: int = 0
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    requested_by: str = ""
+
+
+def training_job_create(*, request: JobRequest, dispatch: bool = True) -> tuple[Any, bool]:
+    """Create a job, or join the model's active one. Returns (job, created).
+
+    A model has at most one pending/queued/running job (a database constraint): a second trigger
+    records itself on that job instead of piling up duplicate work. The new job is dispatched to
+    the pipeline after commit.
+    """
+    from registry.models import TrainingJob
+
+    if request.trigger_reason not in TriggerReason.values:
+        raise InvalidInput(f"unknown trigger reason {request.trigger_reason!r}", field="trigger_reason")
+    if request.window_start and request.window_end and request.window_start >= request.window_end:
+        raise InvalidInput("window_start must be before window_end", field="window_start")
+    model = registered_model_get_or_create(
+        model_type=request.model_type, symbol=request.symbol, timeframe=request.timeframe
+    )
+    with transaction.atomic():
+        model = _lock_model(model.model_id)
+        active = TrainingJob.objects.filter(model=model, status__in=ACTIVE_JOB_STATUSES).first()
+        if active is not None:
+            active.joined_triggers = [
+                *active.joined_triggers,
+                {
+                    "trigger_reason": request.trigger_reason,
+                    "trigger_context": request.trigger_context or {},
+                    "requested_by": request.requested_by,
+                    "at": timezone.now().isoformat(),
+                },
+            ]
+            active.save(update_fields=["joined_triggers"])
+            return active, False
+        job = TrainingJob.objects.create(
+            model=model,
+            model_type=model.model_type,
+            symbol=model.symbol,
+            timeframe=model.timeframe,
+            trigger_reason=request.trigger_reason,
+            trigger_context=request.trigger_context or {},
+            params=request.params or {},
+            seed=request.seed,
+            window_start=request.window_start,
+            window_end=request.window_end,
+            requested_by=request.requested_by,
+            status=JobStatus.PENDING,
+        )
+        outbox_event_write(
+            event_type=EventType.TRAINING_JOB_CREATED,
+            model_id=model.model_id,
+            payload={
+                "job_id": str(job.id),
+                "model_type": job.model_type,
+                "symbol": job.symbol,
+                "timeframe": job.timeframe,
+                "trigger_reason": job.trigger_reason,
+                "trigger_context": job.trigger_context,
+            },
+        )
+        if dispatch:
+            job_id = job.id
+            transaction.on_commit(lambda: training_job_dispatch(job_id=job_id))
+    return job, True
+
+
+def training_job_dispatch(*, job_id: uuid.UUID) -> None:
+    """Hand a pending job to the pipeline task on the `training` queue.
+
+    The task id is recorded before sending, so the worker always finds the row queued. If the
+    broker is down the job stays pending and the reaper dispatches it again later.
+    """
+    from registry.models import TrainingJob
+    from training.tasks import run_training_job
+
+    task_id = str(uuid.uuid4())
+    updated = TrainingJob.objects.filter(pk=job_id, status=JobStatus.PENDING).update(
+        status=JobStatus.QUEUED, celery_task_id=task_id
+    )
+    if not updated:
+        return
+    try:
+        run_training_job.apply_async(args=[str(job_id)], task_id=task_id)
+    except Exception as exc:  # broker unreachable: leave it for the reaper, never lose the job
+        logger.warning("dispatch of job %s failed, left pending: %s", job_id, exc)
+        TrainingJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
+            status=JobStatus.PENDING, celery_task_id=""
+        )
+
+
+def training_job_claim(*, job_id: uuid.UUID | str) -> bool:
+    """Compare-and-set a queued (or pending) job to in_progress. False: someone else has it."""
+    from django.db.models import F
+
+    from registry.models import TrainingJob
+
+    return bool(
+        TrainingJob.objects.filter(
+            pk=job_id, status__in=[JobStatus.PENDING, JobStatus.QUEUED]
+        ).update(
+            status=JobStatus.IN_PROGRESS,
+            started_at=timezone.now(),
+            attempts=F("attempts") + 1,
+            progress=0.0,
+            step="claimed",
+            error_message="",
+            error_step="",
+        )
+    )
+
+
+def training_job_progress(
+    *, job_id: uuid.UUID | str, step: str, progress: float, seconds: float | None = None
+) -> None:
+    from registry.models import TrainingJob
+
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        job.step = step
+        job.progress = min(max(progress, 0.0), 1.0)
+        fields = ["step", "progress"]
+        if seconds is not None:
+            job.step_durations = {**job.step_durations, step: round(seconds, 4)}
+            fields.append("step_durations")
+        job.save(update_fields=fields)
+
+
+def training_job_complete(*, job_id: uuid.UUID | str, version: ModelVersion | None) -> None:
+    from registry.models import TrainingJob
+
+    TrainingJob.objects.filter(pk=job_id, status=JobStatus.IN_PROGRESS).update(
+        status=JobStatus.COMPLETED,
+        progress=1.0,
+        step="completed",
+        finished_at=timezone.now(),
+        version=version,
+    )
+
+
+def training_job_fail(
+    *, job_id: uuid.UUID | str, step: str, error: str, version: ModelVersion | None = None
+) -> None:
+    from registry.models import TrainingJob
+
+    updates: dict[str, Any] = {
+        "status": JobStatus.FAILED,
+        "error_step": step,
+        "error_message": error[:10_000],
+        "finished_at": timezone.now(),
+    }
+    if version is not None:
+        updates["version"] = version
+    TrainingJob.objects.filter(pk=job_id, status__in=ACTIVE_JOB_STATUSES).update(**updates)
+
+
+def training_job_cancel(*, job_id: uuid.UUID | str, actor: str = "") -> Any:
+    from registry.models import TrainingJob
+
+    with transaction.atomic():
+        try:
+            job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        except TrainingJob.DoesNotExist:
+            raise NotFound(f"unknown job {job_id}") from None
+        if job.status not in (JobStatus.PENDING, JobStatus.QUEUED):
+            raise DomainError(f"job {job.id} is {job.status}; only pending or queued jobs cancel")
+        job.status = JobStatus.CANCELLED
+        job.finished_at = timezone.now()
+        job.error_message = f"cancelled by {actor or 'unknown'}"
+        job.save(update_fields=["status", "finished_at", "error_message"])
+    return job
+
+
+# ---------------------------------------------------------------------------------------------
+# Versions
+
+
+def model_version_register(
+    *,
+    model: RegisteredModel,
+    job: Any = None,
+    params: dict[str, Any],
+    feature_spec: dict[str, Any],
+    training_metrics: dict[str, Any],
+    manifest: dict[str, Any],
+    artifact_path: str = "",
+    artifact_sha256: str = "",
+    artifact_size: int = 0,
+    train_start: datetime | None = None,
+    train_end: datetime | None = None,
+    actor: str = "pipeline",
+) -> ModelVersion:
+    """Allocate the next version number under the model's row lock and record the version."""
+    with transaction.atomic():
+        locked = _lock_model(model.model_id)
+        number = locked.next_version
+        locked.next_version = number + 1
+        locked.save(update_fields=["next_version"])
+        version = ModelVersion.objects.create(
+            model=locked,
+            version=number,
+            status=ModelStatus.TRAINING,
+            artifact_path=artifact_path,
+            artifact_sha256=artifact_sha256,
+            artifact_size=artifact_size,
+            params=params,
+            feature_spec=feature_spec,
+            training_metrics=training_metrics,
+            manifest=manifest,
+            train_start=train_start,
+            train_end=train_end,
+        )
+        _audit(
+            version=version, action=LifecycleAction.REGISTER, from_status="", actor=actor, reason=""
+        )
+        if job is not None:
+            type(job).objects.filter(pk=job.pk).update(version=version)
+        outbox_event_write(
+            event_type=EventType.MODEL_TRAINED,
+            model_id=locked.model_id,
+            payload={
+                "version": number,
+                "job_id": str(job.pk) if job is not None else None,
+                "artifact_sha256": artifact_sha256,
+                "training_metrics": training_metrics,
+            },
+        )
+    return version
+
+
+def _get_version_locked(model: RegisteredModel, version: int) -> ModelVersion:
+    try:
+        return ModelVersion.objects.select_for_update().get(model=model, version=version)
+    except ModelVersion.DoesNotExist:
+        raise NotFound(f"model {model.model_id} has no version {version}") from None
+
+
+def _was_production(version: ModelVersion) -> bool:
+    return version.audit.filter(to_status=ModelStatus.PRODUCTION).exists()
+
+
+def _passed_gates(version: ModelVersion) -> bool:
+    latest = version.evaluations.order_by("-created_at", "-id").first()
+    return bool(latest and latest.passed)
+
+
+def _make_production(
+    *, model: RegisteredModel, target: ModelVersion, action: str, actor: str, reason: str
+) -> tuple[ModelVersion, ModelVersion | None]:
+    """Retire the current production version, then promote `target`. Caller holds the model lock.
+
+    The old one is demoted first: the one-production-per-model constraint cannot be deferred.
+    """
+    now = timezone.now()
+    previous = (
+        ModelVersion.objects.select_for_update()
+        .filter(model=model, status=ModelStatus.PRODUCTION)
+        .first()
+    )
+    if previous is not None:
+        previous.status = ModelStatus.RETIRED
+        previous.retired_at = now
+        previous.save(update_fields=["status", "retired_at"])
+        _audit(
+            version=previous,
+            action=LifecycleAction.RETIRE,
+            from_status=ModelStatus.PRODUCTION,
+            actor=actor,
+            reason=f"replaced by v{target.version} ({action}): {reason}".rstrip(": "),
+        )
+    from_status = target.status
+    target.status = ModelStatus.PRODUCTION
+    target.promoted_at = now
+    target.retired_at = None
+    target.save(update_fields=["status", "promoted_at", "retired_at"])
+    _audit(version=target, action=action, from_status=from_status, actor=actor, reason=reason)
+    return target, previous
+
+
+def model_version_promote(
+    *, model_id: str, version: int, actor: str, reason: str = ""
+) -> ModelVersion:
+    """Make `version` the production version of `model_id`, atomically, with audit and event."""
+    with transaction.atomic():
+        model = _lock_model(model_id)
+        target = _get_version_locked(model, version)
+        if target.status == ModelStatus.PRODUCTION:
+            raise DomainError(f"{model_id} v{version} is already in production")
+        if target.status not in PROMOTABLE:
+            raise DomainError(
+                f"cannot promote {model_id} v{version}: it is {target.status}; "
+                f"only {', '.join(sorted(PROMOTABLE))} versions can be promoted"
+            )
+        if target.status == ModelStatus.RETIRED and not (
+            _was_production(target) or _passed_gates(target)
+        ):
+            raise DomainError(
+                f"cannot promote {model_id} v{version}: retired without having been in "
+                "production or passed its gates"
+            )
+        target, previous = _make_production(
+            model=model, target=target, action=LifecycleAction.PROMOTE, actor=actor, reason=reason
+        )
+        outbox_event_write(
+            event_type=EventType.MODEL_PROMOTED,
+            model_id=model_id,
+            payload={
+                "version": target.version,
+                "previous_version": previous.version if previous else None,
+                "promoted_by": actor,
+                "reason": reason,
+            },
+        )
+    return target
+
+
+def model_version_rollback(
+    *,
+    model_id: str,
+    target_version: int,
+    actor: str,
+    reason: str = "",
+    verify_artifact: bool = True,
+) -> ModelVersion:
+    """Put an earlier, proven version back in production; the current one is retired."""
+    from registry.artifacts import ArtifactError, artifact_verify
+
+    with transaction.atomic():
+        model = _lock_model(model_id)
+        target = _get_version_locked(model, target_version)
+        if target.status == ModelStatus.PRODUCTION:
+            raise DomainError(f"{model_id} v{target_version} is the current production version")
+        if target.status in (ModelStatus.FAILED, ModelStatus.TRAINING):
+            raise DomainError(
+                f"cannot roll back to {model_id} v{target_version}: it is {target.status}"
+            )
+        if not (_was_production(target) or _passed_gates(target)):
+            raise DomainError(
+                f"cannot roll back to {model_id} v{target_version}: it was never in production "
+                "and has not passed its gates"
+            )
+        if verify_artifact and target.artifact_path:
+            try:
+                artifact_verify(path=target.artifact_path, sha256=target.artifact_sha256)
+            except ArtifactError as exc:
+                raise DomainError(
+                    f"cannot roll back to {model_id} v{target_version}: artifact unverifiable: {exc}"
+                ) from exc
+        target, previous = _make_production(
+            model=model, target=target, action=LifecycleAction.ROLLBACK, actor=actor, reason=reason
+        )
+        outbox_event_write(
+            event_type=EventType.MODEL_ROLLBACK,
+            model_id=model_id,
+            payload={
+                "version": target.version,
+                "from_version": previous.version if previous else None,
+                "rolled_back_by": actor,
+                "reason": reason,
+            },
+        )
+    return target
+
+
+_SET_STATUS_ACTIONS = {
+    ModelStatus.CANDIDATE: LifecycleAction.CANDIDATE,
+    ModelStatus.SHADOW: LifecycleAction.SHADOW,
+    ModelStatus.FAILED: LifecycleAction.FAIL,
+    ModelStatus.RETIRED: LifecycleAction.RETIRE,
+}
+_ALLOWED_FROM = {
+    ModelStatus.CANDIDATE: {ModelStatus.TRAINING, ModelStatus.SHADOW},
+    ModelStatus.SHADOW: {ModelStatus.TRAINING, ModelStatus.CANDIDATE},
+    ModelStatus.FAILED: {ModelStatus.TRAINING, ModelStatus.SHADOW, ModelStatus.CANDIDATE},
+    ModelStatus.RETIRED: {ModelStatus.SHADOW, ModelStatus.CANDIDATE, ModelStatus.PRODUCTION},
+}
+
+
+def model_version_set_status(
+    *, model_id: str, version: int, status: str, actor: str, reason: str = ""
+) -> ModelVersion:
+    """Move a version to candidate, shadow, failed or retired (promotion has its own service)."""
+    if status not in _SET_STATUS_ACTIONS:
+        raise InvalidInput(f"cannot set status {status!r} here", field="status")
+    with transaction.atomic():
+        model = _lock_model(model_id)
+        target = _get_version_locked(model, version)
+        if target.status not in _ALLOWED_FROM[status]:
+            raise DomainError(f"cannot move {model_id} v{version} from {target.status} to {status}")
+        from_status = target.status
+        target.status = status
+        fields = ["status"]
+        if status == ModelStatus.RETIRED:
+            target.retired_at = timezone.now()
+            fields.append("retired_at")
+        target.save(update_fields=fields)
+        _audit(
+            version=target,
+            action=_SET_STATUS_ACTIONS[status],
+            from_status=from_status,
+            actor=actor,
+            reason=reason,
+        )
+    return target
+
+
+def model_version_update_notes(
+    *,
+    version: ModelVersion,
+    description: str | None = None,
+    notes: str | None = None,
+    tags: Iterable[str] | None = None,
+) -> ModelVersion:
+    fields = []
+    if description is not None:
+        version.description = description
+        fields.append("description")
+    if notes is not None:
+        version.notes = notes
+        fields.append("notes")
+    if tags is not None:
+        version.tags = list(tags)
+        fields.append("tags")
+    if fields:
+        version.save(update_fields=fields)
+    return version
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluations
+
+
+def evaluation_record(
+    *,
+    version: ModelVersion,
+    metrics: dict[str, Any],
+    window_start: datetime,
+    window_end: datetime,
+    n_bars: int,
+    fee: float,
+    periods_per_year: int,
+    n_trials: int,
+    gates: dict[str, Any],
+    passed: bool,
+    benchmark_sharpe: float | None = None,
+) -> EvaluationResult:
+    fields = {
+        name: metrics[name]
+        for name in (
+            "sharpe", "sortino", "max_drawdown", "total_return", "cagr", "calmar", "exposure",
+            "trades", "win_rate", "profit_factor", "avg_trade_return", "avg_bars_held", "psr", "dsr",
+        )
+    }  # fmt: skip
+    with transaction.atomic():
+        evaluation = EvaluationResult.objects.create(
+            version=version,
+            window_start=window_start,
+            window_end=window_end,
+            n_bars=n_bars,
+            fee=fee,
+            periods_per_year=periods_per_year,
+            n_trials=n_trials,
+            profit_factor_infinite=bool(metrics.get("profit_factor_infinite", False)),
+            gates=gates,
+            passed=passed,
+            benchmark_sharpe=benchmark_sharpe,
+            **fields,
+        )
+        outbox_event_write(
+            event_type=EventType.MODEL_EVALUATED,
+            model_id=version.model.model_id,
+            payload={
+                "version": version.version,
+                "evaluation_id": evaluation.pk,
+                "passed": passed,
+                "metrics": {**fields, "profit_factor_infinite": evaluation.profit_factor_infinite},
+                "gates": gates,
+            },
+        )
+    return evaluation
