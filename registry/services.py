@@ -88,7 +88,9 @@ def registered_model_get_or_create(
             )
     except IntegrityError:
         # Another transaction created it between our read and insert.
-        model = RegisteredModel.objects.get(model_type=model_type, symbol=symbol, timeframe=timeframe)
+        model = RegisteredModel.objects.get(
+            model_type=model_type, symbol=symbol, timeframe=timeframe
+        )
     return model
 
 
@@ -127,7 +129,9 @@ def training_job_create(*, request: JobRequest, dispatch: bool = True) -> tuple[
     from registry.models import TrainingJob
 
     if request.trigger_reason not in TriggerReason.values:
-        raise InvalidInput(f"unknown trigger reason {request.trigger_reason!r}", field="trigger_reason")
+        raise InvalidInput(
+            f"unknown trigger reason {request.trigger_reason!r}", field="trigger_reason"
+        )
     if request.window_start and request.window_end and request.window_start >= request.window_end:
         raise InvalidInput("window_start must be before window_end", field="window_start")
     model = registered_model_get_or_create(
@@ -187,7 +191,7 @@ def training_job_dispatch(*, job_id: uuid.UUID) -> None:
     broker is down the job stays pending and the reaper dispatches it again later.
     """
     from registry.models import TrainingJob
-    from training.tasks import run_training_job
+    from training.tasks import enqueue_training_job
 
     task_id = str(uuid.uuid4())
     updated = TrainingJob.objects.filter(pk=job_id, status=JobStatus.PENDING).update(
@@ -196,7 +200,7 @@ def training_job_dispatch(*, job_id: uuid.UUID) -> None:
     if not updated:
         return
     try:
-        run_training_job.apply_async(args=[str(job_id)], task_id=task_id)
+        enqueue_training_job(job_id=str(job_id), task_id=task_id)
     except Exception as exc:  # broker unreachable: leave it for the reaper, never lose the job
         logger.warning("dispatch of job %s failed, left pending: %s", job_id, exc)
         TrainingJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
@@ -223,6 +227,60 @@ def training_job_claim(*, job_id: uuid.UUID | str) -> bool:
             error_step="",
         )
     )
+
+
+def training_job_reclaim(*, job_id: uuid.UUID | str, max_attempts: int) -> bool:
+    """Take over a job left in progress by a worker that died (its message was redelivered).
+
+    Returns True when this delivery may run it again; once `max_attempts` is reached the job is
+    failed cleanly instead.
+    """
+    from django.db.models import F
+
+    from registry.models import TrainingJob
+
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.status != JobStatus.IN_PROGRESS:
+            return False
+        if job.attempts >= max_attempts:
+            job.status = JobStatus.FAILED
+            job.error_step = job.step or "start"
+            job.error_message = (
+                f"worker lost during step {job.step!r}; gave up after {job.attempts} attempts"
+            )
+            job.finished_at = timezone.now()
+            job.save(update_fields=["status", "error_step", "error_message", "finished_at"])
+            return False
+        TrainingJob.objects.filter(pk=job_id).update(
+            attempts=F("attempts") + 1, started_at=timezone.now(), progress=0.0, step="reclaimed"
+        )
+    return True
+
+
+def training_job_requeue_stuck(*, job_id: uuid.UUID | str, max_attempts: int) -> str:
+    """Reaper: a job in progress past its hard limit is requeued, or failed after max attempts."""
+    from registry.models import TrainingJob
+
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.status != JobStatus.IN_PROGRESS:
+            return "skipped"
+        if job.attempts >= max_attempts:
+            job.status = JobStatus.FAILED
+            job.error_step = job.step or "start"
+            job.error_message = (
+                f"stuck in step {job.step!r} past its time limit; gave up after "
+                f"{job.attempts} attempts"
+            )
+            job.finished_at = timezone.now()
+            job.save(update_fields=["status", "error_step", "error_message", "finished_at"])
+            return "failed"
+        job.status = JobStatus.PENDING
+        job.step = "requeued"
+        job.save(update_fields=["status", "step"])
+        transaction.on_commit(lambda: training_job_dispatch(job_id=job.pk))
+    return "requeued"
 
 
 def training_job_progress(
@@ -459,7 +517,8 @@ def model_version_rollback(
                 artifact_verify(path=target.artifact_path, sha256=target.artifact_sha256)
             except ArtifactError as exc:
                 raise DomainError(
-                    f"cannot roll back to {model_id} v{target_version}: artifact unverifiable: {exc}"
+                    f"cannot roll back to {model_id} v{target_version}: "
+                    f"artifact unverifiable: {exc}"
                 ) from exc
         target, previous = _make_production(
             model=model, target=target, action=LifecycleAction.ROLLBACK, actor=actor, reason=reason
@@ -563,7 +622,8 @@ def evaluation_record(
         name: metrics[name]
         for name in (
             "sharpe", "sortino", "max_drawdown", "total_return", "cagr", "calmar", "exposure",
-            "trades", "win_rate", "profit_factor", "avg_trade_return", "avg_bars_held", "psr", "dsr",
+            "trades", "win_rate", "profit_factor", "avg_trade_return", "avg_bars_held", "psr",
+            "dsr",
         )
     }  # fmt: skip
     with transaction.atomic():

@@ -1,0 +1,362 @@
+"""The 10-step training pipeline of the original design, for one job.
+
+Each step is a short transaction (or none): training runs outside any transaction, so a long fit
+never holds a lock. Progress and per-step wall time are written to the job as steps finish; any
+error is stored on the job with the step it happened in, and a version registered before the error
+is marked failed rather than left in `training`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import platform
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+
+from registry import services
+from registry.artifacts import artifact_load, artifact_save
+from registry.models import EvaluationResult, JobStatus, ModelStatus, ModelVersion, TrainingJob
+from training.backtest import PERIODS_PER_YEAR, BacktestResult, backtest
+from training.data import get_data_loader
+from training.dataset import Bars, Dataset
+from training.features import build_dataset
+from training.gates import apply_gates
+from training.policies import MAX_ATTEMPTS, EvaluationPolicy, evaluation_policy_for
+from training.split import Split, walk_forward
+from training.trainers import Trainer, trainer_class
+
+logger = logging.getLogger(__name__)
+
+MIN_BARS = 500
+LIBRARIES = (
+    "numpy", "pandas", "scikit-learn", "xgboost-cpu", "lightgbm", "torch", "neuralforecast",
+    "stable-baselines3", "gymnasium", "Django", "celery",
+)  # fmt: skip
+
+# Cumulative progress reached when each step finishes.
+STEPS: dict[str, float] = {
+    "start": 0.05,
+    "fetch_data": 0.15,
+    "train": 0.60,
+    "register": 0.65,
+    "publish_trained": 0.67,
+    "evaluate": 0.85,
+    "save_evaluation": 0.90,
+    "publish_evaluated": 0.92,
+    "apply_gates": 0.98,
+    "complete": 1.0,
+}
+
+
+class PipelineError(Exception):
+    """A step refused to go on (too little data, bad params); stored on the job as its error."""
+
+
+@dataclass
+class Run:
+    job: TrainingJob
+    policy: EvaluationPolicy
+    bars: Bars | None = None
+    dataset: Dataset | None = None
+    split: Split | None = None
+    trainer: Trainer | None = None
+    training_metrics: dict[str, Any] = field(default_factory=dict)
+    version: ModelVersion | None = None
+    result: BacktestResult | None = None
+    evaluation: EvaluationResult | None = None
+    decision: str = ""
+
+
+@contextmanager
+def _step(run: Run, name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    except Exception as exc:
+        raise _StepFailed(name, exc) from exc
+    services.training_job_progress(
+        job_id=run.job.pk, step=name, progress=STEPS[name], seconds=time.perf_counter() - started
+    )
+
+
+class _StepFailed(Exception):
+    def __init__(self, step: str, error: Exception) -> None:
+        super().__init__(f"{step}: {error}")
+        self.step = step
+        self.error = error
+
+
+def run_job(*, job_id: str, redelivered: bool = False) -> str:
+    """Run one job through the pipeline. Idempotent by job id: a second delivery does nothing.
+
+    Returns the job's final status. A redelivery of a job left in progress by a dead worker
+    reclaims it (another attempt) or fails it cleanly once MAX_ATTEMPTS is reached.
+    """
+    claimed = services.training_job_claim(job_id=job_id)
+    if not claimed and redelivered:
+        claimed = services.training_job_reclaim(job_id=job_id, max_attempts=MAX_ATTEMPTS)
+    job = TrainingJob.objects.select_related("model").get(pk=job_id)
+    if not claimed:
+        logger.info("job %s is %s; nothing to do", job_id, job.status)
+        return job.status
+    run = Run(
+        job=job,
+        policy=evaluation_policy_for(
+            job.model_type, auto_promote_default=settings.CLM_AUTO_PROMOTE
+        ),
+    )
+    log = logging.LoggerAdapter(logger, {"job_id": str(job.pk), "model_id": job.model.model_id})
+    try:
+        with _step(run, "start"):
+            log.info("training %s (%s)", job.model.model_id, job.trigger_reason)
+        with _step(run, "fetch_data"):
+            _fetch_data(run)
+        with _step(run, "train"):
+            _train(run)
+        with _step(run, "register"):
+            _register(run)
+        with _step(run, "publish_trained"):
+            pass  # model_trained was written to the outbox in register's transaction
+        with _step(run, "evaluate"):
+            _evaluate(run)
+        with _step(run, "save_evaluation"):
+            _save_evaluation(run)
+        with _step(run, "publish_evaluated"):
+            pass  # model_evaluated was written to the outbox with the evaluation
+        with _step(run, "apply_gates"):
+            _apply_gates(run)
+        services.training_job_complete(job_id=job.pk, version=run.version)
+    except _StepFailed as failed:
+        _fail(run, failed.step, failed.error)
+        log.warning("job failed at %s: %s", failed.step, failed.error)
+        return JobStatus.FAILED
+    except BaseException as exc:  # a soft time limit or shutdown outside a step
+        _fail(run, run.job.step or "start", exc)
+        raise
+    log.info("job completed: %s", run.decision)
+    return JobStatus.COMPLETED
+
+
+def _fail(run: Run, step: str, error: BaseException) -> None:
+    detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+    if not isinstance(error, PipelineError):
+        detail = f"{detail}\n\n{''.join(traceback.format_tb(error.__traceback__)[-3:])}"
+    if run.version is not None and run.version.status == ModelStatus.TRAINING:
+        services.model_version_set_status(
+            model_id=run.job.model.model_id,
+            version=run.version.version,
+            status=ModelStatus.FAILED,
+            actor="pipeline",
+            reason=f"pipeline error at {step}",
+        )
+    services.training_job_fail(job_id=run.job.pk, step=step, error=detail, version=run.version)
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+
+
+def _fetch_data(run: Run) -> None:
+    job = run.job
+    window = (job.window_start, job.window_end) if job.window_start or job.window_end else None
+    bars = get_data_loader()(job.symbol, job.timeframe, window)
+    if len(bars) < MIN_BARS:
+        raise PipelineError(
+            f"{len(bars)} bars of {job.symbol} {job.timeframe} in the window; need {MIN_BARS}"
+        )
+    run.bars = bars
+
+
+def _train(run: Run) -> None:
+    params = dict(run.job.params)
+    feature_spec = params.pop("features", None)
+    horizon = params.pop("horizon", None)
+    try:
+        run.dataset = build_dataset(run.bars, feature_spec, horizon=horizon)
+        warmup = int(np.argmax(np.isfinite(run.dataset.features).all(axis=1)))
+        run.split = walk_forward(
+            len(run.dataset),
+            horizon=run.dataset.horizon,
+            eval_fraction=run.policy.eval_fraction,
+            warmup=warmup,
+        )
+        trainer_cls = trainer_class(run.job.model_type)
+        run.trainer = trainer_cls(params, seed=run.job.seed)
+    except (ValueError, TypeError) as exc:
+        raise PipelineError(str(exc)) from exc
+    run.training_metrics = run.trainer.fit(run.dataset, run.split.train)
+
+
+def _timestamp(bars: Bars, index: int) -> datetime:
+    return datetime.fromtimestamp(int(bars.timestamp[index].astype("int64")), tz=UTC)
+
+
+def _manifest(run: Run, blob_sha: str) -> dict[str, Any]:
+    bars, split = run.bars, run.split
+    digest = hashlib.sha256()
+    for array in (bars.timestamp.astype("int64"), bars.open, bars.high, bars.low, bars.close,
+                  bars.volume):  # fmt: skip
+        digest.update(np.ascontiguousarray(array).tobytes())
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "data_sha256": digest.hexdigest(),
+        "symbol": run.job.symbol,
+        "timeframe": run.job.timeframe,
+        "bars": {
+            "first": _timestamp(bars, 0).isoformat(),
+            "last": _timestamp(bars, len(bars) - 1).isoformat(),
+            "count": len(bars),
+        },
+        "split": {
+            "train": [split.train.start, split.train.stop],
+            "purge": [split.purge.start, split.purge.stop],
+            "evaluate": [split.evaluate.start, split.evaluate.stop],
+        },
+        "feature_spec": run.dataset.spec,
+        "params": run.trainer.params,
+        "seed": run.job.seed,
+        "artifact_sha256": blob_sha,
+        "python": platform.python_version(),
+        "libraries": versions,
+    }
+
+
+def _register(run: Run) -> None:
+    blob = run.trainer.dumps()
+    stored = artifact_save(model_id=run.job.model.model_id, blob=blob)
+    split, bars = run.split, run.bars
+    run.version = services.model_version_register(
+        model=run.job.model,
+        job=run.job,
+        params=run.trainer.params,
+        feature_spec=run.dataset.spec,
+        training_metrics=run.training_metrics,
+        manifest=_manifest(run, stored.sha256),
+        artifact_path=stored.path,
+        artifact_sha256=stored.sha256,
+        artifact_size=stored.size,
+        train_start=_timestamp(bars, split.train.start),
+        train_end=_timestamp(bars, split.train.stop - 1),
+    )
+
+
+def _trial_sharpes(run: Run) -> list[float]:
+    """Per-bar Sharpe ratios of every earlier evaluation of this model line (the DSR's trials)."""
+    rows = EvaluationResult.objects.filter(version__model=run.job.model).values_list(
+        "sharpe", "periods_per_year"
+    )
+    return [sharpe / np.sqrt(p) for sharpe, p in rows]
+
+
+def _evaluate(run: Run) -> None:
+    window = run.split.evaluate
+    positions = run.trainer.positions(run.dataset, window)
+    trials = _trial_sharpes(run)
+    close = run.bars.close[window]
+    periods = PERIODS_PER_YEAR[run.job.timeframe]
+    run.result = backtest(
+        close,
+        positions,
+        fee=run.policy.fee,
+        periods_per_year=periods,
+        n_trials=len(trials) + 1,
+        trial_sharpes=trials or None,
+    )
+
+
+def _save_evaluation(run: Run) -> None:
+    window, bars, result = run.split.evaluate, run.bars, run.result
+    metrics = result.as_dict()
+    gates, passed = apply_gates(metrics, run.policy.gates)
+    buy_hold = backtest(
+        bars.close[window],
+        np.ones(window.stop - window.start),
+        fee=0.0,
+        periods_per_year=result.periods_per_year,
+    )
+    run.evaluation = services.evaluation_record(
+        version=run.version,
+        metrics=metrics,
+        window_start=_timestamp(bars, window.start),
+        window_end=_timestamp(bars, window.stop - 1),
+        n_bars=window.stop - window.start,
+        fee=result.fee,
+        periods_per_year=int(result.periods_per_year),
+        n_trials=result.n_trials,
+        gates=gates,
+        passed=passed,
+        benchmark_sharpe=buy_hold.sharpe,
+    )
+
+
+def production_sharpe_on(run: Run) -> float | None:
+    """The current production version's Sharpe on this run's evaluation window, or None."""
+    production = ModelVersion.objects.filter(
+        model=run.job.model, status=ModelStatus.PRODUCTION
+    ).first()
+    if production is None:
+        return None
+    blob = artifact_load(path=production.artifact_path, sha256=production.artifact_sha256)
+    trainer = trainer_class(run.job.model_type).loads(blob)
+    spec = production.feature_spec or None
+    dataset = build_dataset(run.bars, spec, horizon=(spec or {}).get("horizon"))
+    positions = trainer.positions(dataset, run.split.evaluate)
+    return backtest(
+        run.bars.close[run.split.evaluate],
+        positions,
+        fee=run.policy.fee,
+        periods_per_year=run.result.periods_per_year,
+    ).sharpe
+
+
+def _apply_gates(run: Run) -> None:
+    model_id, number = run.job.model.model_id, run.version.version
+    evaluation = run.evaluation
+    if not evaluation.passed:
+        failing = [name for name, gate in evaluation.gates.items() if not gate["passed"]]
+        ModelVersion.objects.filter(pk=run.version.pk).update(failed_gates=failing)
+        services.model_version_set_status(
+            model_id=model_id, version=number, status=ModelStatus.FAILED, actor="pipeline",
+            reason=f"failed gates: {', '.join(failing)}",
+        )  # fmt: skip
+        run.decision = f"v{number} failed gates {failing}"
+        return
+    try:
+        incumbent = production_sharpe_on(run)
+    except Exception as exc:  # an unreadable production artifact must not block a good version
+        logger.warning("could not score production of %s: %s", model_id, exc)
+        incumbent = None
+    beats = incumbent is None or evaluation.sharpe > incumbent
+    against = "no production version" if incumbent is None else f"production Sharpe {incumbent:.3f}"
+    if beats and run.policy.auto_promote:
+        services.model_version_set_status(
+            model_id=model_id, version=number, status=ModelStatus.CANDIDATE, actor="pipeline",
+            reason="passed gates",
+        )  # fmt: skip
+        services.model_version_promote(
+            model_id=model_id, version=number, actor="pipeline",
+            reason=f"passed gates; Sharpe {evaluation.sharpe:.3f} vs {against}",
+        )  # fmt: skip
+        run.decision = f"v{number} promoted"
+    else:
+        why = "auto-promotion is off" if beats else f"does not beat {against}"
+        services.model_version_set_status(
+            model_id=model_id, version=number, status=ModelStatus.CANDIDATE, actor="pipeline",
+            reason=f"passed gates; {why}",
+        )  # fmt: skip
+        run.decision = f"v{number} candidate ({why})"
