@@ -8,6 +8,7 @@ is marked failed rather than left in `training`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import platform
@@ -26,7 +27,7 @@ from django.conf import settings
 from registry import services
 from registry.artifacts import artifact_load, artifact_save
 from registry.models import EvaluationResult, JobStatus, ModelStatus, ModelVersion, TrainingJob
-from training.backtest import PERIODS_PER_YEAR, BacktestResult, backtest
+from training.backtest import PERIODS_PER_YEAR, BacktestResult, backtest, deflated_sharpe
 from training.data import get_data_loader
 from training.dataset import Bars, Dataset
 from training.features import build_dataset
@@ -266,17 +267,20 @@ def _trial_sharpes(run: Run) -> list[float]:
 def _evaluate(run: Run) -> None:
     window = run.split.evaluate
     positions = run.trainer.positions(run.dataset, window)
-    trials = _trial_sharpes(run)
-    close = run.bars.close[window]
     periods = PERIODS_PER_YEAR[run.job.timeframe]
-    run.result = backtest(
-        close,
-        positions,
-        fee=run.policy.fee,
-        periods_per_year=periods,
-        n_trials=len(trials) + 1,
-        trial_sharpes=trials or None,
+    result = backtest(
+        run.bars.close[window], positions, fee=run.policy.fee, periods_per_year=periods
     )
+    # Deflate by every evaluation of this model line so far, this one included (METRICS.md: K).
+    trials = [*_trial_sharpes(run), result.sharpe / np.sqrt(periods)]
+    if len(trials) > 1:
+        dsr = deflated_sharpe(
+            result.returns[1:],
+            n_trials=len(trials),
+            trial_sharpe_variance=float(np.var(trials, ddof=1)),
+        )
+        result = dataclasses.replace(result, n_trials=len(trials), dsr=dsr)
+    run.result = result
 
 
 def _save_evaluation(run: Run) -> None:

@@ -1,0 +1,75 @@
+"""Train one model synchronously, for people who prefer the shell."""
+
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from clm_project.exceptions import DomainError
+from registry.models import JobStatus, ModelType, Timeframe, TriggerReason
+from registry.services import JobRequest, training_job_create
+from training.management.runner import run_job_with_progress
+from training.selectors import bars_exist
+
+
+def parse_param(text: str) -> tuple[str, object]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise CommandError(f"--param {text!r}: use key=value")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+class Command(BaseCommand):
+    help = "Train, evaluate and (if it clears the gates) promote one model, in this process."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--model-type", required=True, choices=ModelType.values)
+        parser.add_argument("--symbol", required=True)
+        parser.add_argument("--timeframe", default="1h", choices=Timeframe.values)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument(
+            "--param", action="append", default=[], help="Trainer parameter key=value (repeat)."
+        )
+        parser.add_argument("--reason", default=TriggerReason.MANUAL, choices=TriggerReason.values)
+
+    def handle(self, *args, **options) -> None:
+        symbol = options["symbol"].upper()
+        if not bars_exist(symbol=symbol, timeframe=options["timeframe"]):
+            raise CommandError(
+                f"no bars for {symbol} {options['timeframe']}: import or generate them first"
+            )
+        params = dict(parse_param(p) for p in options["param"])
+        try:
+            job, created = training_job_create(
+                request=JobRequest(
+                    model_type=options["model_type"],
+                    symbol=symbol,
+                    timeframe=options["timeframe"],
+                    trigger_reason=options["reason"],
+                    params=params,
+                    seed=options["seed"],
+                    requested_by="cli",
+                ),
+                dispatch=False,
+            )
+        except DomainError as exc:
+            raise CommandError(exc.message) from exc
+        if not created:
+            raise CommandError(f"{job.model.model_id} already has an active job {job.pk}")
+        job = run_job_with_progress(job)
+        if job.status != JobStatus.COMPLETED:
+            raise CommandError(f"job {job.pk} failed at {job.error_step}: {job.error_message}")
+        version = job.version
+        evaluation = version.evaluations.order_by("-created_at").first()
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"{version.model.model_id} v{version.version}: {version.status}; "
+                f"Sharpe {evaluation.sharpe:.2f}, max drawdown {evaluation.max_drawdown:.1%}, "
+                f"win rate {evaluation.win_rate:.1%}, trades {evaluation.trades}"
+            )
+        )
