@@ -1,6 +1,6 @@
 """The one Celery app. Start a worker with:
 
-    .venv/bin/celery -A clm_project worker -Q default,training -c 2 -l info
+.venv/bin/celery -A clm_project worker -Q default,training -c 2 -l info
 """
 
 import os

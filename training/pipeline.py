@@ -106,7 +106,10 @@ def run_job(*, job_id: str, redelivered: bool = False) -> str:
     claimed = services.training_job_claim(job_id=job_id)
     if not claimed and redelivered:
         claimed = services.training_job_reclaim(job_id=job_id, max_attempts=MAX_ATTEMPTS)
-    job = TrainingJob.objects.select_related("model").get(pk=job_id)
+    job = TrainingJob.objects.select_related("model").filter(pk=job_id).first()
+    if job is None:
+        logger.warning("job %s does not exist; message dropped", job_id)
+        return "missing"
     if not claimed:
         logger.info("job %s is %s; nothing to do", job_id, job.status)
         return job.status
@@ -191,11 +194,29 @@ def _train(run: Run) -> None:
             eval_fraction=run.policy.eval_fraction,
             warmup=warmup,
         )
+        _assert_causal(run.bars, run.dataset, feature_spec, run.split.train.stop)
         trainer_cls = trainer_class(run.job.model_type)
         run.trainer = trainer_cls(params, seed=run.job.seed)
     except (ValueError, TypeError) as exc:
         raise PipelineError(str(exc)) from exc
     run.training_metrics = run.trainer.fit(run.dataset, run.split.train)
+
+
+def _assert_causal(bars: Bars, dataset: Dataset, spec: dict | None, cut: int) -> None:
+    """Refuse features that look ahead: rebuilt from bars[:cut] alone, rows before cut must match.
+
+    A feature that peeks at later bars changes when those bars are cut off; such a model would get
+    a score it could never earn live, so the job fails before training.
+    """
+    prefix = build_dataset(bars.slice(slice(0, cut)), spec, horizon=dataset.horizon)
+    full = dataset.features[:cut]
+    same = np.isclose(prefix.features, full, rtol=1e-9, atol=1e-12, equal_nan=True)
+    if not same.all():
+        leaking = [dataset.feature_names[i] for i in np.flatnonzero(~same.all(axis=0))]
+        raise PipelineError(
+            f"features leak the future (they change when later bars are removed): "
+            f"{', '.join(leaking)}"
+        )
 
 
 def _timestamp(bars: Bars, index: int) -> datetime:
