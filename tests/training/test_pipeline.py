@@ -1,0 +1,219 @@
+"""The 10-step pipeline run in-process (no worker): outcomes, idempotency, errors, recovery."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from django.utils import timezone
+
+from registry.artifacts import artifact_load
+from registry.models import (
+    EvaluationResult,
+    JobStatus,
+    LifecycleEvent,
+    ModelStatus,
+    ModelVersion,
+    OutboxEvent,
+    PromotionPolicy,
+    TrainingJob,
+)
+from registry.services import JobRequest, training_job_create
+from training import pipeline
+from training.pipeline import STEPS, run_job
+from training.tasks import reap_stuck_jobs_now
+from training.trainers import trainer_class
+
+from .conftest import store_bars
+
+SMALL_XGB = {"n_estimators": 60, "max_depth": 3}
+
+
+def make_job(symbol: str = "BTCUSDT", model_type: str = "xgboost", **kwargs) -> TrainingJob:
+    params = kwargs.pop("params", SMALL_XGB if model_type == "xgboost" else {})
+    job, created = training_job_create(
+        request=JobRequest(
+            model_type=model_type, symbol=symbol, timeframe="1h", params=params, **kwargs
+        ),
+        dispatch=False,
+    )
+    assert created
+    return job
+
+
+@pytest.mark.django_db
+def test_job_runs_all_ten_steps_and_records_everything(btc_bars):
+    job = make_job()
+    assert run_job(job_id=str(job.pk)) == JobStatus.COMPLETED
+    job.refresh_from_db()
+    assert job.status == JobStatus.COMPLETED and job.progress == 1.0
+    assert set(job.step_durations) == set(STEPS) - {"complete"}
+    version = job.version
+    assert version.version == 1
+    manifest = version.manifest
+    assert manifest["bars"]["count"] == 6_000
+    assert len(manifest["data_sha256"]) == 64
+    assert manifest["seed"] == 0 and "xgboost-cpu" in manifest["libraries"]
+    assert version.feature_spec["feature_names"]
+    evaluation = EvaluationResult.objects.get(version=version)
+    split = manifest["split"]
+    # Honest evaluation: the evaluation window starts after the purge gap that follows training.
+    assert split["train"][1] <= split["purge"][0] < split["purge"][1] <= split["evaluate"][0]
+    assert split["purge"][1] - split["purge"][0] >= version.feature_spec["horizon"]
+    assert evaluation.n_bars == split["evaluate"][1] - split["evaluate"][0]
+    assert set(evaluation.gates) == {
+        "sharpe", "win_rate", "profit_factor", "max_drawdown", "trades"
+    }  # fmt: skip
+    if evaluation.passed:
+        assert version.status == ModelStatus.PRODUCTION
+        assert version.failed_gates == []
+    else:
+        assert version.status == ModelStatus.FAILED
+        failing = {n for n, g in evaluation.gates.items() if not g["passed"]}
+        assert set(version.failed_gates) == failing
+    events = set(OutboxEvent.objects.values_list("event_type", flat=True))
+    assert {"training_job_created", "model_trained", "model_evaluated"} <= events
+    assert ("model_promoted" in events) == evaluation.passed
+    # The artifact reloads to the same model: its positions reproduce the evaluation's.
+    blob = artifact_load(path=version.artifact_path, sha256=version.artifact_sha256)
+    trainer = trainer_class("xgboost").loads(blob)
+    assert trainer.params["n_estimators"] == 60
+
+
+@pytest.mark.django_db
+def test_passing_version_is_promoted_and_a_worse_one_stays_candidate(btc_bars):
+    PromotionPolicy.objects.create(
+        model_type="xgboost", min_sharpe=-100, min_win_rate=0, min_profit_factor=0,
+        max_drawdown=1.0, min_trades=1,
+    )  # fmt: skip
+    first = make_job()
+    run_job(job_id=str(first.pk))
+    v1 = ModelVersion.objects.get(pk=TrainingJob.objects.get(pk=first.pk).version_id)
+    assert v1.status == ModelStatus.PRODUCTION
+    # Same data and seed: the same Sharpe, which does not beat production.
+    second = make_job()
+    run_job(job_id=str(second.pk))
+    v2 = TrainingJob.objects.get(pk=second.pk).version
+    assert v2.version == 2 and v2.status == ModelStatus.CANDIDATE
+    assert "does not beat" in LifecycleEvent.objects.filter(version=v2).first().reason
+    v1.refresh_from_db()
+    assert v1.status == ModelStatus.PRODUCTION
+    # The second evaluation is deflated for two trials.
+    assert EvaluationResult.objects.get(version=v2).n_trials == 2
+
+
+@pytest.mark.django_db
+def test_gates_failing_version_is_failed_with_its_gates(btc_bars):
+    PromotionPolicy.objects.create(model_type="xgboost", min_sharpe=50.0, min_trades=1)
+    job = make_job()
+    run_job(job_id=str(job.pk))
+    version = TrainingJob.objects.get(pk=job.pk).version
+    assert version.status == ModelStatus.FAILED
+    assert "sharpe" in version.failed_gates
+    assert not OutboxEvent.objects.filter(event_type="model_promoted").exists()
+
+
+@pytest.mark.django_db
+def test_a_job_delivered_twice_trains_once(btc_bars):
+    job = make_job()
+    assert run_job(job_id=str(job.pk)) == JobStatus.COMPLETED
+    assert run_job(job_id=str(job.pk)) == JobStatus.COMPLETED
+    assert ModelVersion.objects.count() == 1
+    assert TrainingJob.objects.get(pk=job.pk).attempts == 1
+
+
+@pytest.mark.django_db
+def test_errors_are_stored_with_their_step(btc_bars):
+    job = make_job(params={"no_such_param": 1})
+    assert run_job(job_id=str(job.pk)) == JobStatus.FAILED
+    job.refresh_from_db()
+    assert job.error_step == "train" and "no_such_param" in job.error_message
+    assert ModelVersion.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_too_little_data_fails_at_fetch(db):
+    store_bars("TINYUSDT", 200, seed=3)
+    job = make_job("TINYUSDT")
+    run_job(job_id=str(job.pk))
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and job.error_step == "fetch_data"
+    assert "200 bars" in job.error_message
+
+
+@pytest.mark.django_db
+def test_a_feature_that_leaks_the_future_is_caught(btc_bars, monkeypatch):
+    """A model fed the next bar's return as a feature would score brilliantly; it never gets to."""
+    honest = pipeline.build_dataset
+
+    def leaky(bars, spec=None, *, horizon=None):
+        data = honest(bars, spec, horizon=horizon)
+        future = np.append(np.diff(np.log(bars.close)), np.nan)
+        features = np.column_stack([data.features, future])
+        return type(data)(
+            bars=data.bars, features=features, feature_names=[*data.feature_names, "peek"],
+            label=data.label, horizon=data.horizon, spec=data.spec,
+        )  # fmt: skip
+
+    monkeypatch.setattr(pipeline, "build_dataset", leaky)
+    job = make_job()
+    assert run_job(job_id=str(job.pk)) == JobStatus.FAILED
+    job.refresh_from_db()
+    assert job.error_step == "train"
+    assert "leak the future" in job.error_message and "peek" in job.error_message
+    assert not EvaluationResult.objects.exists()
+
+
+@pytest.mark.django_db
+def test_error_after_registration_marks_the_version_failed(btc_bars, monkeypatch):
+    def broken(run):
+        raise RuntimeError("backtest exploded")
+
+    monkeypatch.setattr(pipeline, "_evaluate", broken)
+    job = make_job()
+    run_job(job_id=str(job.pk))
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and job.error_step == "evaluate"
+    assert job.version.status == ModelStatus.FAILED
+
+
+@pytest.mark.django_db
+def test_redelivered_job_of_a_dead_worker_is_retried_then_failed_cleanly(btc_bars):
+    job = make_job()
+    TrainingJob.objects.filter(pk=job.pk).update(
+        status=JobStatus.IN_PROGRESS, attempts=1, step="train"
+    )
+    # Not a redelivery: someone else is running it.
+    assert run_job(job_id=str(job.pk)) == JobStatus.IN_PROGRESS
+    # A redelivery after the worker died: another attempt, which completes.
+    assert run_job(job_id=str(job.pk), redelivered=True) == JobStatus.COMPLETED
+    assert TrainingJob.objects.get(pk=job.pk).attempts == 2
+
+    second = make_job()
+    TrainingJob.objects.filter(pk=second.pk).update(
+        status=JobStatus.IN_PROGRESS, attempts=2, step="train"
+    )
+    assert run_job(job_id=str(second.pk), redelivered=True) == JobStatus.FAILED
+    second.refresh_from_db()
+    assert second.status == JobStatus.FAILED and "worker lost" in second.error_message
+
+
+@pytest.mark.django_db
+def test_reaper_requeues_or_fails_stuck_jobs(btc_bars, django_capture_on_commit_callbacks):
+    job = make_job()
+    long_ago = timezone.now() - timedelta(hours=3)
+    TrainingJob.objects.filter(pk=job.pk).update(
+        status=JobStatus.IN_PROGRESS, attempts=1, started_at=long_ago
+    )
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        counts = reap_stuck_jobs_now()
+    assert counts["requeued"] == 1 and len(callbacks) == 1
+    assert TrainingJob.objects.get(pk=job.pk).status == JobStatus.PENDING
+
+    TrainingJob.objects.filter(pk=job.pk).update(
+        status=JobStatus.IN_PROGRESS, attempts=2, started_at=long_ago
+    )
+    assert reap_stuck_jobs_now()["failed"] == 1
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and "time limit" in job.error_message

@@ -1,0 +1,90 @@
+"""End to end through a real Celery worker on the real broker and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from registry.models import EvaluationResult, JobStatus, ModelStatus, OutboxEvent, TrainingJob
+
+from .conftest import _start_worker, _stop_worker, store_bars
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+TERMINAL = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
+
+
+def wait_for(job_id: str, *, statuses=TERMINAL, timeout: float = 180.0) -> TrainingJob:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = TrainingJob.objects.select_related("version").get(pk=job_id)
+        if job.status in statuses:
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} still {job.status} at step {job.step} after {timeout}s")
+
+
+def test_post_train_runs_the_pipeline_on_a_worker(live_worker, operator_client):
+    store_bars("BTCUSDT", 6_000, seed=11)
+    response = operator_client.post(
+        "/clm/train",
+        {"model_type": "xgboost", "symbol": "BTCUSDT", "timeframe": "1h",
+         "params": {"n_estimators": 80, "max_depth": 3}},
+        format="json",
+    )  # fmt: skip
+    assert response.status_code == 202, response.content
+    job = wait_for(response.json()["id"])
+    assert job.status == JobStatus.COMPLETED, job.error_message
+    assert job.celery_task_id and job.attempts == 1
+    version = job.version
+    evaluation = EvaluationResult.objects.get(version=version)
+    expected = ModelStatus.PRODUCTION if evaluation.passed else ModelStatus.FAILED
+    assert version.status == expected
+    events = set(OutboxEvent.objects.filter(model_id="xgboost-btcusdt-1h").values_list(
+        "event_type", flat=True))  # fmt: skip
+    assert {"training_job_created", "model_trained", "model_evaluated"} <= events
+    assert ("model_promoted" in events) == evaluation.passed
+    detail = operator_client.get(f"/clm/jobs/{job.pk}").json()
+    assert detail["status"] == "completed" and detail["progress"] == 1.0
+
+
+def test_a_worker_killed_mid_job_leads_to_a_retry(transactional_db, purge_queues, operator_client):
+    """acks_late + reject-on-worker-lost: the broker redelivers, the next worker reclaims."""
+    store_bars("ETHUSDT", 20_000, seed=5)
+    first, _ = _start_worker(_db_name())
+    response = operator_client.post(
+        "/clm/train",
+        {"model_type": "lightgbm", "symbol": "ETHUSDT", "timeframe": "1h",
+         "params": {"n_estimators": 3000, "learning_rate": 0.01}},
+        format="json",
+    )  # fmt: skip
+    job_id = response.json()["id"]
+    wait_for(job_id, statuses={JobStatus.IN_PROGRESS}, timeout=60)
+    _kill_hard(first)
+    second, _ = _start_worker(_db_name())
+    try:
+        job = wait_for(job_id, timeout=300)
+    finally:
+        _stop_worker(second)
+    assert job.status == JobStatus.COMPLETED, job.error_message
+    assert job.attempts == 2
+    assert TrainingJob.objects.get(pk=job_id).version.version == 1
+
+
+def _db_name() -> str:
+    from django.db import connection
+
+    return connection.settings_dict["NAME"]
+
+
+def _kill_hard(proc) -> None:
+    """SIGKILL a worker and its prefork children at once, as when its host dies."""
+    import subprocess
+
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+    for pid in [proc.pid, *map(int, children.stdout.split())]:
+        os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=30)
