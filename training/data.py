@@ -211,6 +211,8 @@ def _copy_upsert(frame: pd.DataFrame, symbol: str, timeframe: str) -> int:
     out["timestamp"] = out["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S+00:00")
     out.to_csv(buffer, header=False, index=False, float_format="%.10g")
     with connection.cursor() as cursor:
+        # Dropped explicitly too: inside an outer transaction ON COMMIT never fires.
+        cursor.execute("DROP TABLE IF EXISTS clm_bar_stage")
         cursor.execute(
             "CREATE TEMP TABLE clm_bar_stage (timestamp timestamptz, open float8, high float8, "
             "low float8, close float8, volume float8) ON COMMIT DROP"
@@ -232,6 +234,7 @@ def _copy_upsert(frame: pd.DataFrame, symbol: str, timeframe: str) -> int:
             "volume = EXCLUDED.volume",
             [symbol, timeframe],
         )
+        cursor.execute("DROP TABLE clm_bar_stage")
     return len(frame) - existing
 
 
