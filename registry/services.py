@@ -94,6 +94,29 @@ def registered_model_get_or_create(
     return model
 
 
+def registered_model_update_notes(
+    *,
+    model: RegisteredModel,
+    description: str | None = None,
+    notes: str | None = None,
+    tags: Iterable[str] | None = None,
+) -> RegisteredModel:
+    """Save only the human-edited fields, never a stale `next_version` read earlier."""
+    fields = []
+    if description is not None:
+        model.description = description
+        fields.append("description")
+    if notes is not None:
+        model.notes = notes
+        fields.append("notes")
+    if tags is not None:
+        model.tags = list(tags)
+        fields.append("tags")
+    if fields:
+        model.save(update_fields=fields)
+    return model
+
+
 def _lock_model(model_id: str) -> RegisteredModel:
     try:
         return RegisteredModel.objects.select_for_update().get(model_id=model_id)
@@ -299,16 +322,29 @@ def training_job_progress(
         job.save(update_fields=fields)
 
 
-def training_job_complete(*, job_id: uuid.UUID | str, version: ModelVersion | None) -> None:
+def training_job_complete(
+    *,
+    job_id: uuid.UUID | str,
+    version: ModelVersion | None,
+    model_seconds: dict[str, float] | None = None,
+) -> None:
+    """Mark the job completed; `model_seconds` (fit, predict) join the per-step durations."""
     from registry.models import TrainingJob
 
-    TrainingJob.objects.filter(pk=job_id, status=JobStatus.IN_PROGRESS).update(
-        status=JobStatus.COMPLETED,
-        progress=1.0,
-        step="completed",
-        finished_at=timezone.now(),
-        version=version,
-    )
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.status != JobStatus.IN_PROGRESS:
+            return
+        job.status = JobStatus.COMPLETED
+        job.progress = 1.0
+        job.step = "completed"
+        job.finished_at = timezone.now()
+        job.version = version
+        job.step_durations = {
+            **job.step_durations,
+            **{name: round(s, 4) for name, s in (model_seconds or {}).items()},
+        }
+        job.save()
 
 
 def training_job_fail(

@@ -70,25 +70,10 @@ def load_bars(
     if end is not None:
         where.append("timestamp < %s")
         params.append(end)
-    table = "training_bar"
     if connection.vendor == "postgresql":
-        sql = (
-            f"SELECT extract(epoch from timestamp)::bigint, open, high, low, close, volume "
-            f"FROM {table} WHERE {' AND '.join(where)} ORDER BY timestamp"
-        )
-        buffer = io.BytesIO()
-        with connection.cursor() as cursor:
-            raw = cursor.cursor
-            query = raw.mogrify(sql, params)
-            with raw.copy(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)") as copy:
-                for chunk in copy:
-                    buffer.write(chunk)
-        buffer.seek(0)
-        if buffer.getbuffer().nbytes == 0:
+        epoch, values = _copy_binary(" AND ".join(where), params)
+        if epoch is None:
             return _empty_bars()
-        frame = pd.read_csv(buffer, header=None, names=COLUMNS, engine="c")
-        epoch = frame["timestamp"].to_numpy(dtype=np.int64)
-        values = {c: frame[c].to_numpy(dtype=np.float64) for c in COLUMNS[1:]}
     else:
         from training.models import Bar
 
@@ -104,6 +89,40 @@ def load_bars(
         matrix = np.array([r[1:] for r in rows], dtype=np.float64)
         values = {c: matrix[:, i] for i, c in enumerate(COLUMNS[1:])}
     return Bars(timestamp=epoch.astype("datetime64[s]"), **values)
+
+
+# COPY BINARY rows of (int8, float8 x 5): a field count, then (length, value) per field, big-endian.
+_ROW = np.dtype(
+    [("n", ">i2")]
+    + [
+        item
+        for name in COLUMNS
+        for item in ((f"{name}_len", ">i4"), (name, ">i8" if name == "timestamp" else ">f8"))
+    ]
+)
+_HEADER = 19  # signature (11) + flags (4) + header extension length (4)
+_PG_EPOCH_OFFSET = 946_684_800  # 2000-01-01 in Unix seconds
+
+
+def _copy_binary(where: str, params: list[object]) -> tuple[np.ndarray | None, dict]:
+    sql = (
+        "SELECT timestamp, open, high, low, close, volume "
+        f"FROM training_bar WHERE {where} ORDER BY timestamp"
+    )
+    buffer = bytearray()
+    with connection.cursor() as cursor:
+        raw = cursor.cursor
+        query = raw.mogrify(sql, params)
+        with raw.copy(f"COPY ({query}) TO STDOUT WITH (FORMAT binary)") as copy:
+            for chunk in copy:
+                buffer += chunk
+    body = memoryview(buffer)[_HEADER : len(buffer) - 2]  # the trailer is a field count of -1
+    if len(body) == 0:
+        return None, {}
+    rows = np.frombuffer(body, dtype=_ROW)
+    # timestamptz travels as microseconds since 2000-01-01 UTC.
+    epoch = rows["timestamp"].astype(np.int64) // 1_000_000 + _PG_EPOCH_OFFSET
+    return epoch, {c: rows[c].astype(np.float64) for c in COLUMNS[1:]}
 
 
 def _empty_bars() -> Bars:
@@ -209,7 +228,7 @@ def _copy_upsert(frame: pd.DataFrame, symbol: str, timeframe: str) -> int:
     buffer = io.StringIO()
     out = frame.copy()
     out["timestamp"] = out["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S+00:00")
-    out.to_csv(buffer, header=False, index=False, float_format="%.10g")
+    out.to_csv(buffer, header=False, index=False)
     with connection.cursor() as cursor:
         # Dropped explicitly too: inside an outer transaction ON COMMIT never fires.
         cursor.execute("DROP TABLE IF EXISTS clm_bar_stage")
@@ -235,6 +254,8 @@ def _copy_upsert(frame: pd.DataFrame, symbol: str, timeframe: str) -> int:
             [symbol, timeframe],
         )
         cursor.execute("DROP TABLE clm_bar_stage")
+        if len(frame) > 10_000:  # keep the planner's row estimates right after a bulk load
+            cursor.execute("ANALYZE training_bar")
     return len(frame) - existing
 
 

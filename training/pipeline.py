@@ -76,6 +76,8 @@ class Run:
     result: BacktestResult | None = None
     evaluation: EvaluationResult | None = None
     decision: str = ""
+    # Wall time of the model's own work inside the train and evaluate steps.
+    model_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @contextmanager
@@ -139,7 +141,9 @@ def run_job(*, job_id: str, redelivered: bool = False) -> str:
             pass  # model_evaluated was written to the outbox with the evaluation
         with _step(run, "apply_gates"):
             _apply_gates(run)
-        services.training_job_complete(job_id=job.pk, version=run.version)
+        services.training_job_complete(
+            job_id=job.pk, version=run.version, model_seconds=run.model_seconds
+        )
     except _StepFailed as failed:
         _fail(run, failed.step, failed.error)
         log.warning("job failed at %s: %s", failed.step, failed.error)
@@ -199,7 +203,9 @@ def _train(run: Run) -> None:
         run.trainer = trainer_cls(params, seed=run.job.seed)
     except (ValueError, TypeError) as exc:
         raise PipelineError(str(exc)) from exc
+    started = time.perf_counter()
     run.training_metrics = run.trainer.fit(run.dataset, run.split.train)
+    run.model_seconds["train.fit"] = time.perf_counter() - started
 
 
 def _assert_causal(bars: Bars, dataset: Dataset, spec: dict | None, cut: int) -> None:
@@ -287,7 +293,9 @@ def _trial_sharpes(run: Run) -> list[float]:
 
 def _evaluate(run: Run) -> None:
     window = run.split.evaluate
+    started = time.perf_counter()
     positions = run.trainer.positions(run.dataset, window)
+    run.model_seconds["evaluate.predict"] = time.perf_counter() - started
     periods = PERIODS_PER_YEAR[run.job.timeframe]
     result = backtest(
         run.bars.close[window], positions, fee=run.policy.fee, periods_per_year=periods
