@@ -1,0 +1,81 @@
+"""Pipeline step timings for one job, and the share of the job that is not fit or predict.
+
+Run: .venv/bin/python benchmarks/bench_pipeline.py --model-type xgboost --bars 50000
+     .venv/bin/python benchmarks/bench_pipeline.py --model-type lightgbm --bars 1000000 \
+         --timeframe 1m
+(peak RSS of the process is printed at the end: the worker-side memory of that job)
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+from _django import setup
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model-type", default="xgboost")
+    parser.add_argument("--bars", type=int, default=50_000)
+    parser.add_argument("--timeframe", default="1h")
+    parser.add_argument("--param", action="append", default=[], help="key=value")
+    parser.add_argument("--warm", action="store_true", help="run one job first, report the second")
+    args = parser.parse_args()
+    setup("clm_bench_pipeline")
+    import json
+
+    from training.data import bars_frame, bars_import
+    from training.models import Bar
+    from training.synthetic import generate_bars
+
+    symbol = f"PIPE{args.bars}"
+    if Bar.objects.filter(symbol=symbol, timeframe=args.timeframe).count() != args.bars:
+        bars, _ = generate_bars(args.bars, seed=3, timeframe=args.timeframe)
+        bars_import(frame=bars_frame(bars), symbol=symbol, timeframe=args.timeframe)
+        del bars
+    from registry.models import TrainingJob
+    from registry.services import JobRequest, training_job_create
+    from training.pipeline import run_job
+
+    params = {k: json.loads(v) for k, v in (p.split("=", 1) for p in args.param)}
+    if args.warm:
+        # A worker imports the ML library once; a first job pays that, later ones do not.
+        warm, _ = training_job_create(
+            request=JobRequest(
+                model_type=args.model_type,
+                symbol=symbol,
+                timeframe=args.timeframe,
+                params=params,
+                window_end=None,
+            ),
+            dispatch=False,
+        )
+        run_job(job_id=str(warm.pk))
+    job, _ = training_job_create(
+        request=JobRequest(
+            model_type=args.model_type, symbol=symbol, timeframe=args.timeframe, params=params
+        ),
+        dispatch=False,
+    )
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    started = time.perf_counter()
+    status = run_job(job_id=str(job.pk))
+    total = time.perf_counter() - started
+    job = TrainingJob.objects.get(pk=job.pk)
+    state = "warm worker" if args.warm else "cold process"
+    print(f"{args.model_type} on {args.bars:,} {args.timeframe} bars ({state}): {status}")
+    print(f"  job wall time        {total:8.3f} s")
+    durations = job.step_durations
+    for step, seconds in sorted(durations.items(), key=lambda kv: -kv[1]):
+        print(f"  {step:<20} {seconds:8.3f} s  {seconds / total:6.1%}")
+    model = durations.get("train.fit", 0) + durations.get("evaluate.predict", 0)
+    print(f"  fit + predict        {model:8.3f} s  {model / total:6.1%}")
+    print(f"  everything else      {total - model:8.3f} s  {(total - model) / total:6.1%}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS {peak:.0f} MiB (before the job: {rss_before:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
