@@ -26,14 +26,14 @@ def artifact_storage() -> Storage:
     return storages["artifacts"]
 
 
-def artifact_save(*, model_id: str, blob: bytes) -> StoredArtifact:
-    """Write `blob` under `<model_id>/<sha256>.clm`.
+def artifact_save(*, model_id: str, blob: bytes, suffix: str = ".clm") -> StoredArtifact:
+    """Write `blob` under `<model_id>/<sha256><suffix>`.
 
     On the filesystem the bytes go to a temporary file that is renamed into place, so a crash never
     leaves a partial artifact under the final name. Identical bytes are stored once.
     """
     digest = hashlib.sha256(blob).hexdigest()
-    name = f"{model_id}/{digest}.clm"
+    name = f"{model_id}/{digest}{suffix}"
     storage = artifact_storage()
     if storage.exists(name):
         return StoredArtifact(path=name, sha256=digest, size=len(blob))

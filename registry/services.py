@@ -653,6 +653,7 @@ def evaluation_record(
     gates: dict[str, Any],
     passed: bool,
     benchmark_sharpe: float | None = None,
+    equity_curve: str = "",
 ) -> EvaluationResult:
     fields = {
         name: metrics[name]
@@ -675,6 +676,7 @@ def evaluation_record(
             gates=gates,
             passed=passed,
             benchmark_sharpe=benchmark_sharpe,
+            equity_curve=equity_curve,
             **fields,
         )
         outbox_event_write(

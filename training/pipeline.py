@@ -32,6 +32,7 @@ from training.data import get_data_loader
 from training.dataset import Bars, Dataset
 from training.features import build_dataset
 from training.gates import apply_gates
+from training.plots import equity_curve_png
 from training.policies import MAX_ATTEMPTS, EvaluationPolicy, evaluation_policy_for
 from training.split import Split, walk_forward
 from training.trainers import Trainer, trainer_class
@@ -322,6 +323,14 @@ def _save_evaluation(run: Run) -> None:
         fee=0.0,
         periods_per_year=result.periods_per_year,
     )
+    picture = equity_curve_png(
+        timestamps=bars.timestamp[window],
+        equity=result.equity,
+        buy_hold=buy_hold.equity,
+        title=f"{run.job.model.model_id} v{run.version.version}: Sharpe {result.sharpe:.2f}, "
+        f"max drawdown {result.max_drawdown:.1%} (buy and hold Sharpe {buy_hold.sharpe:.2f})",
+    )
+    stored = artifact_save(model_id=f"{run.job.model.model_id}/plots", blob=picture, suffix=".png")
     run.evaluation = services.evaluation_record(
         version=run.version,
         metrics=metrics,
@@ -334,6 +343,7 @@ def _save_evaluation(run: Run) -> None:
         gates=gates,
         passed=passed,
         benchmark_sharpe=buy_hold.sharpe,
+        equity_curve=stored.path,
     )
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from registry.artifacts import artifact_load
+from registry.artifacts import artifact_load, artifact_storage
 from registry.models import (
     EvaluationResult,
     JobStatus,
@@ -78,6 +78,9 @@ def test_job_runs_all_ten_steps_and_records_everything(btc_bars):
     events = set(OutboxEvent.objects.values_list("event_type", flat=True))
     assert {"training_job_created", "model_trained", "model_evaluated"} <= events
     assert ("model_promoted" in events) == evaluation.passed
+    # The equity curve picture is rendered once and stored with the evaluation.
+    picture = artifact_storage().open(evaluation.equity_curve).read()
+    assert picture.startswith(b"\x89PNG")
     # The artifact reloads to the same model: its positions reproduce the evaluation's.
     blob = artifact_load(path=version.artifact_path, sha256=version.artifact_sha256)
     trainer = trainer_class("xgboost").loads(blob)
