@@ -1,4 +1,4 @@
-"""Model families behind one interface. Heavy libraries load only when their trainer is asked for."""
+"""Model families behind one interface. Heavy libraries load only when their trainer is needed."""
 
 from __future__ import annotations
 

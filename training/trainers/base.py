@@ -1,8 +1,8 @@
 """The one interface every model family implements.
 
-A trainer is pure: it sees numpy arrays, never the ORM. The pipeline fits it on the training rows of a
-Dataset, asks it for target positions over the evaluation rows, and stores `dumps()` as the version's
-single artifact.
+A trainer is pure: it sees numpy arrays, never the ORM. The pipeline fits it on the training rows
+of a Dataset, asks it for target positions over the evaluation rows, and stores `dumps()` as the
+version's single artifact.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Trainer(ABC):
 
     @abstractmethod
     def fit(self, data: Dataset, train: slice) -> dict[str, float]:
-        """Fit on rows `train` of `data` (labels inside it are usable) and return training metrics."""
+        """Fit on rows `train` of `data` (labels inside it are usable); return training metrics."""
 
     @abstractmethod
     def positions(self, data: Dataset, window: slice) -> np.ndarray:
