@@ -15,7 +15,17 @@ from registry.services import JobRequest, training_job_create
 from training.management.runner import run_job_with_progress
 
 DEMO_SYMBOLS = ("BTCUSDT", "ETHUSDT")
-TREE_FAMILIES = ("xgboost", "lightgbm")
+FAMILIES = ("xgboost", "lightgbm", "nhits", "patchtst", "rl_v2", "rl_v3")
+# Small budgets so that the whole demo finishes in a few minutes on 2 cores; the trainers'
+# defaults (README, "Model families") are what a scheduled job uses.
+DEMO_PARAMS: dict[str, dict] = {
+    "xgboost": {},
+    "lightgbm": {},
+    "nhits": {"max_steps": 60},
+    "patchtst": {"max_steps": 40, "input_size": 128},
+    "rl_v2": {"total_timesteps": 12_000},
+    "rl_v3": {"total_timesteps": 12_000},
+}
 DEMO_USER = ("admin", "clm-demo-admin")
 
 
@@ -28,8 +38,8 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=7)
         parser.add_argument(
             "--families",
-            default=",".join(TREE_FAMILIES),
-            help="Comma-separated model types to train (default: xgboost,lightgbm).",
+            default=",".join(FAMILIES),
+            help="Comma-separated model types to train (default: all six).",
         )
 
     def handle(self, *args, **options) -> None:
@@ -38,6 +48,9 @@ class Command(BaseCommand):
         ):
             raise CommandError("the demo creates a demo admin user: not under production settings")
         families = [f.strip() for f in options["families"].split(",") if f.strip()]
+        unknown = sorted(set(families) - set(FAMILIES))
+        if unknown:
+            raise CommandError(f"unknown families {unknown}; choose from {', '.join(FAMILIES)}")
         self._section("1/6 database and demo user")
         call_command("migrate", verbosity=0)
         user, _ = User.objects.get_or_create(
@@ -104,6 +117,7 @@ class Command(BaseCommand):
                 timeframe="1h",
                 trigger_reason=reason,
                 trigger_context=context,
+                params=DEMO_PARAMS[family],
                 requested_by="demo",
             ),
             dispatch=False,
