@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.core.exceptions import ValidationError
 from django.db.models import OuterRef, Prefetch, Q, QuerySet, Subquery
 
 from clm_project.exceptions import NotFound
@@ -13,6 +14,7 @@ from registry.models import (
     LifecycleEvent,
     ModelStatus,
     ModelVersion,
+    OutboxEvent,
     RegisteredModel,
     TrainingJob,
 )
@@ -28,7 +30,7 @@ def registered_model_get(*, model_id: str) -> RegisteredModel:
 def training_job_get(*, job_id: str) -> TrainingJob:
     try:
         return TrainingJob.objects.select_related("model", "version").get(pk=job_id)
-    except (TrainingJob.DoesNotExist, ValueError):
+    except (TrainingJob.DoesNotExist, ValueError, ValidationError):  # malformed UUIDs are unknown
         raise NotFound(f"unknown job {job_id}") from None
 
 
@@ -169,4 +171,28 @@ def evaluations_list(
         qs = qs.filter(version__version=version)
     if passed is not None:
         qs = qs.filter(passed=passed)
+    return qs.order_by("-created_at", "-id")
+
+
+def lifecycle_events_list(*, model_id: str, version: int) -> QuerySet[LifecycleEvent]:
+    """The audit rows of one version, newest first; NotFound when the version does not exist."""
+    if not ModelVersion.objects.filter(model__model_id=model_id, version=version).exists():
+        raise NotFound(f"model {model_id!r} has no version {version}")
+    return (
+        LifecycleEvent.objects.filter(version__model__model_id=model_id, version__version=version)
+        .select_related("model", "version")
+        .order_by("-created_at", "-id")
+    )
+
+
+def outbox_events_list(
+    *, event_type: str | None = None, model_id: str | None = None, published: bool | None = None
+) -> QuerySet[OutboxEvent]:
+    qs = OutboxEvent.objects.all()
+    if event_type:
+        qs = qs.filter(event_type=event_type)
+    if model_id:
+        qs = qs.filter(model_id=model_id)
+    if published is not None:
+        qs = qs.filter(published_at__isnull=not published)
     return qs.order_by("-created_at", "-id")

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from clm_project.exceptions import DomainError, InvalidInput, NotFound
@@ -44,6 +45,25 @@ PROMOTABLE = {ModelStatus.CANDIDATE, ModelStatus.SHADOW, ModelStatus.RETIRED}
 def outbox_event_write(*, event_type: str, model_id: str, payload: dict[str, Any]) -> OutboxEvent:
     """Append an event to the outbox; call inside the transaction of the change it reports."""
     return OutboxEvent.objects.create(event_type=event_type, model_id=model_id, payload=payload)
+
+
+def outbox_events_mark_published(*, event_ids: list[uuid.UUID]) -> None:
+    """The relay got these events into the broker: never publish them again."""
+    OutboxEvent.objects.filter(pk__in=event_ids).update(
+        published_at=timezone.now(), attempts=F("attempts") + 1, last_error=""
+    )
+
+
+def outbox_events_mark_failed(*, limit: int, error: str) -> None:
+    """Count a failed relay attempt on the oldest unpublished events (shown in admin and API)."""
+    oldest = (
+        OutboxEvent.objects.filter(published_at__isnull=True)
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    OutboxEvent.objects.filter(pk__in=list(oldest)).update(
+        attempts=F("attempts") + 1, last_error=error[:2_000]
+    )
 
 
 def _audit(
@@ -233,8 +253,6 @@ def training_job_dispatch(*, job_id: uuid.UUID) -> None:
 
 def training_job_claim(*, job_id: uuid.UUID | str) -> bool:
     """Compare-and-set a queued (or pending) job to in_progress. False: someone else has it."""
-    from django.db.models import F
-
     from registry.models import TrainingJob
 
     return bool(
@@ -258,8 +276,6 @@ def training_job_reclaim(*, job_id: uuid.UUID | str, max_attempts: int) -> bool:
     Returns True when this delivery may run it again; once `max_attempts` is reached the job is
     failed cleanly instead.
     """
-    from django.db.models import F
-
     from registry.models import TrainingJob
 
     with transaction.atomic():

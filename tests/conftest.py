@@ -9,15 +9,22 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Permission, User
 from django.db import connection
+from django.utils import timezone
+from kombu import Connection
 from rest_framework.test import APIClient
 
 from clm_project.celery import app as celery_app
+from registry import services
+from registry.artifacts import StoredArtifact
+from registry.models import EvaluationResult, ModelStatus, ModelVersion, TrainingJob
 
 
 @pytest.fixture
@@ -130,3 +137,102 @@ def live_worker(transactional_db, purge_queues):
     proc, hostname = _start_worker(connection.settings_dict["NAME"])
     yield hostname
     _stop_worker(proc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry rows, made through the services as the pipeline makes them.
+
+PASSING_METRICS = {
+    "sharpe": 1.8, "sortino": 2.4, "max_drawdown": 0.08, "total_return": 0.35, "cagr": 0.41,
+    "calmar": 5.1, "exposure": 0.6, "trades": 80, "win_rate": 0.56, "profit_factor": 1.7,
+    "avg_trade_return": 0.004, "avg_bars_held": 6.5, "psr": 0.97, "dsr": 0.91,
+}  # fmt: skip
+
+# The status changes that lead from `training` to each status (production: then a promotion).
+_STATUS_PATH = {
+    ModelStatus.TRAINING: [],
+    ModelStatus.CANDIDATE: [ModelStatus.CANDIDATE],
+    ModelStatus.SHADOW: [ModelStatus.SHADOW],
+    ModelStatus.FAILED: [ModelStatus.FAILED],
+    ModelStatus.RETIRED: [ModelStatus.CANDIDATE, ModelStatus.RETIRED],
+    ModelStatus.PRODUCTION: [ModelStatus.CANDIDATE],
+}
+
+
+def evaluation_add(*, version: ModelVersion, passed: bool = True, **metrics) -> EvaluationResult:
+    """Record an evaluation of `version` (passing its gates unless `passed=False`)."""
+    end = timezone.now()
+    values = {**PASSING_METRICS, **metrics}
+    gates = {
+        "sharpe": {"value": values["sharpe"], "threshold": 1.0, "op": ">=", "passed": passed},
+        "trades": {"value": values["trades"], "threshold": 50, "op": ">=", "passed": True},
+    }
+    return services.evaluation_record(
+        version=version, metrics=values, window_start=end - timedelta(days=30), window_end=end,
+        n_bars=720, fee=0.0005, periods_per_year=8760, n_trials=1, gates=gates, passed=passed,
+    )  # fmt: skip
+
+
+def version_add(
+    *,
+    model_type: str = "xgboost",
+    symbol: str = "BTCUSDT",
+    timeframe: str = "1h",
+    status: str = ModelStatus.CANDIDATE,
+    passed: bool | None = True,
+    sharpe: float = 1.8,
+    artifact: StoredArtifact | None = None,
+) -> ModelVersion:
+    """Register a version, evaluate it (`passed=None`: not at all) and move it to `status`.
+
+    `status="production"` promotes it, retiring the model's current production version.
+    """
+    model = services.registered_model_get_or_create(
+        model_type=model_type, symbol=symbol, timeframe=timeframe
+    )
+    version = services.model_version_register(
+        model=model, params={"max_depth": 4}, feature_spec={"lags": [1, 2]},
+        training_metrics={"loss": 0.1}, manifest={"format": "test"},
+        artifact_path=artifact.path if artifact else "",
+        artifact_sha256=artifact.sha256 if artifact else "",
+        artifact_size=artifact.size if artifact else 0,
+    )  # fmt: skip
+    if passed is not None:
+        evaluation_add(version=version, passed=passed, sharpe=sharpe)
+    for step in _STATUS_PATH[status]:
+        services.model_version_set_status(
+            model_id=model.model_id, version=version.version, status=step, actor="test"
+        )
+    if status == ModelStatus.PRODUCTION:
+        services.model_version_promote(
+            model_id=model.model_id, version=version.version, actor="test"
+        )
+    version.refresh_from_db()
+    return version
+
+
+@pytest.fixture
+def make_version(db) -> Callable[..., ModelVersion]:
+    """`make_version(**kwargs)`: see `version_add`."""
+    return version_add
+
+
+@pytest.fixture
+def training_queue(db) -> Iterator[None]:
+    """Take back, at teardown, the `training` messages this test's jobs sent to the real broker.
+
+    No worker runs them. Other messages on the queue (another run's) are left alone: they are
+    fetched unacknowledged and return to the queue when the channel closes.
+    """
+    yield
+    sent = set(
+        TrainingJob.objects.exclude(celery_task_id="").values_list("celery_task_id", flat=True)
+    )
+    if not sent:
+        return
+    queue = next(q for q in settings.CELERY_TASK_QUEUES if q.name == "training")
+    with Connection(settings.CELERY_BROKER_URL) as conn, conn.channel() as channel:
+        bound = queue(channel)
+        while (message := bound.get()) is not None:
+            if message.headers.get("id") in sent:
+                message.ack()

@@ -186,18 +186,29 @@ def _fetch_data(run: Run) -> None:
     run.bars = bars
 
 
-def _train(run: Run) -> None:
-    params = dict(run.job.params)
+def prepare_training(
+    bars: Bars, job_params: dict[str, Any], *, eval_fraction: float
+) -> tuple[Dataset, Split, dict[str, Any], dict[str, Any] | None]:
+    """A job's params split into trainer params and feature spec, its dataset and its split.
+
+    Pure (no ORM): the pipeline and the evolution's fitness evaluation build models the same way.
+    Returns (dataset, split, trainer params, feature spec). Raises ValueError on a bad spec.
+    """
+    params = dict(job_params)
     feature_spec = params.pop("features", None)
     horizon = params.pop("horizon", None)
+    dataset = build_dataset(bars, feature_spec, horizon=horizon)
+    warmup = int(np.argmax(np.isfinite(dataset.features).all(axis=1)))
+    split = walk_forward(
+        len(dataset), horizon=dataset.horizon, eval_fraction=eval_fraction, warmup=warmup
+    )
+    return dataset, split, params, feature_spec
+
+
+def _train(run: Run) -> None:
     try:
-        run.dataset = build_dataset(run.bars, feature_spec, horizon=horizon)
-        warmup = int(np.argmax(np.isfinite(run.dataset.features).all(axis=1)))
-        run.split = walk_forward(
-            len(run.dataset),
-            horizon=run.dataset.horizon,
-            eval_fraction=run.policy.eval_fraction,
-            warmup=warmup,
+        run.dataset, run.split, params, feature_spec = prepare_training(
+            run.bars, run.job.params, eval_fraction=run.policy.eval_fraction
         )
         _assert_causal(run.bars, run.dataset, feature_spec, run.split.train.stop)
         trainer_cls = trainer_class(run.job.model_type)
@@ -285,11 +296,19 @@ def _register(run: Run) -> None:
 
 
 def _trial_sharpes(run: Run) -> list[float]:
-    """Per-bar Sharpe ratios of every earlier evaluation of this model line (the DSR's trials)."""
+    """Per-bar Sharpe ratios of the DSR's earlier trials: every evaluation of this model line and
+    every strategy candidate evaluated on the same symbol and timeframe (the candidate this job
+    trains, if any, is the trial this evaluation repeats, so it is left out)."""
+    from evolution.selectors import candidate_trial_sharpes
+
     rows = EvaluationResult.objects.filter(version__model=run.job.model).values_list(
         "sharpe", "periods_per_year"
     )
-    return [sharpe / np.sqrt(p) for sharpe, p in rows]
+    return [sharpe / np.sqrt(p) for sharpe, p in rows] + candidate_trial_sharpes(
+        symbol=run.job.symbol,
+        timeframe=run.job.timeframe,
+        exclude=(run.job.trigger_context or {}).get("candidate_id"),
+    )
 
 
 def _evaluate(run: Run) -> None:

@@ -145,6 +145,11 @@ SPECTACULAR_SETTINGS = {
         "ModelStatusEnum": "registry.models.ModelStatus",
         "JobStatusEnum": "registry.models.JobStatus",
         "TriggerReasonEnum": "registry.models.TriggerReason",
+        "CandidateStatusEnum": "evolution.models.CandidateStatus",
+        "CandidateOriginEnum": "evolution.models.CandidateOrigin",
+        "EvaluationStatusEnum": "evolution.models.EvaluationStatus",
+        "RunStatusEnum": "evolution.models.RunStatus",
+        "GenerationStatusEnum": "evolution.models.GenerationStatus",
     },
 }
 
@@ -203,3 +208,24 @@ LOGGING = {
         "lightning.pytorch": {"level": "WARNING"},
     },
 }
+
+# --- Retraining triggers and the event bus (training.triggers, training.scheduler, training.events,
+# training.monitors) ---
+# The worker imports these task modules (they live outside training/tasks.py); importing
+# training.events also adds the consumer of incoming events to every worker.
+CELERY_IMPORTS = ("training.scheduler", "training.events", "training.monitors.tasks")
+# The topic exchange on the Celery broker that outbox events go to and incoming events come from.
+CLM_EVENTS_EXCHANGE = os.environ.get("CLM_EVENTS_EXCHANGE", "clm.events")
+CLM_EVENTS_INCOMING_QUEUE = os.environ.get("CLM_EVENTS_INCOMING_QUEUE", "clm.incoming")
+# Workers consume incoming events unless this is off (e.g. on dedicated training workers).
+CLM_EVENTS_CONSUME = env_bool("CLM_EVENTS_CONSUME", True)
+# The most periodic jobs one scan queues; the other due models wait for the next scan.
+CLM_SCAN_MAX_JOBS = int(os.environ.get("CLM_SCAN_MAX_JOBS", "100"))
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
+    {
+        "MonitorStatusEnum": "training.models.MonitorStatus",
+        "TriggerOutcomeEnum": "training.models.TriggerOutcome",
+        "TriggerSourceEnum": "training.models.TriggerSource",
+    }
+)
+# --- end of retraining triggers and event bus ---

@@ -9,8 +9,9 @@ import time
 import pytest
 
 from registry.models import EvaluationResult, JobStatus, ModelStatus, OutboxEvent, TrainingJob
+from tests.conftest import _start_worker, _stop_worker
 
-from .conftest import _start_worker, _stop_worker, store_bars
+from .conftest import store_bars
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -1,0 +1,375 @@
+"""The registry in the admin: people edit descriptions, tags, notes and gate policies here.
+
+Status changes only happen through the promote and rollback actions, which call the services, so
+every change has its audit row and event and the one-production-version invariant holds. Audit,
+outbox and evaluation rows are read-only; jobs are created through the API or the scheduler.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from clm_project.exceptions import DomainError
+from registry import services
+from registry.models import (
+    EvaluationResult,
+    LifecycleEvent,
+    ModelVersion,
+    OutboxEvent,
+    PromotionPolicy,
+    RegisteredModel,
+    TrainingJob,
+)
+
+EDITABLE_NOTES = ("description", "tags", "notes")
+
+
+def _all_fields(model: type) -> list[str]:
+    return [field.name for field in model._meta.fields]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Viewable, never added, changed or deleted by hand."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class NotesForm(forms.ModelForm):
+    """Tags are a JSON list of short strings."""
+
+    def clean_tags(self) -> list[str]:
+        tags = self.cleaned_data.get("tags")
+        if tags in (None, ""):
+            return []
+        if not isinstance(tags, list) or not all(isinstance(t, str) and t.strip() for t in tags):
+            raise forms.ValidationError(
+                'Enter a JSON list of non-empty strings, e.g. ["btc", "v3"].'
+            )
+        return [t.strip() for t in tags]
+
+
+def gates_html(gates: dict[str, Any]) -> str:
+    """Each gate as `name value op threshold ✔/✘`, one per line."""
+    if not isinstance(gates, dict) or not gates:
+        return "-"
+    rows = []
+    for name, gate in gates.items():
+        if not isinstance(gate, dict):
+            rows.append((name, gate, "", "", "?"))
+            continue
+        value = "∞" if gate.get("infinite") else gate.get("value")
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        mark = "✔" if gate.get("passed") else "✘"
+        rows.append((name, value, gate.get("op", ""), gate.get("threshold", ""), mark))
+    return format_html_join(mark_safe("<br>"), "{} {} {} {} {}", rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registered models and versions
+
+
+@admin.register(RegisteredModel)
+class RegisteredModelAdmin(admin.ModelAdmin):
+    form = NotesForm
+    list_display = ("model_id", "model_type", "symbol", "timeframe", "next_version", "created_at")
+    list_filter = ("model_type", "timeframe")
+    search_fields = ("model_id", "symbol", "description", "notes")
+    date_hierarchy = "created_at"
+    fields = ("model_id", "model_type", "symbol", "timeframe", *EDITABLE_NOTES, "created_at")
+    readonly_fields = ("model_id", "model_type", "symbol", "timeframe", "created_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # the registry creates models when their first job is requested
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: RegisteredModel, form: Any, change: bool):
+        services.registered_model_update_notes(
+            model=obj, **{name: form.cleaned_data[name] for name in EDITABLE_NOTES}
+        )
+
+
+class EvaluationInline(ReadOnlyInline):
+    model = EvaluationResult
+    fields = (
+        "created_at", "passed", "gate_verdicts", "sharpe", "win_rate", "profit_factor",
+        "max_drawdown", "trades", "dsr", "window_start", "window_end",
+    )  # fmt: skip
+    readonly_fields = fields
+
+    @admin.display(description="gates")
+    def gate_verdicts(self, obj: EvaluationResult) -> str:
+        return gates_html(obj.gates)
+
+
+class LifecycleInline(ReadOnlyInline):
+    model = LifecycleEvent
+    fk_name = "version"
+    fields = ("created_at", "action", "from_status", "to_status", "actor", "reason")
+    readonly_fields = fields
+    show_change_link = False
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    form = NotesForm
+    list_display = (
+        "__str__", "version", "status", "latest_sharpe", "created_at", "promoted_at", "retired_at",
+    )  # fmt: skip
+    list_filter = ("status", "model__model_type", "model__timeframe")
+    search_fields = ("model__model_id", "model__symbol", "description", "notes")
+    date_hierarchy = "created_at"
+    list_select_related = ("model",)
+    inlines = (EvaluationInline, LifecycleInline)
+    actions = ("promote_selected", "rollback_to_selected")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [name for name in _all_fields(ModelVersion) if name not in EDITABLE_NOTES]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ModelVersion]:
+        latest = (
+            EvaluationResult.objects.filter(version=OuterRef("pk"))
+            .order_by("-created_at", "-id")
+            .values("sharpe")[:1]
+        )
+        return super().get_queryset(request).annotate(latest_sharpe=Subquery(latest))
+
+    @admin.display(description="latest Sharpe", ordering="latest_sharpe")
+    def latest_sharpe(self, obj: ModelVersion) -> str:
+        return "-" if obj.latest_sharpe is None else f"{obj.latest_sharpe:.3f}"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # versions are registered by the training pipeline
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_promote_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("registry.promote_modelversion")
+
+    def save_model(self, request: HttpRequest, obj: ModelVersion, form: Any, change: bool):
+        services.model_version_update_notes(
+            version=obj, **{name: form.cleaned_data[name] for name in EDITABLE_NOTES}
+        )
+
+    def _one_version(self, request: HttpRequest, queryset: QuerySet) -> ModelVersion | None:
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one version.", messages.ERROR)
+            return None
+        return queryset.select_related("model").get()
+
+    @admin.action(description="Promote selected version to production", permissions=["promote"])
+    def promote_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        version = self._one_version(request, queryset)
+        if version is None:
+            return
+        try:
+            services.model_version_promote(
+                model_id=version.model.model_id,
+                version=version.version,
+                actor=request.user.get_username(),
+                reason="promoted in the admin",
+            )
+        except DomainError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return
+        self.message_user(request, f"{version} is now in production.", messages.SUCCESS)
+
+    @admin.action(description="Roll back to selected version", permissions=["promote"])
+    def rollback_to_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        version = self._one_version(request, queryset)
+        if version is None:
+            return
+        try:
+            services.model_version_rollback(
+                model_id=version.model.model_id,
+                target_version=version.version,
+                actor=request.user.get_username(),
+                reason="rolled back in the admin",
+            )
+        except DomainError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return
+        self.message_user(request, f"Rolled back: {version} is in production.", messages.SUCCESS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs, evaluations, audit, outbox, policies
+
+
+@admin.register(TrainingJob)
+class TrainingJobAdmin(ReadOnlyAdmin):
+    list_display = (
+        "short_id", "model", "trigger_reason", "status", "progress_bar", "step", "requested_by",
+        "created_at", "finished_at",
+    )  # fmt: skip
+    list_filter = ("status", "trigger_reason", "model_type", "timeframe")
+    search_fields = ("id", "model__model_id", "symbol", "requested_by", "celery_task_id")
+    date_hierarchy = "created_at"
+    list_select_related = ("model",)
+    actions = ("cancel_selected",)
+
+    @admin.display(description="job", ordering="id")
+    def short_id(self, obj: TrainingJob) -> str:
+        return str(obj.id)[:8]
+
+    @admin.display(description="progress", ordering="progress")
+    def progress_bar(self, obj: TrainingJob) -> str:
+        percent = round(obj.progress * 100)
+        return format_html(
+            '<progress max="100" value="{}" title="{}%"></progress> {}%', percent, percent, percent
+        )
+
+    def has_request_training_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("registry.request_training")
+
+    @admin.action(
+        description="Cancel selected pending or queued jobs", permissions=["request_training"]
+    )
+    def cancel_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for job in queryset:
+            try:
+                services.training_job_cancel(job_id=job.pk, actor=request.user.get_username())
+            except DomainError as exc:
+                self.message_user(request, exc.message, messages.WARNING)
+            else:
+                self.message_user(request, f"Cancelled job {job.pk}.", messages.SUCCESS)
+
+
+@admin.register(EvaluationResult)
+class EvaluationResultAdmin(ReadOnlyAdmin):
+    list_display = (
+        "version", "passed", "sharpe", "win_rate", "profit_factor", "max_drawdown", "trades",
+        "dsr", "created_at",
+    )  # fmt: skip
+    list_filter = ("passed", "version__model__model_type", "version__model__timeframe")
+    search_fields = ("version__model__model_id",)
+    date_hierarchy = "created_at"
+    list_select_related = ("version__model",)
+    readonly_fields = ("gate_verdicts",)
+
+    @admin.display(description="gate verdicts")
+    def gate_verdicts(self, obj: EvaluationResult) -> str:
+        return gates_html(obj.gates)
+
+
+@admin.register(LifecycleEvent)
+class LifecycleEventAdmin(ReadOnlyAdmin):
+    list_display = (
+        "created_at",
+        "version",
+        "action",
+        "from_status",
+        "to_status",
+        "actor",
+        "reason",
+    )
+    list_filter = ("action", "to_status", "from_status")
+    search_fields = ("model__model_id", "actor", "reason")
+    date_hierarchy = "created_at"
+    list_select_related = ("version__model",)
+
+
+class PublishedFilter(admin.SimpleListFilter):
+    title = "published"
+    parameter_name = "published"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Published"), ("no", "Waiting")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(published_at__isnull=self.value() == "no")
+        return queryset
+
+
+@admin.register(OutboxEvent)
+class OutboxEventAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "event_type", "model_id", "published", "attempts")
+    list_filter = ("event_type", PublishedFilter)
+    search_fields = ("model_id", "id", "last_error")
+    date_hierarchy = "created_at"
+
+    @admin.display(boolean=True, ordering="published_at")
+    def published(self, obj: OutboxEvent) -> bool:
+        return obj.published_at is not None
+
+
+class PromotionPolicyForm(forms.ModelForm):
+    """Field-level messages for the ranges the database also enforces."""
+
+    class Meta:
+        model = PromotionPolicy
+        fields = (
+            "model_type", "min_sharpe", "min_win_rate", "min_profit_factor", "max_drawdown",
+            "min_trades", "min_dsr", "auto_promote", "fee", "eval_fraction",
+        )  # fmt: skip
+
+    def clean_max_drawdown(self) -> float:
+        value = self.cleaned_data["max_drawdown"]
+        if not 0.0 < value <= 1.0:
+            raise forms.ValidationError("Max drawdown is a fraction in (0, 1]: 0.15 is 15 %.")
+        return value
+
+    def clean_eval_fraction(self) -> float:
+        value = self.cleaned_data["eval_fraction"]
+        if not 0.0 < value < 1.0:
+            raise forms.ValidationError("The evaluation share of the bars must be in (0, 1).")
+        return value
+
+    def clean_fee(self) -> float:
+        value = self.cleaned_data["fee"]
+        if value < 0.0:
+            raise forms.ValidationError("The fee cannot be negative.")
+        return value
+
+    def clean_min_win_rate(self) -> float:
+        value = self.cleaned_data["min_win_rate"]
+        if not 0.0 <= value <= 1.0:
+            raise forms.ValidationError("A win rate is a fraction in [0, 1].")
+        return value
+
+    def clean_min_dsr(self) -> float | None:
+        value = self.cleaned_data["min_dsr"]
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise forms.ValidationError("The deflated Sharpe ratio is a probability in [0, 1].")
+        return value
+
+
+@admin.register(PromotionPolicy)
+class PromotionPolicyAdmin(admin.ModelAdmin):
+    form = PromotionPolicyForm
+    list_display = (
+        "model_type", "min_sharpe", "min_win_rate", "min_profit_factor", "max_drawdown",
+        "min_trades", "min_dsr", "auto_promote", "fee", "eval_fraction", "updated_at",
+    )  # fmt: skip
+    list_filter = ("auto_promote",)
+    search_fields = ("model_type",)

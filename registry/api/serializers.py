@@ -1,0 +1,356 @@
+"""Input and output serializers, one per operation; enums use the lowercase model values."""
+
+from __future__ import annotations
+
+import copy
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import models
+from rest_framework import serializers
+
+from registry.models import (
+    EvaluationResult,
+    EventType,
+    JobStatus,
+    LifecycleEvent,
+    ModelStatus,
+    ModelType,
+    ModelVersion,
+    OutboxEvent,
+    Timeframe,
+    TrainingJob,
+    TriggerReason,
+)
+from registry.selectors import ORDERINGS
+from training.selectors import bars_exist, market_data_exists
+
+MAX_INT32 = 2**31 - 1
+SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The body of every 4xx answer (see clm_project.exceptions.api_exception_handler)."""
+
+    detail = serializers.CharField()
+    code = serializers.CharField()
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+
+
+class FiniteFloatField(serializers.FloatField):
+    """A float that refuses NaN and infinities, which have no meaning as a filter."""
+
+    def to_internal_value(self, data: Any) -> float:
+        value = super().to_internal_value(data)
+        if not math.isfinite(value):
+            self.fail("invalid")
+        return value
+
+
+class JSONObjectField(serializers.DictField):
+    """A JSON object that PostgreSQL's jsonb can store: no NUL characters, no lone surrogates."""
+
+    default_error_messages = {
+        "unstorable": "Text may not contain NUL characters or unpaired surrogates.",
+    }
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        value = super().to_internal_value(data)
+        if not _storable(value):
+            self.fail("unstorable")
+        return value
+
+
+def _storable(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")  # fails on unpaired surrogates
+        except UnicodeEncodeError:
+            return False
+        return "\x00" not in value
+    if isinstance(value, dict):
+        return all(_storable(key) and _storable(item) for key, item in value.items())
+    if isinstance(value, list):
+        return all(_storable(item) for item in value)
+    return True
+
+
+class UTCDateTimeField(serializers.DateTimeField):
+    """ISO 8601 in UTC with a `Z`, as DRF writes it, without its per-value timezone lookups.
+
+    Rows come back from PostgreSQL aware and in UTC; list pages format hundreds of them.
+    """
+
+    def to_representation(self, value: datetime | None) -> str | None:
+        if value is None or value.tzinfo is None:
+            return super().to_representation(value)
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+_FIELDS: dict[type, dict[str, serializers.Field]] = {}
+
+
+class ReadModelSerializer(serializers.ModelSerializer):
+    """An output ModelSerializer that introspects its model once per class, not per response.
+
+    ModelSerializer rebuilds every field from the model's metadata each time it is instantiated,
+    which costs more than serializing a version; the built fields depend on the class alone.
+    """
+
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.DateTimeField: UTCDateTimeField,
+    }
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        cls = type(self)
+        if cls not in _FIELDS:
+            _FIELDS[cls] = super().get_fields()
+        return copy.deepcopy(_FIELDS[cls])
+
+
+def _optional_choice(choices: list[tuple[str, str]]) -> serializers.ChoiceField:
+    return serializers.ChoiceField(choices=choices, required=False, allow_blank=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Health and status
+
+
+class CheckSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    detail = serializers.CharField()
+
+
+class HealthSerializer(serializers.Serializer):
+    healthy = serializers.BooleanField()
+    database = CheckSerializer()
+    broker = CheckSerializer()
+
+
+# ---------------------------------------------------------------------------------------------
+# Training jobs
+
+
+class TrainingJobSerializer(ReadModelSerializer):
+    model_id = serializers.CharField(source="model.model_id", read_only=True)
+    version = serializers.IntegerField(source="version.version", read_only=True, allow_null=True)
+
+    class Meta:
+        model = TrainingJob
+        fields = [
+            "id", "model_id", "model_type", "symbol", "timeframe", "trigger_reason",
+            "trigger_context", "joined_triggers", "params", "seed", "window_start", "window_end",
+            "status", "progress", "step", "step_durations", "error_message", "error_step",
+            "requested_by", "celery_task_id", "attempts", "version", "created_at", "started_at",
+            "finished_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class TrainResponseSerializer(TrainingJobSerializer):
+    created = serializers.BooleanField(
+        read_only=True, help_text="False when the request joined the model's active job."
+    )
+
+    class Meta(TrainingJobSerializer.Meta):
+        fields = [*TrainingJobSerializer.Meta.fields, "created"]
+        read_only_fields = fields
+
+
+class TrainInputSerializer(serializers.Serializer):
+    model_type = serializers.ChoiceField(choices=ModelType.choices)
+    symbol = serializers.RegexField(
+        SYMBOL_PATTERN,
+        max_length=32,
+        error_messages={"invalid": "Use 1-32 letters, digits, '-' or '_' (e.g. BTCUSDT)."},
+    )
+    timeframe = serializers.ChoiceField(choices=Timeframe.choices)
+    trigger_reason = serializers.ChoiceField(
+        choices=TriggerReason.choices, default=TriggerReason.MANUAL
+    )
+    trigger_context = JSONObjectField(default=dict)
+    params = JSONObjectField(default=dict)
+    seed = serializers.IntegerField(min_value=0, max_value=MAX_INT32, default=0)
+    window_start = serializers.DateTimeField(allow_null=True, default=None)
+    window_end = serializers.DateTimeField(allow_null=True, default=None)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        start, end = attrs["window_start"], attrs["window_end"]
+        if start and end and start >= end:
+            raise serializers.ValidationError({"window_start": ["Must be before window_end."]})
+        symbol, timeframe = attrs["symbol"].upper(), attrs["timeframe"]
+        if market_data_exists() and not bars_exist(symbol=symbol, timeframe=timeframe):
+            raise serializers.ValidationError(
+                {"symbol": [f"No market data for {symbol} {timeframe}; import bars first."]}
+            )
+        return {**attrs, "symbol": symbol}
+
+
+class JobQuerySerializer(serializers.Serializer):
+    status = _optional_choice(JobStatus.choices)
+    model_type = _optional_choice(ModelType.choices)
+    symbol = serializers.CharField(required=False, allow_blank=True, max_length=32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluations
+
+
+EVALUATION_FIELDS = [
+    "id", "window_start", "window_end", "n_bars", "fee", "periods_per_year", "n_trials",
+    "sharpe", "sortino", "max_drawdown", "total_return", "cagr", "calmar", "exposure", "trades",
+    "win_rate", "profit_factor", "profit_factor_infinite", "avg_trade_return", "avg_bars_held",
+    "psr", "dsr", "benchmark_sharpe", "gates", "passed", "created_at",
+]  # fmt: skip
+
+
+class EvaluationSerializer(ReadModelSerializer):
+    """An evaluation nested under its version."""
+
+    class Meta:
+        model = EvaluationResult
+        fields = EVALUATION_FIELDS
+        read_only_fields = fields
+
+
+class EvaluationListSerializer(EvaluationSerializer):
+    """An evaluation on its own, naming its model and version."""
+
+    model_id = serializers.CharField(source="version.model.model_id", read_only=True)
+    version = serializers.IntegerField(source="version.version", read_only=True)
+
+    class Meta(EvaluationSerializer.Meta):
+        fields = ["model_id", "version", *EVALUATION_FIELDS]
+        read_only_fields = fields
+
+
+class EvaluationQuerySerializer(serializers.Serializer):
+    model_id = serializers.CharField(required=False, allow_blank=True, max_length=120)
+    version = serializers.IntegerField(required=False, min_value=1, max_value=MAX_INT32)
+    passed = serializers.BooleanField(allow_null=True, default=None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Versions
+
+
+class LatestEvaluationSerializer(EvaluationSerializer):
+    """The version's newest evaluation, or null.
+
+    Reads `latest_evaluations`, prefetched by registry.selectors.with_latest_evaluation (one query
+    per page). As a nested field it is built once per response, not once per row.
+    """
+
+    def get_attribute(self, instance: ModelVersion) -> EvaluationResult | None:
+        latest = instance.latest_evaluations
+        return latest[0] if latest else None
+
+
+class ModelVersionSerializer(ReadModelSerializer):
+    model_id = serializers.CharField(source="model.model_id", read_only=True)
+    model_type = serializers.CharField(source="model.model_type", read_only=True)
+    symbol = serializers.CharField(source="model.symbol", read_only=True)
+    timeframe = serializers.CharField(source="model.timeframe", read_only=True)
+    latest_evaluation = LatestEvaluationSerializer(read_only=True, allow_null=True)
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "model_id", "model_type", "symbol", "timeframe", "version", "status",
+            "artifact_path", "artifact_sha256", "artifact_size", "params", "feature_spec",
+            "training_metrics", "manifest", "train_start", "train_end", "failed_gates",
+            "description", "tags", "notes", "created_at", "promoted_at", "retired_at",
+            "latest_evaluation",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class ModelQuerySerializer(serializers.Serializer):
+    """The original ModelQuery as query parameters (paging is `limit` and `offset`)."""
+
+    model_id = serializers.CharField(required=False, allow_blank=True, max_length=120)
+    model_type = _optional_choice(ModelType.choices)
+    status = _optional_choice(ModelStatus.choices)
+    symbol = serializers.CharField(required=False, allow_blank=True, max_length=32)
+    timeframe = _optional_choice(Timeframe.choices)
+    min_sharpe = FiniteFloatField(required=False)
+    created_after = serializers.DateTimeField(required=False)
+    created_before = serializers.DateTimeField(required=False)
+    ordering = serializers.ChoiceField(choices=list(ORDERINGS), default="-created_at")
+
+
+class VersionStatusQuerySerializer(serializers.Serializer):
+    status = _optional_choice(ModelStatus.choices)
+
+
+class ProductionQuerySerializer(serializers.Serializer):
+    at = serializers.DateTimeField(
+        required=False, help_text="ISO 8601 time: the version that was live then (from the audit)."
+    )
+
+
+class LifecycleEventSerializer(ReadModelSerializer):
+    model_id = serializers.CharField(source="model.model_id", read_only=True)
+    version = serializers.IntegerField(source="version.version", read_only=True)
+
+    class Meta:
+        model = LifecycleEvent
+        fields = [
+            "id", "model_id", "version", "action", "from_status", "to_status", "actor", "reason",
+            "created_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class PromoteInputSerializer(serializers.Serializer):
+    model_id = serializers.CharField(max_length=120)
+    version = serializers.IntegerField(min_value=1, max_value=MAX_INT32)
+    reason = serializers.CharField(max_length=2000, allow_blank=True, default="")
+
+
+class RollbackInputSerializer(serializers.Serializer):
+    model_id = serializers.CharField(max_length=120)
+    target_version = serializers.IntegerField(min_value=1, max_value=MAX_INT32)
+    reason = serializers.CharField(max_length=2000, allow_blank=True, default="")
+
+
+# ---------------------------------------------------------------------------------------------
+# Status and events
+
+
+class StatusSerializer(serializers.Serializer):
+    jobs = serializers.DictField(child=serializers.IntegerField(), help_text="Jobs by status.")
+    models = serializers.IntegerField(help_text="Registered models.")
+    versions = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Versions by status."
+    )
+    production_versions = serializers.IntegerField()
+    unpublished_events = serializers.IntegerField()
+    latest_job = TrainingJobSerializer(allow_null=True)
+
+
+class OutboxEventSerializer(ReadModelSerializer):
+    published = serializers.SerializerMethodField()
+
+    class Meta:
+        model = OutboxEvent
+        fields = [
+            "id", "event_type", "model_id", "payload", "created_at", "published", "published_at",
+            "attempts", "last_error",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    def get_published(self, obj: OutboxEvent) -> bool:
+        return obj.published_at is not None
+
+
+class EventQuerySerializer(serializers.Serializer):
+    event_type = _optional_choice(EventType.choices)
+    model_id = serializers.CharField(required=False, allow_blank=True, max_length=120)
+    published = serializers.BooleanField(allow_null=True, default=None)

@@ -1,0 +1,296 @@
+"""HTTP adapters over registry services and selectors: validate, call, serialize. No logic here."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.db.models import QuerySet
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, renderers, status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import Serializer
+from rest_framework.views import APIView
+
+from clm_project.exceptions import DomainError, NotFound
+from registry import selectors, services
+from registry.api import serializers as s
+from registry.api.parsers import COMMAND_PARSERS
+from registry.api.permissions import CanDownloadArtifact, CanPromote, CanRequestTraining
+from registry.artifacts import ArtifactError, artifact_load
+from registry.status import clm_status, health_check
+
+JOB_ID = OpenApiParameter("job_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
+ERRORS = {
+    400: OpenApiResponse(s.ErrorSerializer, description="Invalid input, with field messages."),
+    404: OpenApiResponse(s.ErrorSerializer, description="Unknown model, version or job."),
+    409: OpenApiResponse(s.ErrorSerializer, description="Illegal transition or conflict."),
+}
+
+
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    return {code: ERRORS[code] for code in codes}
+
+
+def _validated(serializer_class: type[Serializer], data: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class Pagination(LimitOffsetPagination):
+    max_limit = 500
+
+
+class RegistryListView(generics.ListAPIView):
+    """A paginated list whose rows come from a selector called with validated query parameters."""
+
+    filter_backends: list = []  # the query serializer validates filters; the selector applies them
+    pagination_class = Pagination
+    query_serializer_class: type[Serializer] | None = None
+
+    def query_params(self) -> dict[str, Any]:
+        return _validated(self.query_serializer_class, self.request.query_params)
+
+
+# ---------------------------------------------------------------------------------------------
+# Health and status
+
+
+class HealthView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        responses={200: s.HealthSerializer, 503: s.HealthSerializer},
+        auth=[],
+        summary="Database and broker reachability (200 while the database answers, else 503).",
+    )
+    def get(self, request: Request) -> Response:
+        report = health_check()
+        code = status.HTTP_200_OK if report["healthy"] else status.HTTP_503_SERVICE_UNAVAILABLE
+        return Response(s.HealthSerializer(report).data, status=code)
+
+
+class StatusView(APIView):
+    @extend_schema(responses=s.StatusSerializer, summary="Jobs and versions by status.")
+    def get(self, request: Request) -> Response:
+        return Response(s.StatusSerializer(clm_status()).data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training jobs
+
+
+class TrainView(APIView):
+    parser_classes = COMMAND_PARSERS
+    permission_classes = [IsAuthenticated, CanRequestTraining]
+
+    @extend_schema(
+        request=s.TrainInputSerializer,
+        responses={202: s.TrainResponseSerializer, **_errors(400)},
+        summary="Request training; joins the model's active job if there is one (created=false).",
+    )
+    def post(self, request: Request) -> Response:
+        data = _validated(s.TrainInputSerializer, request.data)
+        job, created = services.training_job_create(
+            request=services.JobRequest(**data, requested_by=request.user.get_username())
+        )
+        # Re-read: the job was dispatched after commit, so its status is now queued.
+        job = selectors.training_job_get(job_id=job.pk)
+        body = {**s.TrainingJobSerializer(job).data, "created": created}
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(parameters=[s.JobQuerySerializer])
+class JobListView(RegistryListView):
+    serializer_class = s.TrainingJobSerializer
+    query_serializer_class = s.JobQuerySerializer
+
+    def get_queryset(self) -> QuerySet:
+        return selectors.training_job_list(**self.query_params())
+
+
+class JobDetailView(APIView):
+    @extend_schema(parameters=[JOB_ID], responses={200: s.TrainingJobSerializer, **_errors(404)})
+    def get(self, request: Request, job_id: str) -> Response:
+        return Response(s.TrainingJobSerializer(selectors.training_job_get(job_id=job_id)).data)
+
+
+class JobCancelView(APIView):
+    parser_classes = COMMAND_PARSERS
+    permission_classes = [IsAuthenticated, CanRequestTraining]
+
+    @extend_schema(
+        parameters=[JOB_ID],
+        request=None,
+        responses={200: s.TrainingJobSerializer, **_errors(404, 409)},
+        summary="Cancel a pending or queued job.",
+    )
+    def post(self, request: Request, job_id: str) -> Response:
+        job = selectors.training_job_get(job_id=job_id)
+        services.training_job_cancel(job_id=job.pk, actor=request.user.get_username())
+        return Response(s.TrainingJobSerializer(selectors.training_job_get(job_id=job.pk)).data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Versions
+
+
+@extend_schema(parameters=[s.ModelQuerySerializer], summary="Query versions (the ModelQuery).")
+class ModelVersionListView(RegistryListView):
+    serializer_class = s.ModelVersionSerializer
+    query_serializer_class = s.ModelQuerySerializer
+
+    def get_queryset(self) -> QuerySet:
+        given = {
+            key: value for key, value in self.query_params().items() if value not in ("", None)
+        }
+        return selectors.model_versions_query(selectors.ModelQuery(**given))
+
+
+@extend_schema(parameters=[s.VersionStatusQuerySerializer], summary="The versions of one model.")
+class ModelVersionsOfModelView(RegistryListView):
+    serializer_class = s.ModelVersionSerializer
+    query_serializer_class = s.VersionStatusQuerySerializer
+
+    def get_queryset(self) -> QuerySet:
+        model = selectors.registered_model_get(model_id=self.kwargs["model_id"])
+        query = selectors.ModelQuery(
+            model_id=model.model_id, status=self.query_params().get("status"), ordering="-version"
+        )
+        return selectors.model_versions_query(query)
+
+
+class ModelVersionDetailView(APIView):
+    @extend_schema(responses={200: s.ModelVersionSerializer, **_errors(404)})
+    def get(self, request: Request, model_id: str, version: int) -> Response:
+        found = selectors.model_version_get(model_id=model_id, version=version)
+        return Response(s.ModelVersionSerializer(found).data)
+
+
+@extend_schema(summary="The lifecycle audit of one version, newest first.")
+class ModelVersionAuditView(RegistryListView):
+    serializer_class = s.LifecycleEventSerializer
+
+    def get_queryset(self) -> QuerySet:
+        return selectors.lifecycle_events_list(
+            model_id=self.kwargs["model_id"], version=self.kwargs["version"]
+        )
+
+
+class ProductionView(APIView):
+    @extend_schema(
+        parameters=[s.ProductionQuerySerializer],
+        responses={200: s.ModelVersionSerializer, **_errors(400, 404)},
+        summary="The live version (what a trading service polls), or the one live at `at`.",
+    )
+    def get(self, request: Request, model_id: str) -> Response:
+        at = _validated(s.ProductionQuerySerializer, request.query_params).get("at")
+        if at is None:
+            return Response(
+                s.ModelVersionSerializer(selectors.production_version_get(model_id=model_id)).data
+            )
+        selectors.registered_model_get(model_id=model_id)
+        live = selectors.production_version_at(model_id=model_id, at=at)
+        if live is None:
+            raise NotFound(f"model {model_id!r} had no production version at {at.isoformat()}")
+        found = selectors.model_version_get(model_id=model_id, version=live.version)
+        return Response(s.ModelVersionSerializer(found).data)
+
+
+class OctetStreamRenderer(renderers.BaseRenderer):
+    """Lets clients ask for `application/octet-stream`; errors still go out as JSON text."""
+
+    media_type = "application/octet-stream"
+    format = "bin"
+    charset = None
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context=None):
+        return data if isinstance(data, bytes) else json.dumps(data).encode()
+
+
+class ArtifactView(APIView):
+    permission_classes = [IsAuthenticated, CanDownloadArtifact]
+    renderer_classes = [renderers.JSONRenderer, OctetStreamRenderer]
+
+    @extend_schema(
+        responses={
+            (200, "application/octet-stream"): OpenApiTypes.BINARY,
+            **_errors(404, 409),
+        },
+        summary="Download the version's artifact; its sha256 is verified first (409 if it fails).",
+    )
+    def get(self, request: Request, model_id: str, version: int) -> HttpResponse:
+        found = selectors.model_version_get(model_id=model_id, version=version)
+        if not found.artifact_path:
+            raise NotFound(f"{model_id} v{version} has no artifact")
+        try:
+            blob = artifact_load(path=found.artifact_path, sha256=found.artifact_sha256)
+        except ArtifactError as exc:
+            raise DomainError(str(exc)) from exc
+        response = HttpResponse(blob, content_type="application/octet-stream")
+        response["Content-Disposition"] = f'attachment; filename="{model_id}-v{version}.clm"'
+        response["X-Content-SHA256"] = found.artifact_sha256
+        return response
+
+
+class PromoteView(APIView):
+    parser_classes = COMMAND_PARSERS
+    permission_classes = [IsAuthenticated, CanPromote]
+
+    @extend_schema(
+        request=s.PromoteInputSerializer,
+        responses={200: s.ModelVersionSerializer, **_errors(400, 404, 409)},
+        summary="Make a version the production version; the previous one is retired.",
+    )
+    def post(self, request: Request) -> Response:
+        data = _validated(s.PromoteInputSerializer, request.data)
+        services.model_version_promote(**data, actor=request.user.get_username())
+        found = selectors.model_version_get(model_id=data["model_id"], version=data["version"])
+        return Response(s.ModelVersionSerializer(found).data)
+
+
+class RollbackView(APIView):
+    parser_classes = COMMAND_PARSERS
+    permission_classes = [IsAuthenticated, CanPromote]
+
+    @extend_schema(
+        request=s.RollbackInputSerializer,
+        responses={200: s.ModelVersionSerializer, **_errors(400, 404, 409)},
+        summary="Put an earlier, proven version back in production.",
+    )
+    def post(self, request: Request) -> Response:
+        data = _validated(s.RollbackInputSerializer, request.data)
+        services.model_version_rollback(**data, actor=request.user.get_username())
+        found = selectors.model_version_get(
+            model_id=data["model_id"], version=data["target_version"]
+        )
+        return Response(s.ModelVersionSerializer(found).data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluations and events
+
+
+@extend_schema(parameters=[s.EvaluationQuerySerializer])
+class EvaluationListView(RegistryListView):
+    serializer_class = s.EvaluationListSerializer
+    query_serializer_class = s.EvaluationQuerySerializer
+
+    def get_queryset(self) -> QuerySet:
+        return selectors.evaluations_list(**self.query_params())
+
+
+@extend_schema(parameters=[s.EventQuerySerializer], summary="The event outbox, newest first.")
+class EventListView(RegistryListView):
+    serializer_class = s.OutboxEventSerializer
+    query_serializer_class = s.EventQuerySerializer
+
+    def get_queryset(self) -> QuerySet:
+        return selectors.outbox_events_list(**self.query_params())

@@ -1,0 +1,249 @@
+"""The registry admin: pages render, notes are editable, status only moves through actions."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+from django.urls import reverse
+
+from registry import services
+from registry.models import (
+    EvaluationResult,
+    JobStatus,
+    LifecycleEvent,
+    ModelStatus,
+    ModelVersion,
+    OutboxEvent,
+    PromotionPolicy,
+    RegisteredModel,
+    TrainingJob,
+)
+from tests.conftest import version_add
+
+pytestmark = pytest.mark.django_db
+
+MODEL = "xgboost-btcusdt-1h"
+REGISTRY_MODELS = [
+    RegisteredModel,
+    ModelVersion,
+    TrainingJob,
+    EvaluationResult,
+    LifecycleEvent,
+    OutboxEvent,
+    PromotionPolicy,
+]
+
+
+def _url(model: type, action: str, *args) -> str:
+    return reverse(f"admin:registry_{model._meta.model_name}_{action}", args=args)
+
+
+def _messages(response) -> list[str]:
+    return [str(message) for message in response.context["messages"]]
+
+
+@pytest.fixture
+def registry_rows() -> None:
+    version_add(status=ModelStatus.PRODUCTION)
+    version_add(status=ModelStatus.FAILED)
+    services.training_job_create(
+        request=services.JobRequest(model_type="xgboost", symbol="BTCUSDT", timeframe="1h"),
+        dispatch=False,
+    )
+    PromotionPolicy.objects.create(model_type="xgboost")
+
+
+@pytest.mark.parametrize("model", REGISTRY_MODELS, ids=lambda m: m.__name__)
+def test_changelist_search_and_change_pages_render(admin_client, registry_rows, model):
+    obj = model.objects.first()
+
+    assert admin_client.get(_url(model, "changelist")).status_code == 200
+    assert admin_client.get(_url(model, "changelist"), {"q": "btc"}).status_code == 200
+    assert admin_client.get(_url(model, "change", obj.pk)).status_code == 200
+
+
+def test_admin_can_create_api_tokens(admin_client):
+    assert admin_client.get(reverse("admin:authtoken_tokenproxy_add")).status_code == 200
+
+
+def test_version_status_is_read_only_and_notes_are_editable(admin_client, registry_rows):
+    version = ModelVersion.objects.get(version=2)
+    url = _url(ModelVersion, "change", version.pk)
+    page = admin_client.get(url).content.decode()
+    assert 'name="status"' not in page
+    assert 'name="description"' in page
+    assert "sharpe 1.8 &gt;= 1.0" in page  # the evaluation inline shows gate verdicts
+
+    response = admin_client.post(
+        url,
+        {
+            "description": "the hourly BTC model",
+            "tags": '["btc", "hourly"]',
+            "notes": "retrained after the halving",
+            "status": ModelStatus.PRODUCTION,
+            "evaluations-TOTAL_FORMS": 0,
+            "evaluations-INITIAL_FORMS": 0,
+            "audit-TOTAL_FORMS": 0,
+            "audit-INITIAL_FORMS": 0,
+        },
+    )
+
+    assert response.status_code == 302
+    version.refresh_from_db()
+    assert version.status == ModelStatus.FAILED
+    assert (version.description, version.tags) == ("the hourly BTC model", ["btc", "hourly"])
+    assert version.notes == "retrained after the halving"
+
+
+def test_tags_must_be_a_list_of_strings(admin_client, registry_rows):
+    model = RegisteredModel.objects.get()
+    response = admin_client.post(
+        _url(RegisteredModel, "change", model.pk), {"tags": '{"a": 1}', "description": ""}
+    )
+    assert response.status_code == 200
+    assert "JSON list of non-empty strings" in response.content.decode()
+
+
+def test_model_notes_edit_keeps_the_version_counter(admin_client, registry_rows):
+    model = RegisteredModel.objects.get()
+    response = admin_client.post(
+        _url(RegisteredModel, "change", model.pk),
+        {"description": "BTC hourly", "tags": '["btc"]', "notes": ""},
+    )
+    assert response.status_code == 302
+    model.refresh_from_db()
+    assert (model.description, model.tags, model.next_version) == ("BTC hourly", ["btc"], 3)
+
+
+def _act(client: Client, action: str, *versions: ModelVersion):
+    return client.post(
+        _url(ModelVersion, "changelist"),
+        {"action": action, "_selected_action": [v.pk for v in versions]},
+        follow=True,
+    )
+
+
+def test_promote_action_goes_through_the_service(admin_client, registry_rows):
+    candidate = version_add()
+
+    response = _act(admin_client, "promote_selected", candidate)
+
+    assert response.status_code == 200
+    candidate.refresh_from_db()
+    assert candidate.status == ModelStatus.PRODUCTION
+    row = candidate.audit.get(action="promote")
+    assert (row.actor, row.reason) == ("admin", "promoted in the admin")
+    assert ModelVersion.objects.get(version=1).status == ModelStatus.RETIRED
+    assert OutboxEvent.objects.filter(event_type="model_promoted").count() == 2
+    assert f"{MODEL} v3 is now in production." in _messages(response)
+
+
+def test_promote_action_refusals_are_messages(admin_client, registry_rows):
+    failed = ModelVersion.objects.get(version=2)
+    first = ModelVersion.objects.get(version=1)
+
+    refused = _act(admin_client, "promote_selected", failed)
+    two = _act(admin_client, "promote_selected", failed, first)
+
+    assert refused.status_code == two.status_code == 200
+    assert any("it is failed" in m for m in _messages(refused))
+    assert "Select exactly one version." in _messages(two)
+    assert failed.audit.filter(action="promote").count() == 0
+
+
+def test_rollback_action(admin_client, registry_rows):
+    version_add(status=ModelStatus.PRODUCTION)
+
+    response = _act(admin_client, "rollback_to_selected", ModelVersion.objects.get(version=1))
+
+    assert ModelVersion.objects.get(version=1).status == ModelStatus.PRODUCTION
+    assert ModelVersion.objects.get(version=3).status == ModelStatus.RETIRED
+    assert LifecycleEvent.objects.filter(action="rollback", actor="admin").count() == 1
+    assert any("Rolled back" in m for m in _messages(response))
+    current = _act(admin_client, "rollback_to_selected", ModelVersion.objects.get(version=1))
+    assert any("current production" in m for m in _messages(current))
+
+
+def test_lifecycle_actions_need_the_promote_permission(registry_rows):
+    staff = User.objects.create_user("staff", password="pw-staff-123", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_modelversion"))
+    client = Client()
+    client.force_login(staff)
+    url = _url(ModelVersion, "changelist")
+
+    assert "promote_selected" not in client.get(url).content.decode()
+    candidate = version_add()
+    _act(client, "promote_selected", candidate)
+    candidate.refresh_from_db()
+    assert candidate.status == ModelStatus.CANDIDATE
+
+    staff.user_permissions.add(Permission.objects.get(codename="promote_modelversion"))
+    assert "promote_selected" in client.get(url).content.decode()
+
+
+@pytest.mark.parametrize(
+    "model", [EvaluationResult, LifecycleEvent, OutboxEvent, TrainingJob], ids=lambda m: m.__name__
+)
+def test_records_are_read_only(admin_client, registry_rows, model):
+    obj = model.objects.first()
+    change = _url(model, "change", obj.pk)
+
+    assert admin_client.get(_url(model, "add")).status_code == 403
+    assert 'name="_save"' not in admin_client.get(change).content.decode()
+    assert admin_client.post(change, {}).status_code == 403
+    assert admin_client.post(_url(model, "delete", obj.pk), {"post": "yes"}).status_code == 403
+    assert model.objects.filter(pk=obj.pk).exists()
+
+
+def test_versions_and_models_are_never_added_or_deleted_by_hand(admin_client, registry_rows):
+    for model in (ModelVersion, RegisteredModel):
+        assert admin_client.get(_url(model, "add")).status_code == 403
+
+
+def test_jobs_changelist_shows_progress_and_cancels(admin_client, registry_rows):
+    job = TrainingJob.objects.get()
+    TrainingJob.objects.filter(pk=job.pk).update(progress=0.4)
+
+    page = admin_client.get(_url(TrainingJob, "changelist")).content.decode()
+    assert '<progress max="100" value="40"' in page
+
+    response = admin_client.post(
+        _url(TrainingJob, "changelist"),
+        {"action": "cancel_selected", "_selected_action": [job.pk]},
+        follow=True,
+    )
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED
+    assert f"Cancelled job {job.pk}." in _messages(response)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("max_drawdown", "0"), ("max_drawdown", "1.5"), ("eval_fraction", "1"), ("fee", "-0.001")],
+)
+def test_policy_form_validates_ranges(admin_client, registry_rows, field, value):
+    policy = PromotionPolicy.objects.get()
+    data = {
+        "model_type": "xgboost", "min_sharpe": 1.0, "min_win_rate": 0.52,
+        "min_profit_factor": 1.3, "max_drawdown": 0.15, "min_trades": 50, "min_dsr": "",
+        "auto_promote": "on", "fee": 0.0005, "eval_fraction": 0.25, field: value,
+    }  # fmt: skip
+
+    response = admin_client.post(_url(PromotionPolicy, "change", policy.pk), data)
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors.keys() == {field}
+
+
+def test_policy_is_editable(admin_client, registry_rows):
+    policy = PromotionPolicy.objects.get()
+    data = {
+        "model_type": "xgboost", "min_sharpe": 1.4, "min_win_rate": 0.55,
+        "min_profit_factor": 1.5, "max_drawdown": 0.2, "min_trades": 40, "min_dsr": "0.9",
+        "fee": 0.001, "eval_fraction": 0.3,
+    }  # fmt: skip
+
+    assert admin_client.post(_url(PromotionPolicy, "change", policy.pk), data).status_code == 302
+    policy.refresh_from_db()
+    assert (policy.min_sharpe, policy.min_dsr, policy.auto_promote) == (1.4, 0.9, False)

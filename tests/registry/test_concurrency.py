@@ -1,0 +1,133 @@
+"""Registry invariants under concurrent writers, on PostgreSQL with real transactions."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+
+import pytest
+from django.db import connection
+
+from clm_project.exceptions import DomainError, NotFound
+from registry import selectors, services
+from registry.models import LifecycleAction, LifecycleEvent, ModelStatus, ModelVersion
+from tests.conftest import version_add
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+THREADS = 16
+MODEL = "xgboost-btcusdt-1h"
+
+
+def _run_together(n: int, work: Callable[[int], None]) -> list[BaseException]:
+    """Run `work(i)` in n threads released at once; return what they raised."""
+    barrier = threading.Barrier(n)
+    errors: list[BaseException] = []
+
+    def body(i: int) -> None:
+        try:
+            barrier.wait()
+            work(i)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return errors
+
+
+def test_concurrent_registrations_get_numbers_without_gaps_or_duplicates():
+    model = services.registered_model_get_or_create(
+        model_type="xgboost", symbol="BTCUSDT", timeframe="1h"
+    )
+    per_thread = 5
+
+    def register(_: int) -> None:
+        for _ in range(per_thread):
+            services.model_version_register(
+                model=model, params={}, feature_spec={}, training_metrics={}, manifest={}
+            )
+
+    assert _run_together(THREADS, register) == []
+
+    numbers = sorted(ModelVersion.objects.filter(model=model).values_list("version", flat=True))
+    assert numbers == list(range(1, THREADS * per_thread + 1))
+    model.refresh_from_db()
+    assert model.next_version == THREADS * per_thread + 1
+
+
+def test_concurrent_promotions_and_rollbacks_keep_exactly_one_production_version():
+    for _ in range(6):
+        version_add(status=ModelStatus.CANDIDATE, passed=True)
+    services.model_version_promote(model_id=MODEL, version=1, actor="setup")
+    model_pk = ModelVersion.objects.get(version=1).model_id
+    audit_before = LifecycleEvent.objects.filter(
+        action__in=[LifecycleAction.PROMOTE, LifecycleAction.ROLLBACK]
+    ).count()
+
+    done = threading.Event()
+    violations: list[str] = []
+    polls = [0]
+    changes: list[int] = []
+
+    def poll() -> None:
+        try:
+            while not done.is_set():
+                count = ModelVersion.objects.filter(
+                    model_id=model_pk, status=ModelStatus.PRODUCTION
+                ).count()
+                if count != 1:
+                    violations.append(f"{count} production versions")
+                try:
+                    selectors.production_version_get(model_id=MODEL)
+                except NotFound:
+                    violations.append("no production version")
+                polls[0] += 1
+        finally:
+            connection.close()
+
+    def churn(i: int) -> None:
+        rng = random.Random(i)
+        for _ in range(6):
+            target = rng.randint(1, 6)
+            try:
+                if rng.random() < 0.5:
+                    services.model_version_promote(model_id=MODEL, version=target, actor=f"t{i}")
+                else:
+                    services.model_version_rollback(
+                        model_id=MODEL, target_version=target, actor=f"t{i}"
+                    )
+            except DomainError as exc:  # the target was already live: a refusal, not a failure
+                assert "production" in exc.message
+            else:
+                changes.append(target)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    errors = _run_together(THREADS, churn)
+    done.set()
+    poller.join(timeout=60)
+
+    assert errors == []
+    assert violations == []
+    assert polls[0] > 10
+    assert changes, "no promotion or rollback succeeded"
+    live = ModelVersion.objects.filter(model_id=model_pk, status=ModelStatus.PRODUCTION)
+    assert live.count() == 1
+    # Every successful change left exactly one promote/rollback audit row.
+    audit_after = LifecycleEvent.objects.filter(
+        action__in=[LifecycleAction.PROMOTE, LifecycleAction.ROLLBACK]
+    ).count()
+    assert audit_after - audit_before == len(changes)
+    last = (
+        LifecycleEvent.objects.filter(to_status=ModelStatus.PRODUCTION)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    assert last.version_id == live.get().pk

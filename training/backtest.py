@@ -1,0 +1,338 @@
+"""Vectorized backtest of target positions, with the metrics defined in design/METRICS.md.
+
+Every evaluation, promotion gate and fitness score in CLM goes through `backtest`, so the
+definitions live here once. The code is pure numpy (scipy only for the normal distribution): no loop
+over bars, trades are found by run detection, so a million bars take milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy.special import ndtr, ndtri
+
+PERIODS_PER_YEAR: dict[str, int] = {
+    "1m": 525_600,
+    "5m": 105_120,
+    "15m": 35_040,
+    "1h": 8_760,
+    "4h": 2_190,
+    "1d": 365,
+}
+
+EULER_MASCHERONI = 0.5772156649
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """Metrics of one backtest (names as in METRICS.md), its inputs, and the per-bar series.
+
+    `returns` is s[0..N-1] and `equity` is E[0..N-1]; they are left out of `as_dict()`, comparisons
+    and repr because they are as long as the input.
+    """
+
+    sharpe: float
+    sortino: float
+    max_drawdown: float
+    total_return: float
+    cagr: float
+    calmar: float
+    exposure: float
+    trades: int
+    win_rate: float
+    profit_factor: float
+    avg_trade_return: float
+    avg_bars_held: float
+    psr: float
+    dsr: float
+    fee: float
+    periods_per_year: float
+    n_bars: int
+    n_trials: int
+    returns: np.ndarray = field(repr=False, compare=False)
+    equity: np.ndarray = field(repr=False, compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-safe scalars: non-finite floats become None.
+
+        An infinite profit factor (winners and no loser) is the one expected non-finite value, so it
+        also gets `profit_factor_infinite: True` to tell it apart from "not computable".
+        """
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                value = None
+            out[f.name] = value
+        out["profit_factor_infinite"] = self.profit_factor == math.inf
+        return out
+
+
+def backtest(
+    close: ArrayLike,
+    positions: ArrayLike,
+    *,
+    fee: float = 0.0,
+    periods_per_year: float = PERIODS_PER_YEAR["1h"],
+    n_trials: int = 1,
+    trial_sharpes: ArrayLike | None = None,
+) -> BacktestResult:
+    """Backtest target positions `positions[t]` (decided at the close of bar t, held over bar t+1).
+
+    Conventions beyond METRICS.md, where it leaves a choice:
+    - Sharpe, Sortino, exposure, psr and dsr use the N-1 bar returns s[1..N-1] (s[0] carries only
+      the first entry cost and no price move). Exposure is the share of t = 1..N-1 with w[t-1] != 0.
+    - A series of identical returns has standard deviation 0, so Sharpe 0 (also with one return).
+    - A trade opened on the last bar is counted with 0 bars held and its entry cost as its return.
+    - CAGR is -1 when equity ends at or below zero (possible only with short positions and a price
+      more than doubling in one bar).
+    - dsr deflates psr for `n_trials` trials using the sample variance (ddof=1) of `trial_sharpes`,
+      the per-bar (not annualized) Sharpe ratios of those trials. With `n_trials` <= 1 there is
+      nothing to deflate and dsr equals psr; with more trials `trial_sharpes` is required.
+    """
+    close_arr = _as_1d_float(close, "close")
+    w = _as_1d_float(positions, "positions")
+    n = len(close_arr)
+    _validate(close_arr, w, fee, periods_per_year)
+    trial_variance = _trial_variance(n_trials, trial_sharpes)
+
+    # pnl[t] = w[t-1] * a[t] and s[t] = pnl[t] - fee * |w[t] - w[t-1]|, with w[-1] = 0. Built in
+    # place because at a million bars allocating temporaries costs as much as the arithmetic.
+    pnl = np.empty(n)
+    pnl[0] = 0.0
+    np.divide(close_arr[1:], close_arr[:-1], out=pnl[1:])
+    pnl[1:] -= 1.0
+    pnl[1:] *= w[:-1]
+    s = np.empty(n)
+    s[0] = w[0]
+    np.subtract(w[1:], w[:-1], out=s[1:])
+    np.abs(s, out=s)
+    s *= -fee
+    s += pnl
+
+    equity = s + 1.0
+    np.cumprod(equity, out=equity)
+    relative_to_peak = np.maximum.accumulate(equity)
+    np.divide(equity, relative_to_peak, out=relative_to_peak)
+    max_drawdown = float(1.0 - relative_to_peak.min())
+    total_return = float(equity[-1] - 1.0)
+    cagr = _cagr(float(equity[-1]), periods_per_year, n)
+
+    bar_returns = s[1:]
+    moments = _Moments.of(bar_returns)
+    sqrt_p = math.sqrt(periods_per_year)
+    losses_only = np.minimum(bar_returns, 0.0)
+    downside = math.sqrt(float(np.dot(losses_only, losses_only)) / len(bar_returns))
+    psr = _psr(moments, 0.0)
+    dsr = psr if n_trials <= 1 else _psr(moments, _deflated_benchmark(n_trials, trial_variance))
+
+    trade_returns, bars_held = _trades(w, s, pnl, fee)
+    n_trades = len(trade_returns)
+    wins = trade_returns[trade_returns > 0].sum()
+    losses = -trade_returns[trade_returns < 0].sum()
+    if wins == 0:
+        profit_factor = 0.0
+    elif losses == 0:
+        profit_factor = math.inf
+    else:
+        profit_factor = float(wins / losses)
+
+    return BacktestResult(
+        sharpe=moments.sharpe * sqrt_p,
+        sortino=moments.mean / downside * sqrt_p if downside > 0 else 0.0,
+        max_drawdown=max_drawdown,
+        total_return=total_return,
+        cagr=cagr,
+        calmar=cagr / max_drawdown if max_drawdown > 0 else 0.0,
+        exposure=float(np.count_nonzero(w[:-1]) / (n - 1)),
+        trades=n_trades,
+        win_rate=float(np.count_nonzero(trade_returns > 0) / n_trades) if n_trades else 0.0,
+        profit_factor=profit_factor,
+        avg_trade_return=float(trade_returns.mean()) if n_trades else 0.0,
+        avg_bars_held=float(bars_held.mean()) if n_trades else 0.0,
+        psr=psr,
+        dsr=dsr,
+        fee=float(fee),
+        periods_per_year=float(periods_per_year),
+        n_bars=n,
+        n_trials=int(n_trials),
+        returns=s,
+        equity=equity,
+    )
+
+
+def probabilistic_sharpe(returns: ArrayLike, sr_benchmark: float = 0.0) -> float:
+    """Probability that the true per-bar Sharpe ratio of `returns` exceeds `sr_benchmark`.
+
+    Bailey and Lopez de Prado (2012), as in METRICS.md: per-bar Sharpe (std with ddof=1), biased
+    skewness and kurtosis (not excess), T = number of returns. Constant returns have Sharpe 0.
+    """
+    x = _as_1d_float(returns, "returns")
+    _require_finite_returns(x)
+    return _psr(_Moments.of(x), float(sr_benchmark))
+
+
+def deflated_sharpe(returns: ArrayLike, *, n_trials: int, trial_sharpe_variance: float) -> float:
+    """PSR against the Sharpe ratio the best of `n_trials` unskilled trials would reach by luck.
+
+    Bailey and Lopez de Prado (2014), as in METRICS.md. `trial_sharpe_variance` is the variance of
+    the trials' per-bar Sharpe ratios. With one trial nothing is deflated: the result is PSR(0).
+    """
+    x = _as_1d_float(returns, "returns")
+    _require_finite_returns(x)
+    _check_trials(n_trials)
+    if not (math.isfinite(trial_sharpe_variance) and trial_sharpe_variance >= 0):
+        raise ValueError(
+            f"trial_sharpe_variance must be finite and >= 0, got {trial_sharpe_variance!r}"
+        )
+    moments = _Moments.of(x)
+    if n_trials == 1:
+        return _psr(moments, 0.0)
+    return _psr(moments, _deflated_benchmark(int(n_trials), float(trial_sharpe_variance)))
+
+
+@dataclass(frozen=True)
+class _Moments:
+    """Per-bar statistics shared by Sharpe, PSR and DSR, computed in one place."""
+
+    mean: float
+    sharpe: float
+    skew: float
+    kurtosis: float
+    count: int
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> _Moments:
+        mean = float(x.mean())
+        if len(x) < 2 or x.min() == x.max():
+            return cls(mean=mean, sharpe=0.0, skew=0.0, kurtosis=3.0, count=len(x))
+        dev = x - mean
+        dev2 = dev * dev
+        m2 = float(dev2.mean())
+        m3 = float(np.dot(dev2, dev)) / len(x)
+        m4 = float(np.dot(dev2, dev2)) / len(x)
+        std = math.sqrt(m2 * len(x) / (len(x) - 1))
+        return cls(
+            mean=mean,
+            sharpe=mean / std,
+            skew=m3 / m2**1.5,
+            kurtosis=m4 / m2**2,
+            count=len(x),
+        )
+
+
+def _psr(m: _Moments, sr_benchmark: float) -> float:
+    variance = 1.0 - m.skew * m.sharpe + (m.kurtosis - 1.0) / 4.0 * m.sharpe**2
+    # Pearson's inequality (kurtosis >= 1 + skew^2) keeps this >= 0; guard against rounding.
+    z = (m.sharpe - sr_benchmark) * math.sqrt(m.count - 1) / math.sqrt(max(variance, 1e-300))
+    return float(ndtr(z))
+
+
+def _deflated_benchmark(n_trials: int, trial_variance: float) -> float:
+    """Expected maximum per-bar Sharpe of `n_trials` unskilled trials (the DSR's SR*)."""
+    g = EULER_MASCHERONI
+    expected_max = (1.0 - g) * ndtri(1.0 - 1.0 / n_trials) + g * ndtri(
+        1.0 - 1.0 / (n_trials * math.e)
+    )
+    return math.sqrt(trial_variance) * float(expected_max)
+
+
+def _trades(
+    w: np.ndarray, s: np.ndarray, pnl: np.ndarray, fee: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return and bars held of each trade: a maximal run of same-sign non-zero decision bars.
+
+    Decision bars b..e hold bars b+1..min(e+1, N-1). The trade's return is s[b+1..e] (price moves
+    and size changes inside the run) plus the last held bar's move pnl[e+1], minus the entry
+    fee*|w[b]| and, unless the trade is still open at the end, the exit fee*|w[e]|. At a flip
+    |w[b] - w[b-1]| = |w[b]| + |w[b-1]|, so this splits the flip's cost exactly as METRICS.md says.
+    """
+    n = len(w)
+    sign = (w > 0).view(np.int8) - (w < 0).view(np.int8)
+    nonzero = sign != 0
+    new_sign = np.empty(n, dtype=bool)
+    new_sign[0] = True
+    np.not_equal(sign[1:], sign[:-1], out=new_sign[1:])
+    starts = np.flatnonzero(nonzero & new_sign)
+    if len(starts) == 0:
+        return np.empty(0), np.empty(0, dtype=np.int64)
+    run_ends = np.empty(n, dtype=bool)
+    run_ends[:-1] = new_sign[1:]
+    run_ends[-1] = True
+    ends = np.flatnonzero(nonzero & run_ends)
+
+    cum_s = np.cumsum(s)
+    closed = ends < n - 1
+    last_held = np.minimum(ends + 1, n - 1)
+    returns = cum_s[ends] - cum_s[starts] - fee * np.abs(w[starts])
+    returns += np.where(closed, pnl[last_held] - fee * np.abs(w[ends]), 0.0)
+    return returns, last_held - starts
+
+
+def _cagr(final_equity: float, periods_per_year: float, n_bars: int) -> float:
+    if final_equity <= 0:
+        return -1.0
+    try:
+        return math.expm1(math.log(final_equity) * periods_per_year / (n_bars - 1))
+    except OverflowError:
+        return math.inf
+
+
+def _check_trials(n_trials: int) -> None:
+    if isinstance(n_trials, bool) or int(n_trials) != n_trials or n_trials < 1:
+        raise ValueError(f"n_trials must be an integer >= 1, got {n_trials!r}")
+
+
+def _trial_variance(n_trials: int, trial_sharpes: ArrayLike | None) -> float:
+    _check_trials(n_trials)
+    if trial_sharpes is None:
+        if n_trials > 1:
+            raise ValueError(
+                f"n_trials={n_trials} needs trial_sharpes (the trials' per-bar Sharpe ratios) "
+                "to deflate the Sharpe ratio"
+            )
+        return 0.0
+    sharpes = _as_1d_float(trial_sharpes, "trial_sharpes")
+    if len(sharpes) < 2 or not np.isfinite(sharpes).all():
+        raise ValueError("trial_sharpes needs at least 2 values, all finite")
+    return float(np.var(sharpes, ddof=1))
+
+
+def _as_1d_float(values: ArrayLike, name: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    return arr
+
+
+def _require_finite_returns(x: np.ndarray) -> None:
+    if len(x) == 0 or not np.isfinite(x).all():
+        raise ValueError("returns must be a non-empty series of finite numbers")
+
+
+def _validate(close: np.ndarray, w: np.ndarray, fee: float, periods_per_year: float) -> None:
+    if len(close) != len(w):
+        raise ValueError(f"close has {len(close)} bars but positions has {len(w)}")
+    if len(close) < 2:
+        raise ValueError(f"a backtest needs at least 2 bars, got {len(close)}")
+    # min/max first: one pass each, and NaN makes both comparisons fail.
+    if not (close.min() > 0 and close.max() < math.inf):
+        if np.isnan(close).any() or np.isinf(close).any():
+            raise ValueError("close contains NaN or infinite prices")
+        raise ValueError(f"close must be positive, found {float(close.min())}")
+    if not (w.min() >= -1.0 and w.max() <= 1.0):
+        if np.isnan(w).any():
+            raise ValueError("positions contain NaN")
+        raise ValueError(
+            f"positions must lie in [-1, 1], found [{float(w.min())}, {float(w.max())}]"
+        )
+    if not 0 <= fee < 1:
+        raise ValueError(f"fee must be a fraction in [0, 1), got {fee!r}")
+    if not (math.isfinite(periods_per_year) and periods_per_year > 0):
+        raise ValueError(f"periods_per_year must be positive, got {periods_per_year!r}")
