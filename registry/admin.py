@@ -11,7 +11,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
@@ -142,7 +142,8 @@ class LifecycleInline(ReadOnlyInline):
 class ModelVersionAdmin(admin.ModelAdmin):
     form = NotesForm
     list_display = (
-        "__str__", "version", "status", "latest_sharpe", "created_at", "promoted_at", "retired_at",
+        "__str__", "version", "status", "latest_sharpe_display", "created_at", "promoted_at",
+        "retired_at",
     )  # fmt: skip
     list_filter = ("status", "model__model_type", "model__timeframe")
     search_fields = ("model__model_id", "model__symbol", "description", "notes")
@@ -154,16 +155,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [name for name in _all_fields(ModelVersion) if name not in EDITABLE_NOTES]
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[ModelVersion]:
-        latest = (
-            EvaluationResult.objects.filter(version=OuterRef("pk"))
-            .order_by("-created_at", "-id")
-            .values("sharpe")[:1]
-        )
-        return super().get_queryset(request).annotate(latest_sharpe=Subquery(latest))
-
     @admin.display(description="latest Sharpe", ordering="latest_sharpe")
-    def latest_sharpe(self, obj: ModelVersion) -> str:
+    def latest_sharpe_display(self, obj: ModelVersion) -> str:
         return "-" if obj.latest_sharpe is None else f"{obj.latest_sharpe:.3f}"
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -90,7 +90,7 @@ class RegisteredModel(models.Model):
     description = models.TextField(blank=True)
     tags = models.JSONField(default=list, blank=True)
     notes = models.TextField(blank=True)
-    # Next version number to hand out; bumped under a row lock so numbers have no gaps or duplicates.
+    # Next version number to hand out, bumped under a row lock: no gaps, no duplicates.
     next_version = models.PositiveIntegerField(default=1, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -175,6 +175,13 @@ class ModelVersion(models.Model):
     train_start = models.DateTimeField(null=True, blank=True)
     train_end = models.DateTimeField(null=True, blank=True)
     failed_gates = models.JSONField(default=list, blank=True)
+    # The newest evaluation and its Sharpe, kept by registry.services.evaluation_record so that
+    # lists join one row instead of searching every version's evaluations.
+    latest_evaluation = models.ForeignKey(
+        "EvaluationResult", null=True, blank=True, editable=False, on_delete=models.SET_NULL,
+        related_name="+",
+    )  # fmt: skip
+    latest_sharpe = models.FloatField(null=True, blank=True, editable=False, db_index=True)
     description = models.TextField(blank=True)
     tags = models.JSONField(default=list, blank=True)
     notes = models.TextField(blank=True)
@@ -256,7 +263,9 @@ class EvaluationResult(models.Model):
     avg_bars_held = models.FloatField()
     psr = models.FloatField()
     dsr = models.FloatField()
-    benchmark_sharpe = models.FloatField(null=True, blank=True, help_text="Buy and hold, same bars.")
+    benchmark_sharpe = models.FloatField(
+        null=True, blank=True, help_text="Buy and hold, same bars."
+    )
     gates = models.JSONField(default=dict, blank=True)
     passed = models.BooleanField()
     equity_curve = models.CharField(max_length=500, blank=True)

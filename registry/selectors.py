@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
-from django.db.models import OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Q, QuerySet
 
 from clm_project.exceptions import NotFound
 from registry.models import (
@@ -47,22 +47,9 @@ def training_job_list(
     return qs.order_by("-created_at")
 
 
-def _latest_evaluation_prefetch() -> Prefetch:
-    latest_ids = (
-        EvaluationResult.objects.filter(version=OuterRef("version"))
-        .order_by("-created_at", "-id")
-        .values("id")[:1]
-    )
-    return Prefetch(
-        "evaluations",
-        queryset=EvaluationResult.objects.filter(id=Subquery(latest_ids)),
-        to_attr="latest_evaluations",
-    )
-
-
 def with_latest_evaluation(qs: QuerySet[ModelVersion]) -> QuerySet[ModelVersion]:
-    """Attach `latest_evaluations` (a list of 0 or 1) in one extra query for the whole page."""
-    return qs.select_related("model").prefetch_related(_latest_evaluation_prefetch())
+    """Join each version's model and newest evaluation: one query for the whole page."""
+    return qs.select_related("model", "latest_evaluation")
 
 
 @dataclass(frozen=True)
@@ -92,11 +79,6 @@ ORDERINGS = {
 
 
 def model_versions_query(query: ModelQuery) -> QuerySet[ModelVersion]:
-    latest_sharpe = (
-        EvaluationResult.objects.filter(version=OuterRef("pk"))
-        .order_by("-created_at", "-id")
-        .values("sharpe")[:1]
-    )
     qs = ModelVersion.objects.all()
     if query.model_id:
         qs = qs.filter(model__model_id=query.model_id)
@@ -112,8 +94,6 @@ def model_versions_query(query: ModelQuery) -> QuerySet[ModelVersion]:
         qs = qs.filter(created_at__gte=query.created_after)
     if query.created_before:
         qs = qs.filter(created_at__lt=query.created_before)
-    if query.min_sharpe is not None or query.ordering.lstrip("-") == "sharpe":
-        qs = qs.annotate(latest_sharpe=Subquery(latest_sharpe))
     if query.min_sharpe is not None:
         qs = qs.filter(latest_sharpe__gte=query.min_sharpe)
     qs = with_latest_evaluation(qs).order_by(ORDERINGS[query.ordering], "pk")

@@ -695,6 +695,9 @@ def evaluation_record(
             equity_curve=equity_curve,
             **fields,
         )
+        ModelVersion.objects.filter(pk=version.pk).update(
+            latest_evaluation=evaluation, latest_sharpe=evaluation.sharpe
+        )
         outbox_event_write(
             event_type=EventType.MODEL_EVALUATED,
             model_id=version.model.model_id,

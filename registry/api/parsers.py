@@ -18,4 +18,3 @@ class JSONParser(parsers.JSONParser):
             raise ParseError("JSON parse error - nested too deeply.") from None
 
 
-COMMAND_PARSERS = [JSONParser, parsers.FormParser, parsers.MultiPartParser]

@@ -240,24 +240,13 @@ class EvaluationQuerySerializer(serializers.Serializer):
 # Versions
 
 
-class LatestEvaluationSerializer(EvaluationSerializer):
-    """The version's newest evaluation, or null.
-
-    Reads `latest_evaluations`, prefetched by registry.selectors.with_latest_evaluation (one query
-    per page). As a nested field it is built once per response, not once per row.
-    """
-
-    def get_attribute(self, instance: ModelVersion) -> EvaluationResult | None:
-        latest = instance.latest_evaluations
-        return latest[0] if latest else None
-
-
 class ModelVersionSerializer(ReadModelSerializer):
     model_id = serializers.CharField(source="model.model_id", read_only=True)
     model_type = serializers.CharField(source="model.model_type", read_only=True)
     symbol = serializers.CharField(source="model.symbol", read_only=True)
     timeframe = serializers.CharField(source="model.timeframe", read_only=True)
-    latest_evaluation = LatestEvaluationSerializer(read_only=True, allow_null=True)
+    # Joined by registry.selectors.with_latest_evaluation; built once per response, not per row.
+    latest_evaluation = EvaluationSerializer(read_only=True, allow_null=True)
 
     class Meta:
         model = ModelVersion

@@ -20,7 +20,6 @@ from rest_framework.views import APIView
 from clm_project.exceptions import DomainError, NotFound
 from registry import selectors, services
 from registry.api import serializers as s
-from registry.api.parsers import COMMAND_PARSERS
 from registry.api.permissions import CanDownloadArtifact, CanPromote, CanRequestTraining
 from registry.artifacts import ArtifactError, artifact_load
 from registry.status import clm_status, health_check
@@ -88,7 +87,6 @@ class StatusView(APIView):
 
 
 class TrainView(APIView):
-    parser_classes = COMMAND_PARSERS
     permission_classes = [IsAuthenticated, CanRequestTraining]
 
     @extend_schema(
@@ -123,7 +121,6 @@ class JobDetailView(APIView):
 
 
 class JobCancelView(APIView):
-    parser_classes = COMMAND_PARSERS
     permission_classes = [IsAuthenticated, CanRequestTraining]
 
     @extend_schema(
@@ -241,7 +238,6 @@ class ArtifactView(APIView):
 
 
 class PromoteView(APIView):
-    parser_classes = COMMAND_PARSERS
     permission_classes = [IsAuthenticated, CanPromote]
 
     @extend_schema(
@@ -257,7 +253,6 @@ class PromoteView(APIView):
 
 
 class RollbackView(APIView):
-    parser_classes = COMMAND_PARSERS
     permission_classes = [IsAuthenticated, CanPromote]
 
     @extend_schema(

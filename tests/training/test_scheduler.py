@@ -137,6 +137,7 @@ def test_setup_schedules_is_idempotent_and_keeps_edits(db):
     assert set(tasks) == {s.task for s in SCHEDULES} == {
         "training.scan_due_models", "training.monitor_drift", "training.monitor_performance",
         "training.monitor_regime", "training.relay_outbox", "training.reap_stuck_jobs",
+        "evolution.reap_runs",
     }  # fmt: skip
     relay = tasks["training.relay_outbox"]
     assert (relay.interval.every, relay.interval.period, relay.queue) == (5, "seconds", "default")

@@ -17,7 +17,6 @@ from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
 from registry import selectors as registry_selectors
-from registry.api.parsers import COMMAND_PARSERS
 from registry.api.permissions import CanRequestTraining
 from training import events, scheduler, triggers
 from training.api import serializers as s
@@ -65,7 +64,6 @@ class EventView(APIView):
     """
 
     permission_classes = [IsAuthenticated, CanRequestTraining]
-    parser_classes = COMMAND_PARSERS
     event_type: str
 
     def receive(self, request: Request) -> Response:

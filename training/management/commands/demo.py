@@ -138,7 +138,7 @@ class Command(BaseCommand):
             "model__model_id", "version"
         )
         for v in versions:
-            ev = v.latest_evaluations[0] if v.latest_evaluations else None
+            ev = v.latest_evaluation
             if ev is None:
                 self.stdout.write(f"{v.model.model_id:<24}{v.version:>4}  {v.status:<11}")
                 continue
