@@ -16,6 +16,18 @@ _REGISTRY: dict[str, str] = {
 }
 
 
+# Small budgets: every family trains in seconds on 2 cores (the demo, quick experiments). The
+# trainers' own defaults are what a scheduled job uses.
+DEMO_PARAMS: dict[str, dict] = {
+    "xgboost": {},
+    "lightgbm": {},
+    "nhits": {"max_steps": 60},
+    "patchtst": {"max_steps": 40, "input_size": 128},
+    "rl_v2": {"total_timesteps": 12_000},
+    "rl_v3": {"total_timesteps": 12_000},
+}
+
+
 def trainer_class(model_type: str) -> type[Trainer]:
     try:
         module_name, class_name = _REGISTRY[model_type].split(":")
@@ -24,4 +36,4 @@ def trainer_class(model_type: str) -> type[Trainer]:
     return getattr(import_module(module_name), class_name)
 
 
-__all__ = ["Trainer", "TrainerError", "trainer_class"]
+__all__ = ["DEMO_PARAMS", "Trainer", "TrainerError", "trainer_class"]

@@ -13,19 +13,10 @@ from registry.models import ModelVersion, TriggerReason
 from registry.selectors import with_latest_evaluation
 from registry.services import JobRequest, training_job_create
 from training.management.runner import run_job_with_progress
+from training.trainers import DEMO_PARAMS
 
 DEMO_SYMBOLS = ("BTCUSDT", "ETHUSDT")
 FAMILIES = ("xgboost", "lightgbm", "nhits", "patchtst", "rl_v2", "rl_v3")
-# Small budgets so that the whole demo finishes in a few minutes on 2 cores; the trainers'
-# defaults (README, "Model families") are what a scheduled job uses.
-DEMO_PARAMS: dict[str, dict] = {
-    "xgboost": {},
-    "lightgbm": {},
-    "nhits": {"max_steps": 60},
-    "patchtst": {"max_steps": 40, "input_size": 128},
-    "rl_v2": {"total_timesteps": 12_000},
-    "rl_v3": {"total_timesteps": 12_000},
-}
 DEMO_USER = ("admin", "clm-demo-admin")
 
 
