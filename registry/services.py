@@ -114,6 +114,24 @@ def registered_model_get_or_create(
     return model
 
 
+def _notes_save(
+    obj: RegisteredModel | ModelVersion,
+    *,
+    description: str | None,
+    notes: str | None,
+    tags: Iterable[str] | None,
+) -> None:
+    """Save only the human-edited fields, never a stale copy of the others read earlier."""
+    changes = {"description": description, "notes": notes}
+    if tags is not None:
+        changes["tags"] = list(tags)
+    fields = [name for name, value in changes.items() if value is not None]
+    for name in fields:
+        setattr(obj, name, changes[name])
+    if fields:
+        obj.save(update_fields=fields)
+
+
 def registered_model_update_notes(
     *,
     model: RegisteredModel,
@@ -121,19 +139,8 @@ def registered_model_update_notes(
     notes: str | None = None,
     tags: Iterable[str] | None = None,
 ) -> RegisteredModel:
-    """Save only the human-edited fields, never a stale `next_version` read earlier."""
-    fields = []
-    if description is not None:
-        model.description = description
-        fields.append("description")
-    if notes is not None:
-        model.notes = notes
-        fields.append("notes")
-    if tags is not None:
-        model.tags = list(tags)
-        fields.append("tags")
-    if fields:
-        model.save(update_fields=fields)
+    """Edit a model line's description, notes and tags (never its stale `next_version`)."""
+    _notes_save(model, description=description, notes=notes, tags=tags)
     return model
 
 
@@ -637,18 +644,8 @@ def model_version_update_notes(
     notes: str | None = None,
     tags: Iterable[str] | None = None,
 ) -> ModelVersion:
-    fields = []
-    if description is not None:
-        version.description = description
-        fields.append("description")
-    if notes is not None:
-        version.notes = notes
-        fields.append("notes")
-    if tags is not None:
-        version.tags = list(tags)
-        fields.append("tags")
-    if fields:
-        version.save(update_fields=fields)
+    """Edit a version's description, notes and tags; its status changes only through services."""
+    _notes_save(version, description=description, notes=notes, tags=tags)
     return version
 
 
