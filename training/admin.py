@@ -10,6 +10,7 @@ from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.http import HttpRequest
 
+from registry.admin import ReadOnlyAdmin
 from training.models import (
     Bar,
     DriftReport,
@@ -21,20 +22,6 @@ from training.models import (
     TriggerRecord,
 )
 from training.scheduler import schedule_entries, scheduler_status
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Viewable, never added, changed or deleted by hand."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 DRIFT_FIELDS = (
     "auto_train_on_drift", "drift_threshold", "psi_threshold", "ks_alpha", "drift_window_bars",
