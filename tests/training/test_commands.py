@@ -1,0 +1,59 @@
+"""The shell doors: train_model and the demo, run in-process on the test database."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from registry.models import ModelVersion, TrainingJob
+
+from .conftest import store_bars
+
+
+@pytest.mark.django_db(transaction=True)
+def test_train_model_trains_evaluates_and_reports():
+    store_bars("BTCUSDT", 4_000, seed=11)
+    out = StringIO()
+    call_command(
+        "train_model", model_type="xgboost", symbol="btcusdt", timeframe="1h",
+        param=["n_estimators=40", "max_depth=3"], stdout=out,
+    )  # fmt: skip
+    version = ModelVersion.objects.get()
+    assert version.params["n_estimators"] == 40
+    assert f"xgboost-btcusdt-1h v1: {version.status}" in out.getvalue()
+    assert "Sharpe" in out.getvalue()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_train_model_refuses_a_series_without_bars_and_bad_params():
+    with pytest.raises(CommandError, match="no bars for NOPE 1h"):
+        call_command("train_model", model_type="xgboost", symbol="NOPE", timeframe="1h")
+    store_bars("BTCUSDT", 1_000, seed=11)
+    with pytest.raises(CommandError, match="failed at train"):
+        call_command(
+            "train_model", model_type="xgboost", symbol="BTCUSDT", param=["bogus=1"],
+            stdout=StringIO(),
+        )  # fmt: skip
+    assert TrainingJob.objects.get().error_step == "train"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_demo_runs_end_to_end_on_a_small_market():
+    out = StringIO()
+    call_command("demo", families="xgboost", bars=3_000, regime_bars=600, seed=7, stdout=out)
+    text = out.getvalue()
+    assert "== 6/6 the registry" in text
+    # Two symbols, trained before and after the staged regime change.
+    assert ModelVersion.objects.count() == 4
+    assert set(TrainingJob.objects.values_list("trigger_reason", flat=True)) == {
+        "manual", "regime_change"
+    }  # fmt: skip
+    assert "xgboost-btcusdt-1h" in text and "Open the result" in text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_demo_refuses_unknown_families():
+    with pytest.raises(CommandError, match="unknown families"):
+        call_command("demo", families="xgboost,prophet", stdout=StringIO())
