@@ -236,3 +236,19 @@ def training_queue(db) -> Iterator[None]:
         while (message := bound.get()) is not None:
             if message.headers.get("id") in sent:
                 message.ack()
+
+
+@pytest.fixture
+def bar_add():
+    """Store one bar of a series, so that training requests for it are accepted."""
+    from django.utils import timezone
+
+    from training.models import Bar
+
+    def add(symbol: str, timeframe: str = "1h") -> None:
+        Bar.objects.create(
+            symbol=symbol.upper(), timeframe=timeframe, timestamp=timezone.now(),
+            open=1.0, high=1.0, low=1.0, close=1.0, volume=1.0,
+        )  # fmt: skip
+
+    return add

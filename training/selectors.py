@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+
 from training.models import Bar
 
 
-def market_data_exists() -> bool:
-    return Bar.objects.exists()
+def bars_required() -> bool:
+    """With the default loader a job can only train on bars in this database; another loader
+    (settings.CLM_DATA_LOADER) answers for its own data."""
+    return settings.CLM_DATA_LOADER == "training.data.fetch_training_data"
 
 
 def bars_exist(*, symbol: str, timeframe: str) -> bool:

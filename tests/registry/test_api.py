@@ -160,7 +160,8 @@ def test_schema_is_valid_and_served(anon_client, db, tmp_path: Path):
 # Training requests and jobs
 
 
-def test_train_creates_a_job_then_joins_it(operator_client, db):
+def test_train_creates_a_job_then_joins_it(operator_client, db, bar_add):
+    bar_add(TRAIN["symbol"], TRAIN["timeframe"])
     first = operator_client.post("/clm/train", TRAIN, format="json")
     second = operator_client.post(
         "/clm/train", {**TRAIN, "trigger_reason": "drift_detected"}, format="json"
@@ -181,8 +182,9 @@ def test_train_creates_a_job_then_joins_it(operator_client, db):
 
 
 def test_train_dispatches_the_job_to_the_training_queue(
-    operator_client, django_capture_on_commit_callbacks, training_queue
+    operator_client, django_capture_on_commit_callbacks, training_queue, bar_add
 ):
+    bar_add(TRAIN["symbol"], TRAIN["timeframe"])
     with django_capture_on_commit_callbacks(execute=True):
         response = operator_client.post(
             "/clm/train",
@@ -240,7 +242,7 @@ def test_malformed_or_too_deep_json_is_400(operator_client, db, path):
         assert "JSON parse error" in response.json()["detail"]
 
 
-def test_train_needs_bars_once_market_data_exists(operator_client, db):
+def test_train_needs_bars_of_the_series(operator_client, db):
     Bar.objects.create(
         symbol="ETHUSDT", timeframe="1h", timestamp=timezone.now(), open=1, high=2, low=1,
         close=1.5, volume=10,

@@ -179,7 +179,8 @@ def test_a_drift_event_from_the_broker_queues_a_job(model):
     assert TrainingJob.objects.filter(trigger_reason="drift_detected").count() == 1
 
 
-def test_regime_and_manual_events_from_the_broker(model):
+def test_regime_and_manual_events_from_the_broker(model, bar_add):
+    bar_add("ETHUSDT", "1d")
     [regime] = message_receive(
         body=envelope("regime_change", {"new_regime": "bear", "symbol": "BTCUSDT"}),
         routing_key="regime_change",

@@ -316,7 +316,8 @@ def test_event_endpoints_need_the_training_permission(reader_client, anon_client
     assert TriggerRecord.objects.count() == 0
 
 
-def test_post_regime_change_and_manual_training(operator_client):
+def test_post_regime_change_and_manual_training(operator_client, bar_add):
+    bar_add("ETHUSDT", "4h")
     model_with_job()
     regime = operator_client.post(
         "/clm/events/regime_change",
