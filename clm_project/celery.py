@@ -7,8 +7,11 @@ import os
 
 from celery import Celery
 
+from clm_project import celery_metrics
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clm_project.settings.local")
 
 app = Celery("clm_project")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+celery_metrics.connect()

@@ -2,8 +2,11 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from clm_project.metrics_views import metrics_view
+
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("metrics", metrics_view, name="metrics"),
     path("", include("evolution.api.urls")),  # before the registry's: serves /clm/candidates
     path("", include("registry.api.urls")),
     path("", include("training.api.urls")),

@@ -11,20 +11,31 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from clm_project.exceptions import DomainError
-from registry import services
+from clm_project.exceptions import DomainError, NotFound
+from registry import selectors, services
 from registry.models import (
     EvaluationResult,
+    Experiment,
+    ExperimentArm,
+    ExperimentEvaluation,
     LifecycleEvent,
     ModelVersion,
     OutboxEvent,
     PromotionPolicy,
+    RealisedReturn,
     RegisteredModel,
+    RollbackDecision,
+    RollbackPolicy,
+    ShadowComparison,
+    ShadowObservation,
+    ShadowPolicy,
     TrainingJob,
 )
 
@@ -91,6 +102,19 @@ def gates_html(gates: dict[str, Any]) -> str:
     return format_html_join(mark_safe("<br>"), "{} {} {} {} {}", rows)
 
 
+def equity_curve_img(evaluation: EvaluationResult | None, *, width: int = 720) -> str:
+    """The evaluation's stored equity-curve PNG, served by EvaluationResultAdmin.equity_curve."""
+    if evaluation is None or not evaluation.equity_curve:
+        return "-"
+    url = reverse("admin:registry_evaluationresult_equity", args=[evaluation.pk])
+    return format_html(
+        '<a href="{}"><img src="{}" width="{}" class="equity-curve" style="max-width: 100%; '
+        'height: auto" alt="Equity curve of evaluation {} against buy and hold, drawdown below">'
+        "</a>",
+        url, url, width, evaluation.pk,
+    )  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------
 # Registered models and versions
 
@@ -153,7 +177,12 @@ class ModelVersionAdmin(admin.ModelAdmin):
     actions = ("promote_selected", "rollback_to_selected")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [name for name in _all_fields(ModelVersion) if name not in EDITABLE_NOTES]
+        fields = [name for name in _all_fields(ModelVersion) if name not in EDITABLE_NOTES]
+        return ["equity_curve_picture", *fields]
+
+    @admin.display(description="equity curve")
+    def equity_curve_picture(self, obj: ModelVersion) -> str:
+        return equity_curve_img(obj.latest_evaluation)
 
     @admin.display(description="latest Sharpe", ordering="latest_sharpe")
     def latest_sharpe_display(self, obj: ModelVersion) -> str:
@@ -267,11 +296,34 @@ class EvaluationResultAdmin(ReadOnlyAdmin):
     search_fields = ("version__model__model_id",)
     date_hierarchy = "created_at"
     list_select_related = ("version__model",)
-    readonly_fields = ("gate_verdicts",)
+    readonly_fields = ("gate_verdicts", "equity_curve_picture")
 
     @admin.display(description="gate verdicts")
     def gate_verdicts(self, obj: EvaluationResult) -> str:
         return gates_html(obj.gates)
+
+    @admin.display(description="equity curve")
+    def equity_curve_picture(self, obj: EvaluationResult) -> str:
+        return equity_curve_img(obj)
+
+    def get_urls(self) -> list[URLPattern]:
+        picture = path(
+            "<int:evaluation_id>/equity.png",
+            self.admin_site.admin_view(self.equity_curve),
+            name="registry_evaluationresult_equity",
+        )
+        return [picture, *super().get_urls()]
+
+    def equity_curve(self, request: HttpRequest, evaluation_id: int) -> HttpResponse:
+        """The stored PNG, for staff who may view evaluations."""
+        try:
+            evaluation = selectors.evaluation_get(evaluation_id=evaluation_id)
+            if not self.has_view_permission(request, evaluation):
+                raise PermissionDenied
+            blob = selectors.equity_curve_png_get(evaluation=evaluation)
+        except NotFound as exc:
+            raise Http404(exc.message) from exc
+        return HttpResponse(blob, content_type="image/png")
 
 
 @admin.register(LifecycleEvent)
@@ -366,3 +418,191 @@ class PromotionPolicyAdmin(admin.ModelAdmin):
     )  # fmt: skip
     list_filter = ("auto_promote",)
     search_fields = ("model_type",)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shadow testing, A/B experiments and automatic rollback (training.shadow, training.experiments,
+# training.rollback). Policies are edited here; comparisons, experiments and decisions are read
+# here, and stopped through the services.
+
+
+def _stat(value: float | None, fmt: str = "{:.3f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+@admin.register(ShadowPolicy)
+class ShadowPolicyAdmin(admin.ModelAdmin):
+    list_display = (
+        "model_type", "mode", "clear_margin", "min_bars", "min_trades", "max_bars", "looks",
+        "alpha", "spending", "auto_promote", "updated_at",
+    )  # fmt: skip
+    list_filter = ("mode", "spending", "auto_promote")
+
+
+@admin.register(RollbackPolicy)
+class RollbackPolicyAdmin(admin.ModelAdmin):
+    list_display = (
+        "model_type", "enabled", "max_drawdown", "min_rolling_sharpe", "window_bars",
+        "cooldown_hours", "updated_at",
+    )  # fmt: skip
+    list_filter = ("enabled",)
+
+
+class ShadowObservationInline(ReadOnlyInline):
+    model = ShadowObservation
+    fields = (
+        "created_at", "n_new", "n_bars", "look", "tested_bars", "statistic", "boundary",
+        "p_value", "ci_low", "ci_high", "shadow_trades", "decision", "reason",
+    )  # fmt: skip
+    readonly_fields = fields
+    show_change_link = False
+
+
+class StopSelectedMixin:
+    """An admin action that stops the selected running rows through their service."""
+
+    def has_promote_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("registry.promote_modelversion")
+
+    def stop_one(self, request: HttpRequest, obj: Any) -> None:
+        raise NotImplementedError
+
+    @admin.action(description="Stop the selected (active) ones", permissions=["promote"])
+    def stop_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for obj in queryset:
+            try:
+                self.stop_one(request, obj)
+            except DomainError as exc:
+                self.message_user(request, exc.message, messages.WARNING)
+            else:
+                self.message_user(request, f"Stopped {obj}.", messages.SUCCESS)
+
+
+@admin.register(ShadowComparison)
+class ShadowComparisonAdmin(StopSelectedMixin, ReadOnlyAdmin):
+    list_display = (
+        "id", "shadow", "production", "status", "decision", "n_bars", "statistic_shown",
+        "p_value_shown", "created_at", "ended_at",
+    )  # fmt: skip
+    list_filter = ("status", "decision", "model__model_type")
+    search_fields = ("model__model_id", "reason")
+    date_hierarchy = "created_at"
+    list_select_related = ("model", "shadow__model", "production__model")
+    readonly_fields = ("curve",)
+    inlines = (ShadowObservationInline,)
+    actions = ("stop_selected",)
+
+    @admin.display(description="statistic", ordering="statistic")
+    def statistic_shown(self, obj: ShadowComparison) -> str:
+        return _stat(obj.statistic)
+
+    @admin.display(description="p-value", ordering="p_value")
+    def p_value_shown(self, obj: ShadowComparison) -> str:
+        return _stat(obj.p_value, "{:.4f}")
+
+    def stop_one(self, request: HttpRequest, obj: ShadowComparison) -> None:
+        from training.shadow import shadow_stop
+
+        shadow_stop(
+            comparison_id=obj.pk, actor=request.user.get_username(), reason="stopped in the admin"
+        )
+
+    @admin.display(description="shadow against production")
+    def curve(self, obj: ShadowComparison) -> str:
+        if not obj.n_bars:
+            return "-"
+        url = reverse("clm-shadow-curve", args=[obj.pk])
+        return format_html('<img src="{}" width="810" alt="Shadow against production">', url)
+
+
+class ExperimentArmInline(ReadOnlyInline):
+    model = ExperimentArm
+    fields = ("version", "role", "weight", "n_bars", "mean_return", "sharpe")
+    readonly_fields = fields
+    show_change_link = False
+
+
+class ExperimentEvaluationInline(ReadOnlyInline):
+    model = ExperimentEvaluation
+    fields = ("created_at", "n_bars", "look", "tested_bars", "decision", "reason")
+    readonly_fields = fields
+    show_change_link = False
+
+
+@admin.register(Experiment)
+class ExperimentAdmin(StopSelectedMixin, ReadOnlyAdmin):
+    list_display = (
+        "id", "model", "status", "metric", "stopping_rule", "returns_source", "n_bars",
+        "decision", "winner", "created_at", "ended_at",
+    )  # fmt: skip
+    list_filter = ("status", "decision", "metric", "stopping_rule", "returns_source")
+    search_fields = ("model__model_id", "reason", "description")
+    date_hierarchy = "created_at"
+    list_select_related = ("model", "winner__model")
+    inlines = (ExperimentArmInline, ExperimentEvaluationInline)
+    actions = ("stop_selected",)
+
+    def stop_one(self, request: HttpRequest, obj: Experiment) -> None:
+        from training.experiments import experiment_stop
+
+        experiment_stop(
+            experiment_id=obj.pk, actor=request.user.get_username(), reason="stopped in the admin"
+        )
+
+
+@admin.register(RollbackDecision)
+class RollbackDecisionAdmin(ReadOnlyAdmin):
+    list_display = (
+        "created_at", "model", "from_version", "to_version", "outcome", "source", "drawdown",
+        "rolling_sharpe", "n_bars",
+    )  # fmt: skip
+    list_filter = ("outcome", "source", "model__model_type")
+    search_fields = ("model__model_id", "reason")
+    date_hierarchy = "created_at"
+    list_select_related = ("model", "from_version__model", "to_version__model")
+
+
+@admin.register(RealisedReturn)
+class RealisedReturnAdmin(ReadOnlyAdmin):
+    list_display = ("version", "timestamp", "value", "source", "experiment", "recorded_at")
+    list_filter = ("source", "version__model__model_type")
+    search_fields = ("version__model__model_id",)
+    date_hierarchy = "timestamp"
+    list_select_related = ("version__model", "experiment")
+
+
+class ShadowComparisonInline(ReadOnlyInline):
+    """On the version's page: the comparisons it shadowed production in."""
+
+    model = ShadowComparison
+    fk_name = "shadow"
+    verbose_name_plural = "Shadow comparisons"
+    fields = (
+        "created_at", "production", "status", "decision", "n_bars", "statistic", "p_value",
+        "reason",
+    )  # fmt: skip
+    readonly_fields = fields
+
+
+class VersionExperimentInline(ReadOnlyInline):
+    """On the version's page: the experiments it was an arm of, with their verdicts."""
+
+    model = ExperimentArm
+    verbose_name_plural = "Experiments"
+    fields = ("experiment", "role", "weight", "experiment_status", "verdict", "sharpe")
+    readonly_fields = fields
+
+    @admin.display(description="status")
+    def experiment_status(self, obj: ExperimentArm) -> str:
+        return obj.experiment.status
+
+    @admin.display(description="verdict")
+    def verdict(self, obj: ExperimentArm) -> str:
+        return obj.experiment.reason or "-"
+
+
+ModelVersionAdmin.inlines = (
+    *ModelVersionAdmin.inlines,
+    ShadowComparisonInline,
+    VersionExperimentInline,
+)

@@ -176,3 +176,25 @@ def outbox_events_list(
     if published is not None:
         qs = qs.filter(published_at__isnull=not published)
     return qs.order_by("-created_at", "-id")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pictures
+
+
+def evaluation_get(*, evaluation_id: int) -> EvaluationResult:
+    try:
+        return EvaluationResult.objects.select_related("version__model").get(pk=evaluation_id)
+    except EvaluationResult.DoesNotExist:
+        raise NotFound(f"unknown evaluation {evaluation_id}") from None
+
+
+def equity_curve_png_get(*, evaluation: EvaluationResult) -> bytes:
+    """The equity-curve PNG rendered once when the evaluation was recorded (training.plots)."""
+    from registry.artifacts import artifact_storage
+
+    storage = artifact_storage()
+    if not evaluation.equity_curve or not storage.exists(evaluation.equity_curve):
+        raise NotFound(f"evaluation {evaluation.pk} has no stored equity curve")
+    with storage.open(evaluation.equity_curve, "rb") as handle:
+        return handle.read()

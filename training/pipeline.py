@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
+from clm_project import metrics
+from clm_project.logging import log_context
 from registry import services
 from registry.artifacts import artifact_load, artifact_save
 from registry.models import EvaluationResult, JobStatus, ModelStatus, ModelVersion, TrainingJob
@@ -83,14 +85,18 @@ class Run:
 
 @contextmanager
 def _step(run: Run, name: str) -> Iterator[None]:
+    """Run one step: every line logged inside carries job_id, model_id and step; its wall time
+    goes to the job and to the step-duration histogram once it finishes."""
     started = time.perf_counter()
+    job = run.job
     try:
-        yield
+        with log_context(job_id=job.pk, model_id=job.model.model_id, step=name):
+            yield
     except Exception as exc:
         raise _StepFailed(name, exc) from exc
-    services.training_job_progress(
-        job_id=run.job.pk, step=name, progress=STEPS[name], seconds=time.perf_counter() - started
-    )
+    seconds = time.perf_counter() - started
+    services.training_job_progress(job_id=job.pk, step=name, progress=STEPS[name], seconds=seconds)
+    metrics.pipeline_step_observe(step=name, model_type=job.model_type, seconds=seconds)
 
 
 class _StepFailed(Exception):
@@ -111,10 +117,11 @@ def run_job(*, job_id: str, redelivered: bool = False) -> str:
         claimed = services.training_job_reclaim(job_id=job_id, max_attempts=MAX_ATTEMPTS)
     job = TrainingJob.objects.select_related("model").filter(pk=job_id).first()
     if job is None:
-        logger.warning("job %s does not exist; message dropped", job_id)
+        logger.warning("job %s does not exist; message dropped", job_id, extra={"job_id": job_id})
         return "missing"
+    log = logging.LoggerAdapter(logger, {"job_id": str(job.pk), "model_id": job.model.model_id})
     if not claimed:
-        logger.info("job %s is %s; nothing to do", job_id, job.status)
+        log.info("job %s is %s; nothing to do", job_id, job.status)
         return job.status
     run = Run(
         job=job,
@@ -122,7 +129,7 @@ def run_job(*, job_id: str, redelivered: bool = False) -> str:
             job.model_type, auto_promote_default=settings.CLM_AUTO_PROMOTE
         ),
     )
-    log = logging.LoggerAdapter(logger, {"job_id": str(job.pk), "model_id": job.model.model_id})
+    started = time.perf_counter()
     try:
         with _step(run, "start"):
             log.info("training %s (%s)", job.model.model_id, job.trigger_reason)
@@ -148,12 +155,21 @@ def run_job(*, job_id: str, redelivered: bool = False) -> str:
     except _StepFailed as failed:
         _fail(run, failed.step, failed.error)
         log.warning("job failed at %s: %s", failed.step, failed.error)
+        _observe_job(run, JobStatus.FAILED, started)
         return JobStatus.FAILED
     except BaseException as exc:  # a soft time limit or shutdown outside a step
         _fail(run, run.job.step or "start", exc)
+        _observe_job(run, JobStatus.FAILED, started)
         raise
     log.info("job completed: %s", run.decision)
+    _observe_job(run, JobStatus.COMPLETED, started)
     return JobStatus.COMPLETED
+
+
+def _observe_job(run: Run, status: str, started: float) -> None:
+    metrics.training_job_observe(
+        model_type=run.job.model_type, status=status, seconds=time.perf_counter() - started
+    )
 
 
 def _fail(run: Run, step: str, error: BaseException) -> None:
@@ -403,6 +419,8 @@ def _apply_gates(run: Run) -> None:
     except Exception as exc:  # an unreadable production artifact must not block a good version
         logger.warning("could not score production of %s: %s", model_id, exc)
         incumbent = None
+    if incumbent is not None and _enter_shadow(run, incumbent):
+        return
     beats = incumbent is None or evaluation.sharpe > incumbent
     against = "no production version" if incumbent is None else f"production Sharpe {incumbent:.3f}"
     if beats and run.policy.auto_promote:
@@ -422,3 +440,30 @@ def _apply_gates(run: Run) -> None:
             reason=f"passed gates; {why}",
         )  # fmt: skip
         run.decision = f"v{number} candidate ({why})"
+
+
+def _enter_shadow(run: Run, production_sharpe: float) -> bool:
+    """Per the model type's shadow policy, a gate-passing version that has not proven itself
+    against production shadows it (training.shadow); True when it did. A version that cannot
+    start shadowing (production gone meanwhile) falls back to the usual promote-or-candidate."""
+    from clm_project.exceptions import DomainError
+    from training.shadow import shadow_policy_for, shadow_start, shadow_wanted
+
+    why = shadow_wanted(
+        shadow_policy_for(run.job.model_type),
+        sharpe=run.evaluation.sharpe,
+        production_sharpe=production_sharpe,
+    )
+    if why is None:
+        return False
+    model_id, number = run.job.model.model_id, run.version.version
+    try:
+        comparison = shadow_start(
+            model_id=model_id, version=number, actor="pipeline", reason=f"passed gates; {why}",
+            from_training=True,
+        )  # fmt: skip
+    except DomainError as exc:
+        logger.warning("v%s of %s could not enter shadow: %s", number, model_id, exc.message)
+        return False
+    run.decision = f"v{number} shadow ({why}; comparison {comparison.pk})"
+    return True

@@ -83,6 +83,18 @@ SCHEDULES: tuple[PeriodicSchedule, ...] = (
         "clm: evolution reaper", "evolution.reap_runs", 5, "minutes",
         "Re-dispatch stalled evolution generations; keep candidate status in step with jobs.",
     ),
+    PeriodicSchedule(
+        "clm: shadow evaluation", "training.shadow_evaluate", 15, "minutes",
+        "Paper-trade shadow versions beside production on new bars; promote, keep or retire.",
+    ),
+    PeriodicSchedule(
+        "clm: experiment evaluation", "training.experiments_evaluate", 15, "minutes",
+        "Test running A/B experiments on their paired returns; end them with a verdict.",
+    ),
+    PeriodicSchedule(
+        "clm: automatic rollback", "training.rollback_check", 15, "minutes",
+        "Roll production back to the previous valid version when it breaches its live limits.",
+    ),
 )  # fmt: skip
 
 

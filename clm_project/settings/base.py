@@ -235,3 +235,23 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
     }
 )
 # --- end of retraining triggers and event bus ---
+
+# --- Shadow testing, A/B experiments and automatic rollback (training.shadow,
+# training.experiments, training.rollback) ---
+CELERY_IMPORTS = (*CELERY_IMPORTS, "training.lifecycle_tasks")
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
+    {
+        "ShadowModeEnum": "registry.models.ShadowMode",
+        "AlphaSpendingEnum": "registry.models.AlphaSpending",
+        "ComparisonStatusEnum": "registry.models.ComparisonStatus",
+        "ShadowDecisionEnum": "registry.models.ShadowDecision",
+        "ExperimentStatusEnum": "registry.models.ExperimentStatus",
+        "ExperimentMetricEnum": "registry.models.ExperimentMetric",
+        "StoppingRuleEnum": "registry.models.StoppingRule",
+        "ReturnSourceEnum": "registry.models.ReturnSource",
+        "ExperimentDecisionEnum": "registry.models.ExperimentDecision",
+        "ArmRoleEnum": "registry.models.ArmRole",
+        "RollbackOutcomeEnum": "registry.models.RollbackOutcome",
+    }
+)
+# --- end of shadow testing, experiments and rollback ---

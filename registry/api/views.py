@@ -289,3 +289,65 @@ class EventListView(RegistryListView):
 
     def get_queryset(self) -> QuerySet:
         return selectors.outbox_events_list(**self.query_params())
+
+
+# ---------------------------------------------------------------------------------------------
+# Pictures
+
+
+class PNGRenderer(renderers.BaseRenderer):
+    """Lets clients ask for `image/png` (the pictures go out as plain HttpResponses)."""
+
+    media_type = "image/png"
+    format = "png"
+    charset = None
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context=None):
+        return data if isinstance(data, bytes) else json.dumps(data).encode()
+
+
+class PictureView(APIView):
+    renderer_classes = [renderers.JSONRenderer, PNGRenderer]
+
+    def handle_exception(self, exc: Exception) -> Response:
+        """Errors are JSON whatever the client accepted, never a JSON body labelled image/png."""
+        response = super().handle_exception(exc)
+        self.request.accepted_renderer = renderers.JSONRenderer()
+        self.request.accepted_media_type = renderers.JSONRenderer.media_type
+        return response
+
+
+def _png_response(blob: bytes, filename: str) -> HttpResponse:
+    response = HttpResponse(blob, content_type="image/png")
+    response["Content-Disposition"] = f'inline; filename="{filename}"'
+    return response
+
+
+EQUITY_PNG = {(200, "image/png"): OpenApiTypes.BINARY, **_errors(404)}
+
+
+class EvaluationEquityCurveView(PictureView):
+    @extend_schema(
+        responses=EQUITY_PNG,
+        summary="The evaluation's equity curve against buy and hold, drawdown below (PNG).",
+    )
+    def get(self, request: Request, evaluation_id: int) -> HttpResponse:
+        evaluation = selectors.evaluation_get(evaluation_id=evaluation_id)
+        blob = selectors.equity_curve_png_get(evaluation=evaluation)
+        version = evaluation.version
+        return _png_response(
+            blob, f"{version.model.model_id}-v{version.version}-evaluation-{evaluation.pk}.png"
+        )
+
+
+class ModelVersionEquityCurveView(PictureView):
+    @extend_schema(
+        responses=EQUITY_PNG,
+        summary="The equity curve of the version's latest evaluation (PNG).",
+    )
+    def get(self, request: Request, model_id: str, version: int) -> HttpResponse:
+        found = selectors.model_version_get(model_id=model_id, version=version)
+        if found.latest_evaluation is None:
+            raise NotFound(f"{model_id} v{version} has not been evaluated")
+        blob = selectors.equity_curve_png_get(evaluation=found.latest_evaluation)
+        return _png_response(blob, f"{model_id}-v{version}-equity.png")

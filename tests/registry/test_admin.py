@@ -86,6 +86,10 @@ def test_version_status_is_read_only_and_notes_are_editable(admin_client, regist
             "evaluations-INITIAL_FORMS": 0,
             "audit-TOTAL_FORMS": 0,
             "audit-INITIAL_FORMS": 0,
+            "shadow_comparisons-TOTAL_FORMS": 0,
+            "shadow_comparisons-INITIAL_FORMS": 0,
+            "experiment_arms-TOTAL_FORMS": 0,
+            "experiment_arms-INITIAL_FORMS": 0,
         },
     )
 

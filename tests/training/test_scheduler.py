@@ -137,7 +137,8 @@ def test_setup_schedules_is_idempotent_and_keeps_edits(db):
     assert set(tasks) == {s.task for s in SCHEDULES} == {
         "training.scan_due_models", "training.monitor_drift", "training.monitor_performance",
         "training.monitor_regime", "training.relay_outbox", "training.reap_stuck_jobs",
-        "evolution.reap_runs",
+        "evolution.reap_runs", "training.shadow_evaluate", "training.experiments_evaluate",
+        "training.rollback_check",
     }  # fmt: skip
     relay = tasks["training.relay_outbox"]
     assert (relay.interval.every, relay.interval.period, relay.queue) == (5, "seconds", "default")
