@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +123,32 @@ def _copy_binary(where: str, params: list[object]) -> tuple[np.ndarray | None, d
     # timestamptz travels as microseconds since 2000-01-01 UTC.
     epoch = rows["timestamp"].astype(np.int64) // 1_000_000 + _PG_EPOCH_OFFSET
     return epoch, {c: rows[c].astype(np.float64) for c in COLUMNS[1:]}
+
+
+def bars_last(symbol: str, timeframe: str, count: int, *, end: datetime | None = None) -> Bars:
+    """The last `count` bars of a series (at or before `end`), oldest first."""
+    from training.models import Bar
+
+    bars = Bar.objects.filter(symbol=symbol, timeframe=timeframe)
+    if end is not None:
+        bars = bars.filter(timestamp__lte=end)
+    first = list(bars.order_by("-timestamp").values_list("timestamp", flat=True)[count - 1 : count])
+    return load_bars(
+        symbol,
+        timeframe,
+        first[0] if first else None,
+        end + timedelta(seconds=1) if end is not None else None,
+    )
+
+
+def as_datetime64(moment: datetime) -> np.datetime64:
+    """An aware datetime as a bar timestamp (datetime64[s], UTC)."""
+    return np.datetime64(int(moment.timestamp()), "s")
+
+
+def as_datetime(moment: np.datetime64) -> datetime:
+    """A bar timestamp as an aware UTC datetime."""
+    return datetime.fromtimestamp(int(moment.astype("datetime64[s]").astype("int64")), tz=UTC)
 
 
 def _empty_bars() -> Bars:

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import metadata
 from typing import Any
 
@@ -25,17 +25,19 @@ import numpy as np
 from django.conf import settings
 
 from clm_project import metrics
+from clm_project.exceptions import DomainError
 from clm_project.logging import log_context
 from registry import services
 from registry.artifacts import artifact_load, artifact_save
 from registry.models import EvaluationResult, JobStatus, ModelStatus, ModelVersion, TrainingJob
 from training.backtest import PERIODS_PER_YEAR, BacktestResult, backtest, deflated_sharpe
-from training.data import get_data_loader
+from training.data import as_datetime, get_data_loader
 from training.dataset import Bars, Dataset
 from training.features import build_dataset
 from training.gates import apply_gates
 from training.plots import equity_curve_png
 from training.policies import MAX_ATTEMPTS, EvaluationPolicy, evaluation_policy_for
+from training.shadow import shadow_policy_for, shadow_start, shadow_wanted
 from training.split import Split, walk_forward
 from training.trainers import Trainer, trainer_class
 
@@ -254,7 +256,7 @@ def _assert_causal(bars: Bars, dataset: Dataset, spec: dict | None, cut: int) ->
 
 
 def _timestamp(bars: Bars, index: int) -> datetime:
-    return datetime.fromtimestamp(int(bars.timestamp[index].astype("int64")), tz=UTC)
+    return as_datetime(bars.timestamp[index])
 
 
 def _manifest(run: Run, blob_sha: str) -> dict[str, Any]:
@@ -446,8 +448,6 @@ def _enter_shadow(run: Run, production_sharpe: float) -> bool:
     """Per the model type's shadow policy, a gate-passing version that has not proven itself
     against production shadows it (training.shadow); True when it did. A version that cannot
     start shadowing (production gone meanwhile) falls back to the usual promote-or-candidate."""
-    from clm_project.exceptions import DomainError
-    from training.shadow import shadow_policy_for, shadow_start, shadow_wanted
 
     why = shadow_wanted(
         shadow_policy_for(run.job.model_type),

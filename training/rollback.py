@@ -42,8 +42,8 @@ from registry.models import (
     RollbackPolicy,
 )
 from training.backtest import PERIODS_PER_YEAR
+from training.data import as_datetime
 from training.monitors.performance import rolling_sharpe
-from training.monitors.services import _py_time
 from training.policies import evaluation_policy_for
 from training.shadow import paper_trade
 
@@ -147,8 +147,8 @@ def live_window(version: ModelVersion, *, bars: int) -> LiveWindow | None:
     return LiveWindow(
         returns=trades.returns[version.pk][-bars:],
         source=ReturnSource.COMPUTED,
-        start=_py_time(trades.timestamps[-bars]),
-        end=_py_time(trades.timestamps[-1]),
+        start=as_datetime(trades.timestamps[-bars]),
+        end=as_datetime(trades.timestamps[-1]),
     )
 
 

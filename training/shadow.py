@@ -45,10 +45,9 @@ from registry.models import (
     ShadowPolicy,
 )
 from training.backtest import PERIODS_PER_YEAR, backtest
-from training.data import load_bars
+from training.data import as_datetime, as_datetime64, bars_last, load_bars
 from training.features import build_dataset, validate_feature_spec
 from training.models import Bar
-from training.monitors.services import _last_bars, _np_time, _py_time
 from training.policies import evaluation_policy_for
 from training.stats import PairedTest, SequentialDesign, diebold_mariano, sequential_design
 from training.trainers import trainer_class
@@ -86,10 +85,10 @@ def paper_trade(versions: list[ModelVersion], *, after: datetime, fee: float) ->
     model = versions[0].model
     specs = {v.pk: validate_feature_spec(v.feature_spec or None) for v in versions}
     lookback = max(spec["lookback"] for spec in specs.values())
-    history = _last_bars(model.symbol, model.timeframe, lookback + 1, end=after)
-    start = _py_time(history.timestamp[0]) if len(history) else after
+    history = bars_last(model.symbol, model.timeframe, lookback + 1, end=after)
+    start = as_datetime(history.timestamp[0]) if len(history) else after
     bars = load_bars(model.symbol, model.timeframe, start, None)
-    live = np.flatnonzero(bars.timestamp > _np_time(after))
+    live = np.flatnonzero(bars.timestamp > as_datetime64(after))
     if len(live) < 2:  # a backtest needs two bars
         empty = np.empty(0)
         return PaperTrades(live.astype("datetime64[s]"), empty, {}, {})
@@ -521,8 +520,8 @@ def _record_step(
         }
         observation = ShadowObservation.objects.create(
             comparison=locked,
-            first_bar_at=_py_time(trades.timestamps[new.start]),
-            last_bar_at=_py_time(trades.timestamps[new.stop - 1]),
+            first_bar_at=as_datetime(trades.timestamps[new.start]),
+            last_bar_at=as_datetime(trades.timestamps[new.stop - 1]),
             n_new=new.stop - new.start,
             n_bars=len(shadow_all),
             bar_times=pack_times(trades.timestamps[new]),

@@ -11,7 +11,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import numpy as np
@@ -20,11 +19,9 @@ from django.db.models import QuerySet
 from registry.artifacts import artifact_load
 from registry.models import ModelStatus, ModelVersion, RegisteredModel
 from training.backtest import PERIODS_PER_YEAR
-from training.data import load_bars
-from training.dataset import Bars
+from training.data import as_datetime, as_datetime64, bars_last, load_bars
 from training.features import build_dataset, validate_feature_spec
 from training.models import (
-    Bar,
     DriftReport,
     MonitorStatus,
     PerformanceReport,
@@ -110,19 +107,19 @@ def _measure_drift(report: DriftReport, version: ModelVersion, policy: RetrainPo
     spec = validate_feature_spec(version.feature_spec or None)
     lookback = spec["lookback"]
 
-    reference_bars = _last_bars(
+    reference_bars = bars_last(
         model.symbol, model.timeframe, MAX_REFERENCE_ROWS + lookback, end=version.train_end
     )
     reference = build_dataset(reference_bars, spec)
-    in_training = reference_bars.timestamp >= _np_time(version.train_start)
+    in_training = reference_bars.timestamp >= as_datetime64(version.train_start)
     if not in_training.any():
         raise InsufficientData("no bars of the training window are stored any more")
     reference_rows = reference.features[in_training]
 
     window = policy.drift_window_bars
-    current_bars = _last_bars(model.symbol, model.timeframe, window + lookback)
+    current_bars = bars_last(model.symbol, model.timeframe, window + lookback)
     current = build_dataset(current_bars, spec)
-    after = np.flatnonzero(current_bars.timestamp > _np_time(version.train_end))[-window:]
+    after = np.flatnonzero(current_bars.timestamp > as_datetime64(version.train_end))[-window:]
     report.n_current = len(after)
     if len(after) < MIN_CURRENT_ROWS:
         raise InsufficientData(
@@ -136,10 +133,10 @@ def _measure_drift(report: DriftReport, version: ModelVersion, policy: RetrainPo
         ks_alpha=policy.ks_alpha,
     )
     training_times = reference_bars.timestamp[in_training]
-    report.reference_start = _py_time(training_times[0])
-    report.reference_end = _py_time(training_times[-1])
-    report.current_start = _py_time(current_bars.timestamp[after[0]])
-    report.current_end = _py_time(current_bars.timestamp[after[-1]])
+    report.reference_start = as_datetime(training_times[0])
+    report.reference_end = as_datetime(training_times[-1])
+    report.current_start = as_datetime(current_bars.timestamp[after[0]])
+    report.current_end = as_datetime(current_bars.timestamp[after[-1]])
     report.n_reference = result.n_reference
     report.n_current = result.n_current
     report.features = {f.name: f.as_dict() for f in result.features}
@@ -180,10 +177,10 @@ def _measure_performance(
         raise InsufficientData("the version records no training window or artifact")
     spec = validate_feature_spec(version.feature_spec or None)
     # From enough bars before the training end for the features' look-back, up to now.
-    history = _last_bars(model.symbol, model.timeframe, spec["lookback"] + 1, end=version.train_end)
-    start = _py_time(history.timestamp[0]) if len(history) else version.train_end
+    history = bars_last(model.symbol, model.timeframe, spec["lookback"] + 1, end=version.train_end)
+    start = as_datetime(history.timestamp[0]) if len(history) else version.train_end
     bars = load_bars(model.symbol, model.timeframe, start, None)
-    live = np.flatnonzero(bars.timestamp > _np_time(version.train_end))
+    live = np.flatnonzero(bars.timestamp > as_datetime64(version.train_end))
     if len(live) < MIN_LIVE_BARS:
         raise InsufficientData(
             f"{len(live)} bars since the training window ended; the monitor needs {MIN_LIVE_BARS}"
@@ -201,8 +198,8 @@ def _measure_performance(
         periods_per_year=PERIODS_PER_YEAR[model.timeframe],
         window=policy.performance_window_bars,
     )
-    report.window_start = _py_time(bars.timestamp[window.start])
-    report.window_end = _py_time(bars.timestamp[-1])
+    report.window_start = as_datetime(bars.timestamp[window.start])
+    report.window_end = as_datetime(bars.timestamp[-1])
     report.n_bars = perf.n_bars
     report.sharpe = perf.sharpe
     report.rolling_sharpe = perf.rolling_sharpe
@@ -250,11 +247,11 @@ def regime_monitor_run(
 
 
 def _classify(state: RegimeState, params: RegimeParams) -> None:
-    bars = _last_bars(state.symbol, state.timeframe, params.history + params.min_bars)
+    bars = bars_last(state.symbol, state.timeframe, params.history + params.min_bars)
     if len(bars) < params.min_bars:
         raise InsufficientData(f"{len(bars)} bars; the classifier needs {params.min_bars}")
     reading = classify_regime(bars.close, params)
-    state.as_of = _py_time(bars.timestamp[-1])
+    state.as_of = as_datetime(bars.timestamp[-1])
     state.observed = reading.regime
     state.metrics = {**reading.metrics(), "stable": reading.stable}
     if not state.previous_regime:
@@ -323,25 +320,3 @@ def _run_safely(result: Result, measure: Callable[[], None]) -> None:
 
 def _monitor_origin(**context) -> Origin:
     return Origin(source=TriggerSource.MONITOR, requested_by="monitor", context=context)
-
-
-def _last_bars(symbol: str, timeframe: str, count: int, *, end: datetime | None = None) -> Bars:
-    """The last `count` bars of a series (at or before `end`), oldest first."""
-    bars = Bar.objects.filter(symbol=symbol, timeframe=timeframe)
-    if end is not None:
-        bars = bars.filter(timestamp__lte=end)
-    first = list(bars.order_by("-timestamp").values_list("timestamp", flat=True)[count - 1 : count])
-    return load_bars(
-        symbol,
-        timeframe,
-        first[0] if first else None,
-        end + timedelta(seconds=1) if end is not None else None,
-    )
-
-
-def _np_time(moment: datetime) -> np.datetime64:
-    return np.datetime64(int(moment.timestamp()), "s")
-
-
-def _py_time(moment: np.datetime64) -> datetime:
-    return datetime.fromtimestamp(int(moment.astype("datetime64[s]").astype("int64")), tz=UTC)
