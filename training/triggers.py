@@ -549,7 +549,13 @@ def _record(
     )
     level = logging.WARNING if outcome == TriggerOutcome.REJECTED else logging.INFO
     logger.log(
-        level, "trigger %s for %s: %s %s", reason or event_type, record.model_key, outcome, text
+        level,
+        "trigger %s for %s: %s %s",
+        reason or event_type,
+        record.model_key,
+        outcome,
+        text,
+        extra={"model_id": record.model_key or None, "job_id": job.pk if job else None},
     )
     return TriggerResult(record=record)
 
