@@ -322,6 +322,10 @@ class StatusSerializer(serializers.Serializer):
     production_versions = serializers.IntegerField()
     unpublished_events = serializers.IntegerField()
     latest_job = TrainingJobSerializer(allow_null=True)
+    scheduler = serializers.JSONField(
+        help_text="Last scan, next due models (get_next_training_times), jobs and triggers of "
+        "the last 24 h, and the celery-beat entries."
+    )
 
 
 class OutboxEventSerializer(ReadModelSerializer):

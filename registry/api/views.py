@@ -23,6 +23,7 @@ from registry.api import serializers as s
 from registry.api.permissions import CanDownloadArtifact, CanPromote, CanRequestTraining
 from registry.artifacts import ArtifactError, artifact_load
 from registry.status import clm_status, health_check
+from training.scheduler import scheduler_status
 
 JOB_ID = OpenApiParameter("job_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
 ERRORS = {
@@ -79,7 +80,8 @@ class HealthView(APIView):
 class StatusView(APIView):
     @extend_schema(responses=s.StatusSerializer, summary="Jobs and versions by status.")
     def get(self, request: Request) -> Response:
-        return Response(s.StatusSerializer(clm_status()).data)
+        status = {**clm_status(), "scheduler": scheduler_status()}
+        return Response(s.StatusSerializer(status).data)
 
 
 # ---------------------------------------------------------------------------------------------

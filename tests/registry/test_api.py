@@ -92,6 +92,12 @@ def test_status_counts(reader_client, make_version):
     assert body["jobs"]["completed"] == 0
     assert body["latest_job"]["id"] == str(job.pk)
     assert body["unpublished_events"] > 0
+    scheduler = body["scheduler"]
+    assert set(scheduler) >= {
+        "last_scan", "due_now", "next_due", "jobs_last_24h_by_trigger",
+        "triggers_last_24h_by_outcome", "periodic_tasks",
+    }  # fmt: skip
+    assert scheduler["jobs_last_24h_by_trigger"]["manual"] == 1
 
 
 @pytest.mark.parametrize(
