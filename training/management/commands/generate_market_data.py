@@ -93,8 +93,8 @@ class Command(BaseCommand):
             except ValueError as exc:
                 raise CommandError(str(exc)) from exc
             summary = bars_import(frame=bars_frame(bars), symbol=symbol, timeframe=timeframe)
-            names, sizes = np.unique(np.asarray(labels).astype(str), return_counts=True)
-            counts = {str(k): int(v) for k, v in zip(names, sizes, strict=True)}
+            codes, sizes = np.unique(np.asarray(labels), return_counts=True)
+            counts = {REGIMES[int(k)]: int(v) for k, v in zip(codes, sizes, strict=True)}
             progress.update(i + 1, symbol)
             self.stdout.write(
                 f"{symbol} {timeframe}: {summary.rows} bars "
