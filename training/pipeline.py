@@ -178,14 +178,23 @@ def _fail(run: Run, step: str, error: BaseException) -> None:
     detail = "".join(traceback.format_exception_only(type(error), error)).strip()
     if not isinstance(error, PipelineError):
         detail = f"{detail}\n\n{''.join(traceback.format_tb(error.__traceback__)[-3:])}"
-    if run.version is not None and run.version.status == ModelStatus.TRAINING:
-        services.model_version_set_status(
-            model_id=run.job.model.model_id,
-            version=run.version.version,
-            status=ModelStatus.FAILED,
-            actor="pipeline",
-            reason=f"pipeline error at {step}",
-        )
+    # Read the status afresh: steps change it through services, not through `run.version`.
+    current = (
+        ModelVersion.objects.filter(pk=run.version.pk).values_list("status", flat=True).first()
+        if run.version is not None
+        else None
+    )
+    if current == ModelStatus.TRAINING:
+        try:
+            services.model_version_set_status(
+                model_id=run.job.model.model_id,
+                version=run.version.version,
+                status=ModelStatus.FAILED,
+                actor="pipeline",
+                reason=f"pipeline error at {step}",
+            )
+        except Exception:  # the job's own failure below must still be recorded
+            logger.exception("could not mark %s failed", run.version)
     services.training_job_fail(job_id=run.job.pk, step=step, error=detail, version=run.version)
 
 

@@ -223,3 +223,23 @@ def test_reaper_requeues_or_fails_stuck_jobs(btc_bars, django_capture_on_commit_
     assert reap_stuck_jobs_now()["failed"] == 1
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED and "time limit" in job.error_message
+
+
+@pytest.mark.django_db
+def test_error_after_promotion_fails_the_job_and_leaves_production_alone(btc_bars, monkeypatch):
+    PromotionPolicy.objects.create(
+        model_type="xgboost", min_sharpe=-100, min_win_rate=0, min_profit_factor=0,
+        max_drawdown=1.0, min_trades=1,
+    )  # fmt: skip
+    honest = pipeline._apply_gates
+
+    def gates_then_crash(run):
+        honest(run)
+        raise RuntimeError("lost the connection after promoting")
+
+    monkeypatch.setattr(pipeline, "_apply_gates", gates_then_crash)
+    job = make_job()
+    assert run_job(job_id=str(job.pk)) == JobStatus.FAILED
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and job.error_step == "apply_gates"
+    assert job.version.status == ModelStatus.PRODUCTION
