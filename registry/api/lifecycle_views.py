@@ -4,14 +4,11 @@ user; every write needs registry.promote_modelversion."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from django.db.models import QuerySet
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework import renderers, status
+from rest_framework import status
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,7 +17,7 @@ from rest_framework.views import APIView
 from clm_project.exceptions import NotFound
 from registry.api import lifecycle_serializers as s
 from registry.api.permissions import CanPromote
-from registry.api.views import RegistryListView, _errors, _validated
+from registry.api.views import PictureView, RegistryListView, _errors, _validated
 from training import experiments, rollback, shadow
 from training.plots import shadow_curve_png
 
@@ -100,27 +97,7 @@ class ShadowStopView(CommandView):
         return Response(s.ShadowComparisonSerializer(found).data)
 
 
-class PNGRenderer(renderers.BaseRenderer):
-    """Lets clients ask for `image/png`; the picture goes out as a plain HttpResponse."""
-
-    media_type = "image/png"
-    format = "png"
-    charset = None
-
-    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context=None):
-        return data if isinstance(data, bytes) else json.dumps(data).encode()
-
-
-class ShadowCurveView(APIView):
-    renderer_classes = [renderers.JSONRenderer, PNGRenderer]
-
-    def handle_exception(self, exc: Exception) -> Response:
-        """Errors are JSON whatever the client accepted, never a JSON body labelled image/png."""
-        response = super().handle_exception(exc)
-        self.request.accepted_renderer = renderers.JSONRenderer()
-        self.request.accepted_media_type = renderers.JSONRenderer.media_type
-        return response
-
+class ShadowCurveView(PictureView):
     @extend_schema(
         responses={(200, "image/png"): OpenApiTypes.BINARY, **_errors(404)},
         summary="Shadow against production equity on the shadow period's bars (PNG).",
