@@ -59,7 +59,8 @@ def test_a_worker_killed_mid_job_leads_to_a_retry(transactional_db, purge_queues
     response = operator_client.post(
         "/clm/train",
         {"model_type": "lightgbm", "symbol": "ETHUSDT", "timeframe": "1h",
-         "params": {"n_estimators": 3000, "learning_rate": 0.01}},
+         "params": {"n_estimators": 3000, "learning_rate": 0.01, "early_stopping_rounds": 0,
+                    "calibration": "none"}},
         format="json",
     )  # fmt: skip
     job_id = response.json()["id"]
