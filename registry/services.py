@@ -29,6 +29,7 @@ from registry.models import (
     OutboxEvent,
     RegisteredModel,
     Timeframe,
+    TrainingJob,
     TriggerReason,
 )
 
@@ -169,15 +170,13 @@ class JobRequest:
     requested_by: str = ""
 
 
-def training_job_create(*, request: JobRequest, dispatch: bool = True) -> tuple[Any, bool]:
+def training_job_create(*, request: JobRequest, dispatch: bool = True) -> tuple[TrainingJob, bool]:
     """Create a job, or join the model's active one. Returns (job, created).
 
     A model has at most one pending/queued/running job (a database constraint): a second trigger
     records itself on that job instead of piling up duplicate work. The new job is dispatched to
     the pipeline after commit.
     """
-    from registry.models import TrainingJob
-
     if request.trigger_reason not in TriggerReason.values:
         raise InvalidInput(
             f"unknown trigger reason {request.trigger_reason!r}", field="trigger_reason"
@@ -240,7 +239,6 @@ def training_job_dispatch(*, job_id: uuid.UUID) -> None:
     The task id is recorded before sending, so the worker always finds the row queued. If the
     broker is down the job stays pending and the reaper dispatches it again later.
     """
-    from registry.models import TrainingJob
     from training.tasks import enqueue_training_job
 
     task_id = str(uuid.uuid4())
@@ -260,8 +258,6 @@ def training_job_dispatch(*, job_id: uuid.UUID) -> None:
 
 def training_job_claim(*, job_id: uuid.UUID | str) -> bool:
     """Compare-and-set a queued (or pending) job to in_progress. False: someone else has it."""
-    from registry.models import TrainingJob
-
     return bool(
         TrainingJob.objects.filter(
             pk=job_id, status__in=[JobStatus.PENDING, JobStatus.QUEUED]
@@ -277,26 +273,27 @@ def training_job_claim(*, job_id: uuid.UUID | str) -> bool:
     )
 
 
+def _job_give_up(job: TrainingJob, what: str) -> None:
+    """Fail a locked in-progress job that has used up its attempts."""
+    job.status = JobStatus.FAILED
+    job.error_step = job.step or "start"
+    job.error_message = f"{what}; gave up after {job.attempts} attempts"
+    job.finished_at = timezone.now()
+    job.save(update_fields=["status", "error_step", "error_message", "finished_at"])
+
+
 def training_job_reclaim(*, job_id: uuid.UUID | str, max_attempts: int) -> bool:
     """Take over a job left in progress by a worker that died (its message was redelivered).
 
     Returns True when this delivery may run it again; once `max_attempts` is reached the job is
     failed cleanly instead.
     """
-    from registry.models import TrainingJob
-
     with transaction.atomic():
         job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
         if job is None or job.status != JobStatus.IN_PROGRESS:
             return False
         if job.attempts >= max_attempts:
-            job.status = JobStatus.FAILED
-            job.error_step = job.step or "start"
-            job.error_message = (
-                f"worker lost during step {job.step!r}; gave up after {job.attempts} attempts"
-            )
-            job.finished_at = timezone.now()
-            job.save(update_fields=["status", "error_step", "error_message", "finished_at"])
+            _job_give_up(job, f"worker lost during step {job.step!r}")
             return False
         TrainingJob.objects.filter(pk=job_id).update(
             attempts=F("attempts") + 1, started_at=timezone.now(), progress=0.0, step="reclaimed"
@@ -306,21 +303,12 @@ def training_job_reclaim(*, job_id: uuid.UUID | str, max_attempts: int) -> bool:
 
 def training_job_requeue_stuck(*, job_id: uuid.UUID | str, max_attempts: int) -> str:
     """Reaper: a job in progress past its hard limit is requeued, or failed after max attempts."""
-    from registry.models import TrainingJob
-
     with transaction.atomic():
         job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
         if job is None or job.status != JobStatus.IN_PROGRESS:
             return "skipped"
         if job.attempts >= max_attempts:
-            job.status = JobStatus.FAILED
-            job.error_step = job.step or "start"
-            job.error_message = (
-                f"stuck in step {job.step!r} past its time limit; gave up after "
-                f"{job.attempts} attempts"
-            )
-            job.finished_at = timezone.now()
-            job.save(update_fields=["status", "error_step", "error_message", "finished_at"])
+            _job_give_up(job, f"stuck in step {job.step!r} past its time limit")
             return "failed"
         job.status = JobStatus.PENDING
         job.step = "requeued"
@@ -332,8 +320,6 @@ def training_job_requeue_stuck(*, job_id: uuid.UUID | str, max_attempts: int) ->
 def training_job_progress(
     *, job_id: uuid.UUID | str, step: str, progress: float, seconds: float | None = None
 ) -> None:
-    from registry.models import TrainingJob
-
     with transaction.atomic():
         job = TrainingJob.objects.select_for_update().get(pk=job_id)
         job.step = step
@@ -352,8 +338,6 @@ def training_job_complete(
     model_seconds: dict[str, float] | None = None,
 ) -> None:
     """Mark the job completed; `model_seconds` (fit, predict) join the per-step durations."""
-    from registry.models import TrainingJob
-
     with transaction.atomic():
         job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
         if job is None or job.status != JobStatus.IN_PROGRESS:
@@ -373,8 +357,6 @@ def training_job_complete(
 def training_job_fail(
     *, job_id: uuid.UUID | str, step: str, error: str, version: ModelVersion | None = None
 ) -> None:
-    from registry.models import TrainingJob
-
     updates: dict[str, Any] = {
         "status": JobStatus.FAILED,
         "error_step": step,
@@ -387,8 +369,6 @@ def training_job_fail(
 
 
 def training_job_cancel(*, job_id: uuid.UUID | str, actor: str = "") -> Any:
-    from registry.models import TrainingJob
-
     with transaction.atomic():
         try:
             job = TrainingJob.objects.select_for_update().get(pk=job_id)
