@@ -22,7 +22,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError
-from django.db.models import Count, Min, OuterRef, Q, Subquery
+from django.db.models import Count, Min, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -294,23 +294,24 @@ def _trigger_families() -> list[Metric]:
     return [triggers]
 
 
+def _verdict_counter(name: str, documentation: str, ended: QuerySet) -> Metric:
+    """Ended comparisons or experiments counted by model type and decision."""
+    counter = _counter(name, documentation, ["model_type", "decision"])
+    rows = ended.values_list("model__model_type", "decision").annotate(n=Count("pk")).order_by()
+    for model_type, decision, n in rows:
+        counter.add_metric([model_type, decision or "none"], n)
+    return counter
+
+
 def _verdict_families() -> list[Metric]:
     """Shadow comparisons and A/B experiments: verdicts so far, and the ones under way."""
     from registry.models import ComparisonStatus, Experiment, ExperimentStatus, ShadowComparison
 
-    shadow_verdicts = _counter(
+    shadow_verdicts = _verdict_counter(
         "clm_shadow_verdicts",
         "Shadow comparisons that ended, by model type and decision.",
-        ["model_type", "decision"],
+        ShadowComparison.objects.exclude(status=ComparisonStatus.ACTIVE),
     )
-    rows = (
-        ShadowComparison.objects.exclude(status=ComparisonStatus.ACTIVE)
-        .values_list("model__model_type", "decision")
-        .annotate(n=Count("pk"))
-        .order_by()
-    )
-    for model_type, decision, n in rows:
-        shadow_verdicts.add_metric([model_type, decision or "none"], n)
     shadow = ["model_id", "model_type", "version"]
     shadow_progress = _gauge(
         "clm_shadow_progress",
@@ -331,19 +332,11 @@ def _verdict_families() -> list[Metric]:
         if p_value is not None:
             shadow_p.add_metric(labels, p_value)
 
-    experiment_verdicts = _counter(
+    experiment_verdicts = _verdict_counter(
         "clm_experiment_verdicts",
         "A/B experiments that ended, by model type and decision.",
-        ["model_type", "decision"],
+        Experiment.objects.exclude(status=ExperimentStatus.RUNNING),
     )
-    rows = (
-        Experiment.objects.exclude(status=ExperimentStatus.RUNNING)
-        .values_list("model__model_type", "decision")
-        .annotate(n=Count("pk"))
-        .order_by()
-    )
-    for model_type, decision, n in rows:
-        experiment_verdicts.add_metric([model_type, decision or "none"], n)
     experiment = ["model_id", "model_type", "experiment"]
     experiment_progress = _gauge(
         "clm_experiment_progress",
