@@ -7,6 +7,7 @@ outbox and evaluation rows are read-only; jobs are created through the API or th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -208,39 +209,45 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return None
         return queryset.select_related("model").get()
 
-    @admin.action(description="Promote selected version to production", permissions=["promote"])
-    def promote_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def _lifecycle_action(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet,
+        service: Callable[..., ModelVersion],
+        *,
+        target: str,
+        reason: str,
+        done: str,
+    ) -> None:
+        """Run a promote or rollback service on the one selected version; refusals are messages."""
         version = self._one_version(request, queryset)
         if version is None:
             return
         try:
-            services.model_version_promote(
+            service(
                 model_id=version.model.model_id,
-                version=version.version,
+                **{target: version.version},
                 actor=request.user.get_username(),
-                reason="promoted in the admin",
+                reason=reason,
             )
         except DomainError as exc:
             self.message_user(request, exc.message, messages.ERROR)
             return
-        self.message_user(request, f"{version} is now in production.", messages.SUCCESS)
+        self.message_user(request, done.format(version=version), messages.SUCCESS)
+
+    @admin.action(description="Promote selected version to production", permissions=["promote"])
+    def promote_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._lifecycle_action(
+            request, queryset, services.model_version_promote, target="version",
+            reason="promoted in the admin", done="{version} is now in production.",
+        )  # fmt: skip
 
     @admin.action(description="Roll back to selected version", permissions=["promote"])
     def rollback_to_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
-        version = self._one_version(request, queryset)
-        if version is None:
-            return
-        try:
-            services.model_version_rollback(
-                model_id=version.model.model_id,
-                target_version=version.version,
-                actor=request.user.get_username(),
-                reason="rolled back in the admin",
-            )
-        except DomainError as exc:
-            self.message_user(request, exc.message, messages.ERROR)
-            return
-        self.message_user(request, f"Rolled back: {version} is in production.", messages.SUCCESS)
+        self._lifecycle_action(
+            request, queryset, services.model_version_rollback, target="target_version",
+            reason="rolled back in the admin", done="Rolled back: {version} is in production.",
+        )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
