@@ -16,6 +16,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
@@ -26,7 +27,9 @@ from registry.models import (
     Experiment,
     ExperimentArm,
     ExperimentEvaluation,
+    JobStatus,
     LifecycleEvent,
+    Liveness,
     ModelVersion,
     OutboxEvent,
     PromotionPolicy,
@@ -257,8 +260,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
 @admin.register(TrainingJob)
 class TrainingJobAdmin(ReadOnlyAdmin):
     list_display = (
-        "short_id", "model", "trigger_reason", "status", "progress_bar", "step", "requested_by",
-        "created_at", "finished_at",
+        "short_id", "model", "trigger_reason", "status", "progress_bar", "current_step",
+        "heartbeat_age", "requested_by", "created_at", "finished_at",
     )  # fmt: skip
     list_filter = ("status", "trigger_reason", "model_type", "timeframe")
     search_fields = ("id", "model__model_id", "symbol", "requested_by", "celery_task_id")
@@ -277,6 +280,20 @@ class TrainingJobAdmin(ReadOnlyAdmin):
             '<progress max="100" value="{}" title="{}%"></progress> {}%', percent, percent, percent
         )
 
+    @admin.display(description="step", ordering="step")
+    def current_step(self, obj: TrainingJob) -> str:
+        """The step the job is in now and for how long (not the last one it finished)."""
+        if obj.status != JobStatus.IN_PROGRESS or obj.step_started_at is None:
+            return obj.step
+        seconds = (timezone.now() - obj.step_started_at).total_seconds()
+        return f"{obj.step} (for {seconds:.0f} s)"
+
+    @admin.display(description="heartbeat", ordering="heartbeat_at")
+    def heartbeat_age(self, obj: TrainingJob) -> str:
+        if obj.status != JobStatus.IN_PROGRESS or obj.heartbeat_at is None:
+            return "-"
+        return f"{(timezone.now() - obj.heartbeat_at).total_seconds():.0f} s ago"
+
     def has_request_training_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("registry.request_training")
 
@@ -291,6 +308,12 @@ class TrainingJobAdmin(ReadOnlyAdmin):
                 self.message_user(request, exc.message, messages.WARNING)
             else:
                 self.message_user(request, f"Cancelled job {job.pk}.", messages.SUCCESS)
+
+
+@admin.register(Liveness)
+class LivenessAdmin(ReadOnlyAdmin):
+    list_display = ("name", "kind", "seen_at", "info")
+    list_filter = ("kind",)
 
 
 @admin.register(EvaluationResult)

@@ -6,6 +6,7 @@ import logging
 from datetime import timedelta
 
 from celery import shared_task
+from django.conf import settings
 from django.utils import timezone
 
 from training.policies import MAX_ATTEMPTS, TIME_LIMITS
@@ -13,10 +14,10 @@ from training.policies import MAX_ATTEMPTS, TIME_LIMITS
 logger = logging.getLogger(__name__)
 
 STUCK_GRACE = timedelta(minutes=5)
-PENDING_REDISPATCH_AFTER = timedelta(minutes=2)
 
 
-@shared_task(name="training.run_training_job", bind=True, acks_late=True)
+# ignore_result: the job's row is the result; sending never waits on the result backend.
+@shared_task(name="training.run_training_job", bind=True, acks_late=True, ignore_result=True)
 def run_training_job(self, job_id: str) -> str:
     """Run the pipeline for one job; a redelivered message (dead worker) may reclaim it."""
     from training.pipeline import run_job
@@ -37,24 +38,60 @@ def enqueue_training_job(*, job_id: str, task_id: str) -> None:
 
 
 def reap_stuck_jobs_now() -> dict[str, int]:
-    """Requeue or fail jobs stuck past their hard limit; redispatch stale pending ones."""
+    """Keep every active job moving; run by beat every 15 s (training.scheduler.SCHEDULES).
+
+    - in progress with a stale heartbeat (its worker died) or past its hard limit: requeued, or
+      failed after MAX_ATTEMPTS; a version the lost attempt left in `training` is failed;
+    - queued past the dispatch timeout without a claim (a lost message): sent again, and failed
+      after CLM_DISPATCH_MAX_TRIES sends in vain (not counted while the queue is busy);
+    - pending past CLM_PENDING_REDISPATCH_AFTER (the broker was down): dispatched again, until
+      the broker fails once more in this pass.
+    """
     from registry import services
     from registry.models import JobStatus, TrainingJob
 
     now = timezone.now()
-    counts = {"requeued": 0, "failed": 0, "redispatched": 0}
-    for job_id, model_type, started in TrainingJob.objects.filter(
-        status=JobStatus.IN_PROGRESS
-    ).values_list("pk", "model_type", "started_at"):
+    stale_before = now - timedelta(seconds=settings.CLM_JOB_HEARTBEAT_TIMEOUT)
+    counts = {"requeued": 0, "failed": 0, "completed": 0, "redispatched": 0, "dispatched": 0}
+    running = TrainingJob.objects.filter(status=JobStatus.IN_PROGRESS).values_list(
+        "pk", "model_type", "started_at", "heartbeat_at", "step"
+    )
+    busy = False
+    for job_id, model_type, started, beat, step in running:
         hard = TIME_LIMITS.get(model_type, TIME_LIMITS["other"])[1]
-        if started and now - started > timedelta(seconds=hard) + STUCK_GRACE:
-            outcome = services.training_job_requeue_stuck(job_id=job_id, max_attempts=MAX_ATTEMPTS)
-            counts[outcome] = counts.get(outcome, 0) + 1
+        last_sign = beat or started
+        if last_sign is not None and last_sign < stale_before:
+            why = (
+                f"worker stopped during step {step!r}: no heartbeat for "
+                f"{(now - last_sign).total_seconds():.0f} s"
+            )
+        elif started and now - started > timedelta(seconds=hard) + STUCK_GRACE:
+            why = f"stuck in step {step!r} past its time limit"
+        else:
+            busy = True
+            continue
+        outcome = services.training_job_requeue_stuck(
+            job_id=job_id, max_attempts=MAX_ATTEMPTS, why=why
+        )
+        counts[outcome] = counts.get(outcome, 0) + 1
+    lost_before = now - timedelta(seconds=settings.CLM_DISPATCH_TIMEOUT)
     for job_id in TrainingJob.objects.filter(
-        status=JobStatus.PENDING, created_at__lt=now - PENDING_REDISPATCH_AFTER
+        status=JobStatus.QUEUED, dispatched_at__lt=lost_before
     ).values_list("pk", flat=True):
-        services.training_job_dispatch(job_id=job_id)
-        counts["redispatched"] += 1
+        outcome = services.training_job_redispatch(
+            job_id=job_id, max_tries=settings.CLM_DISPATCH_MAX_TRIES, count=not busy
+        )
+        counts[outcome] = counts.get(outcome, 0) + 1
+        if outcome == "broker_down":
+            break
+    pending_before = now - timedelta(seconds=settings.CLM_PENDING_REDISPATCH_AFTER)
+    for job_id in TrainingJob.objects.filter(
+        status=JobStatus.PENDING, created_at__lt=pending_before
+    ).values_list("pk", flat=True):
+        if not services.training_job_dispatch(job_id=job_id):
+            counts["broker_down"] = counts.get("broker_down", 0) + 1
+            break
+        counts["dispatched"] += 1
     if any(counts.values()):
         logger.warning("reaper: %s", counts)
     return counts

@@ -255,3 +255,47 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
     }
 )
 # --- end of shadow testing, experiments and rollback ---
+
+# --- Liveness: nothing stays queued, dead workers are noticed, dispatch never blocks a request
+# (registry.services, training.tasks.reap_stuck_jobs_now, registry.liveness) ---
+# A running job's worker refreshes its heartbeat this often; one older than the timeout means the
+# worker died, and the reaper (every 15 s, see training.scheduler) takes the job back.
+CLM_JOB_HEARTBEAT_INTERVAL = float(os.environ.get("CLM_JOB_HEARTBEAT_INTERVAL", "10"))
+CLM_JOB_HEARTBEAT_TIMEOUT = float(os.environ.get("CLM_JOB_HEARTBEAT_TIMEOUT", "60"))
+# A job queued this long without a worker claiming it is sent again (duplicates are harmless: the
+# claim is a compare-and-set), and failed once it was sent this many times in vain.
+CLM_DISPATCH_TIMEOUT = float(os.environ.get("CLM_DISPATCH_TIMEOUT", "600"))
+CLM_DISPATCH_MAX_TRIES = int(os.environ.get("CLM_DISPATCH_MAX_TRIES", "3"))
+# A job still pending this long after it was created (the broker was down) is dispatched again.
+CLM_PENDING_REDISPATCH_AFTER = float(os.environ.get("CLM_PENDING_REDISPATCH_AFTER", "30"))
+# Workers and celery-beat record a sign of life this often (shown by /health with its age).
+CLM_LIVENESS_INTERVAL = float(os.environ.get("CLM_LIVENESS_INTERVAL", "10"))
+# Trainers for more model types, as "model_type=package.module:Class,...": how tests plug in a
+# trainer of their own; the six families are always there.
+CLM_EXTRA_TRAINERS = env_list("CLM_EXTRA_TRAINERS", [])
+# Bounded waits on the broker and the result backend: a request that dispatches a job answers in
+# about two seconds when either is down (the job stays pending for the reaper).
+CLM_BROKER_TIMEOUT_S = float(os.environ.get("CLM_BROKER_TIMEOUT_S", "2"))
+CELERY_BROKER_CONNECTION_TIMEOUT = CLM_BROKER_TIMEOUT_S
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
+if CELERY_BROKER_URL.split(":", 1)[0] in {"redis", "rediss"}:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {}),
+        "socket_connect_timeout": CLM_BROKER_TIMEOUT_S,
+        "socket_timeout": max(CLM_BROKER_TIMEOUT_S, 5.0),  # above BRPOP's 1 s wait
+    }
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = CLM_BROKER_TIMEOUT_S
+CELERY_REDIS_SOCKET_TIMEOUT = max(CLM_BROKER_TIMEOUT_S, 5.0)
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
+    "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
+                     "interval_max": 0.2},
+}  # fmt: skip
+# celery-beat records its ticks (registry.liveness.Scheduler is django-celery-beat's, plus that).
+CELERY_BEAT_SCHEDULER = "registry.liveness:Scheduler"
+CELERY_IMPORTS = (*CELERY_IMPORTS, "registry.liveness")
+# --- end of liveness ---
