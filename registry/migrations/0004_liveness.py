@@ -4,42 +4,46 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('registry', '0003_lifecycle_shadow_experiments_rollback'),
+        ("registry", "0003_lifecycle_shadow_experiments_rollback"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Liveness',
+            name="Liveness",
             fields=[
-                ('name', models.CharField(max_length=200, primary_key=True, serialize=False)),
-                ('kind', models.CharField(choices=[('worker', 'Worker'), ('beat', 'Beat')], max_length=16)),
-                ('seen_at', models.DateTimeField()),
-                ('info', models.JSONField(blank=True, default=dict)),
+                ("name", models.CharField(max_length=200, primary_key=True, serialize=False)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("worker", "Worker"), ("beat", "Beat")], max_length=16
+                    ),
+                ),
+                ("seen_at", models.DateTimeField()),
+                ("info", models.JSONField(blank=True, default=dict)),
             ],
             options={
-                'ordering': ['kind', 'name'],
+                "ordering": ["kind", "name"],
             },
         ),
         migrations.AddField(
-            model_name='trainingjob',
-            name='dispatched_at',
+            model_name="trainingjob",
+            name="dispatched_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='trainingjob',
-            name='heartbeat_at',
+            model_name="trainingjob",
+            name="heartbeat_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='trainingjob',
-            name='redispatches',
+            model_name="trainingjob",
+            name="redispatches",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='trainingjob',
-            name='step_started_at',
+            model_name="trainingjob",
+            name="step_started_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

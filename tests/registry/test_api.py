@@ -61,7 +61,10 @@ def test_health_needs_no_credentials(anon_client, db):
         "age_s": None,
     }  # fmt: skip
     assert body["beat"] == {
-        "ok": False, "detail": "never ticked", "last_tick_at": None, "age_s": None
+        "ok": False,
+        "detail": "never ticked",
+        "last_tick_at": None,
+        "age_s": None,
     }
 
 
