@@ -56,3 +56,8 @@ def no_bars(symbol: str, timeframe: str, window: Any) -> Bars:
     """A market-data source that has nothing: every job fails at fetch_data."""
     empty = np.array([], dtype=float)
     return Bars(np.array([], dtype="datetime64[s]"), empty, empty, empty, empty, empty)
+
+
+def broken_loader(symbol: str, timeframe: str, window: Any) -> Bars:
+    """A market-data source that is down: the job fails with an unexpected error."""
+    raise ConnectionError(f"market data for {symbol} {timeframe} unreachable")
