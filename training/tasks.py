@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from training.policies import MAX_ATTEMPTS, TIME_LIMITS
@@ -75,9 +76,10 @@ def reap_stuck_jobs_now() -> dict[str, int]:
         )
         counts[outcome] = counts.get(outcome, 0) + 1
     lost_before = now - timedelta(seconds=settings.CLM_DISPATCH_TIMEOUT)
-    for job_id in TrainingJob.objects.filter(
-        status=JobStatus.QUEUED, dispatched_at__lt=lost_before
-    ).values_list("pk", flat=True):
+    queued = TrainingJob.objects.filter(status=JobStatus.QUEUED).filter(
+        Q(dispatched_at__lt=lost_before) | Q(dispatched_at__isnull=True, created_at__lt=lost_before)
+    )
+    for job_id in queued.values_list("pk", flat=True):
         outcome = services.training_job_redispatch(
             job_id=job_id, max_tries=settings.CLM_DISPATCH_MAX_TRIES, count=not busy
         )

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 
 import pytest
 
 from registry.models import EvaluationResult, JobStatus, ModelStatus, OutboxEvent, TrainingJob
-from tests.conftest import _start_worker, _stop_worker
 
 from .conftest import store_bars
 
@@ -50,43 +47,3 @@ def test_post_train_runs_the_pipeline_on_a_worker(live_worker, operator_client):
     assert ("model_promoted" in events) == evaluation.passed
     detail = operator_client.get(f"/clm/jobs/{job.pk}").json()
     assert detail["status"] == "completed" and detail["progress"] == 1.0
-
-
-def test_a_worker_killed_mid_job_leads_to_a_retry(transactional_db, purge_queues, operator_client):
-    """acks_late + reject-on-worker-lost: the broker redelivers, the next worker reclaims."""
-    store_bars("ETHUSDT", 20_000, seed=5)
-    first, _ = _start_worker(_db_name())
-    response = operator_client.post(
-        "/clm/train",
-        {"model_type": "lightgbm", "symbol": "ETHUSDT", "timeframe": "1h",
-         "params": {"n_estimators": 3000, "learning_rate": 0.01, "early_stopping_rounds": 0,
-                    "calibration": "none"}},
-        format="json",
-    )  # fmt: skip
-    job_id = response.json()["id"]
-    wait_for(job_id, statuses={JobStatus.IN_PROGRESS}, timeout=60)
-    _kill_hard(first)
-    second, _ = _start_worker(_db_name())
-    try:
-        job = wait_for(job_id, timeout=300)
-    finally:
-        _stop_worker(second)
-    assert job.status == JobStatus.COMPLETED, job.error_message
-    assert job.attempts == 2
-    assert TrainingJob.objects.get(pk=job_id).version.version == 1
-
-
-def _db_name() -> str:
-    from django.db import connection
-
-    return connection.settings_dict["NAME"]
-
-
-def _kill_hard(proc) -> None:
-    """SIGKILL a worker and its prefork children at once, as when its host dies."""
-    import subprocess
-
-    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
-    for pid in [proc.pid, *map(int, children.stdout.split())]:
-        os.kill(pid, signal.SIGKILL)
-    proc.wait(timeout=30)
