@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -146,3 +147,38 @@ def test_a_redelivery_leaves_a_job_with_a_fresh_heartbeat_to_its_live_worker():
     assert run_job(job_id=str(job.pk), redelivered=True) == JobStatus.IN_PROGRESS
     job.refresh_from_db()
     assert job.attempts == 1 and job.step == "claimed"
+
+
+SEEN: list[tuple[str, object]] = []
+
+
+def recording_loader(symbol: str, timeframe: str, window):
+    """The default market-data source, noting what the job row says while it is in fetch_data."""
+    from training.data import fetch_training_data
+
+    SEEN.append(TrainingJob.objects.values_list("step", "step_started_at").get(symbol=symbol))
+    return fetch_training_data(symbol, timeframe, window)
+
+
+def test_the_job_shows_the_step_it_is_in_and_since_when(btc_bars, settings, admin_client):
+    settings.CLM_DATA_LOADER = "tests.training.test_liveness.recording_loader"
+    SEEN.clear()
+    job, _ = services.training_job_create(
+        request=services.JobRequest(
+            model_type="xgboost", symbol="BTCUSDT", timeframe="1h",
+            params={"n_estimators": 20, "max_depth": 2},
+        ),
+        dispatch=False,
+    )  # fmt: skip
+    before = timezone.now()
+    assert run_job(job_id=str(job.pk)) == JobStatus.COMPLETED
+    [(step, since)] = SEEN
+    assert step == "fetch_data" and before <= since <= timezone.now()
+
+    # The admin's job list: the current step and for how long, while in progress.
+    job = _job("ADMINUSD")
+    services.training_job_claim(job_id=job.pk)
+    services.training_job_step_start(job_id=job.pk, step="train", attempt=1)
+    page = admin_client.get("/admin/registry/trainingjob/").content.decode()
+    assert re.search(r'field-current_step">train \(for \d+ s\)<', page)
+    assert re.search(r'field-heartbeat_age">\d+ s ago<', page)
