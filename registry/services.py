@@ -93,6 +93,12 @@ def liveness_record(*, kind: str, name: str, info: dict[str, Any]) -> None:
     )
 
 
+def liveness_prune(*, before: datetime) -> int:
+    """Forget workers not seen since `before` (hostnames change as workers come and go)."""
+    deleted, _ = Liveness.objects.filter(seen_at__lt=before).delete()
+    return deleted
+
+
 # ---------------------------------------------------------------------------------------------
 # Registered models
 
@@ -474,10 +480,19 @@ def training_job_step_start(*, job_id: uuid.UUID | str, step: str, attempt: int)
 
 
 def training_job_progress(
-    *, job_id: uuid.UUID | str, step: str, progress: float, seconds: float | None = None
+    *,
+    job_id: uuid.UUID | str,
+    step: str,
+    progress: float,
+    seconds: float | None = None,
+    attempt: int | None = None,
 ) -> None:
+    """Record that `step` finished (cumulative progress, its wall time). With `attempt`, raises
+    AttemptLost when the job is no longer that attempt's."""
     with transaction.atomic():
         job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        if attempt is not None and (job.status != JobStatus.IN_PROGRESS or job.attempts != attempt):
+            raise AttemptLost(f"job {job_id} is no longer held by attempt {attempt}")
         job.step = step
         job.progress = min(max(progress, 0.0), 1.0)
         fields = ["step", "progress"]

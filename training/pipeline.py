@@ -103,7 +103,9 @@ def _step(run: Run, name: str) -> Iterator[None]:
     except Exception as exc:
         raise _StepFailed(name, exc) from exc
     seconds = time.perf_counter() - started
-    services.training_job_progress(job_id=job.pk, step=name, progress=STEPS[name], seconds=seconds)
+    services.training_job_progress(
+        job_id=job.pk, step=name, progress=STEPS[name], seconds=seconds, attempt=run.attempt
+    )
     metrics.pipeline_step_observe(step=name, model_type=job.model_type, seconds=seconds)
 
 

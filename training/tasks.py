@@ -15,6 +15,7 @@ from training.policies import MAX_ATTEMPTS, TIME_LIMITS
 logger = logging.getLogger(__name__)
 
 STUCK_GRACE = timedelta(minutes=5)
+LIVENESS_KEPT = timedelta(days=1)
 
 
 # ignore_result: the job's row is the result; sending never waits on the result backend.
@@ -94,6 +95,7 @@ def reap_stuck_jobs_now() -> dict[str, int]:
             counts["broker_down"] = counts.get("broker_down", 0) + 1
             break
         counts["dispatched"] += 1
+    services.liveness_prune(before=now - LIVENESS_KEPT)
     if any(counts.values()):
         logger.warning("reaper: %s", counts)
     return counts
