@@ -274,7 +274,8 @@ CLM_LIVENESS_INTERVAL = float(os.environ.get("CLM_LIVENESS_INTERVAL", "10"))
 # trainer of their own; the six families are always there.
 CLM_EXTRA_TRAINERS = env_list("CLM_EXTRA_TRAINERS", [])
 # Bounded waits on the broker and the result backend: a request that dispatches a job answers in
-# about two seconds when either is down (the job stays pending for the reaper).
+# seconds when either is down (the job stays pending for the reaper); training tasks store no
+# result, so sending one never waits on the result backend.
 CLM_BROKER_TIMEOUT_S = float(os.environ.get("CLM_BROKER_TIMEOUT_S", "2"))
 CELERY_BROKER_CONNECTION_TIMEOUT = CLM_BROKER_TIMEOUT_S
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
@@ -283,12 +284,19 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_step": 0.2,
     "interval_max": 0.2,
 }
+# A publish that finds no connection tries to connect once (kombu's default channel would retry
+# for connect_timeout with 2 s pauses), and the publish itself is retried once: a refused
+# connection fails in a fraction of a second, a host that does not answer in about twice the
+# timeout. A worker's consumer reconnects on its own terms (broker_connection_max_retries).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {}),
+    "max_retries": 0,
+}
 if CELERY_BROKER_URL.split(":", 1)[0] in {"redis", "rediss"}:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {}),
-        "socket_connect_timeout": CLM_BROKER_TIMEOUT_S,
-        "socket_timeout": max(CLM_BROKER_TIMEOUT_S, 5.0),  # above BRPOP's 1 s wait
-    }
+    CELERY_BROKER_TRANSPORT_OPTIONS.update(
+        socket_connect_timeout=CLM_BROKER_TIMEOUT_S,
+        socket_timeout=max(CLM_BROKER_TIMEOUT_S, 5.0),  # above BRPOP's 1 s wait
+    )
 CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = CLM_BROKER_TIMEOUT_S
 CELERY_REDIS_SOCKET_TIMEOUT = max(CLM_BROKER_TIMEOUT_S, 5.0)
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
