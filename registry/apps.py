@@ -7,6 +7,7 @@ class RegistryConfig(AppConfig):
 
     def ready(self) -> None:
         from clm_project import metrics
+        from registry import liveness  # noqa: F401 - connects the worker's sign of life
         from registry.models import ModelType
 
         metrics.series_initialise(model_types=list(ModelType.values))

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from clm_project.celery import send_task_by_name
 from clm_project.exceptions import DomainError, InvalidInput, NotFound
 from registry.models import (
     ACTIVE_JOB_STATUSES,
@@ -38,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 # Statuses a version may be promoted from; a retired one also needs a proven past (see below).
 PROMOTABLE = {ModelStatus.CANDIDATE, ModelStatus.SHADOW, ModelStatus.RETIRED}
+# The Celery task (registered by the training app) that runs one job's pipeline.
+TRAINING_TASK = "training.run_training_job"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,6 +259,28 @@ class AttemptLost(Exception):
     """This attempt no longer holds its job: the reaper took it back (its heartbeat went stale)."""
 
 
+def time_limits_for(model_type: str) -> tuple[int, int]:
+    """Soft and hard Celery time limits (seconds) of one family's training work (settings)."""
+    limits = settings.CLM_TRAINING_TIME_LIMITS
+    soft, hard = limits.get(model_type, limits["other"])
+    return soft, hard
+
+
+def _enqueue_training_job(*, job_id: str, task_id: str) -> None:
+    """Send a job to the training queue by task name, with its family's time limits: the
+    registry knows the task only by the name the training app registers."""
+    model_type = TrainingJob.objects.values_list("model_type", flat=True).get(pk=job_id)
+    soft, hard = time_limits_for(model_type)
+    send_task_by_name(
+        TRAINING_TASK,
+        args=[job_id],
+        task_id=task_id,
+        queue=settings.CLM_TRAINING_QUEUE,
+        soft_time_limit=soft,
+        time_limit=hard,
+    )
+
+
 def training_job_dispatch(*, job_id: uuid.UUID) -> bool:
     """Hand a pending job to the pipeline task on the `training` queue.
 
@@ -262,8 +288,6 @@ def training_job_dispatch(*, job_id: uuid.UUID) -> bool:
     broker is down (the send gives up within the broker timeouts of settings) the job stays
     pending and the reaper dispatches it again later. Returns False when the broker failed.
     """
-    from training.tasks import enqueue_training_job
-
     task_id = str(uuid.uuid4())
     updated = TrainingJob.objects.filter(pk=job_id, status=JobStatus.PENDING).update(
         status=JobStatus.QUEUED, celery_task_id=task_id, dispatched_at=timezone.now()
@@ -271,7 +295,7 @@ def training_job_dispatch(*, job_id: uuid.UUID) -> bool:
     if not updated:
         return True
     try:
-        enqueue_training_job(job_id=str(job_id), task_id=task_id)
+        _enqueue_training_job(job_id=str(job_id), task_id=task_id)
     except Exception as exc:  # broker unreachable: leave it for the reaper, never lose the job
         logger.warning("dispatch of job %s failed, left pending: %s", job_id, exc)
         TrainingJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
@@ -289,8 +313,6 @@ def training_job_redispatch(*, job_id: uuid.UUID | str, max_tries: int, count: b
     message; once the job was sent `max_tries` times in vain it is failed with a clear message.
     Returns "redispatched", "failed", "broker_down" or "skipped".
     """
-    from training.tasks import enqueue_training_job
-
     with transaction.atomic():
         job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
         if job is None or job.status != JobStatus.QUEUED:
@@ -309,7 +331,7 @@ def training_job_redispatch(*, job_id: uuid.UUID | str, max_tries: int, count: b
             return "failed"
         task_id = job.celery_task_id or str(uuid.uuid4())
     try:
-        enqueue_training_job(job_id=str(job_id), task_id=task_id)
+        _enqueue_training_job(job_id=str(job_id), task_id=task_id)
     except Exception as exc:
         logger.warning("redispatch of job %s failed, still queued: %s", job_id, exc)
         return "broker_down"

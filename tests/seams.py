@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from training.dataset import Bars, Dataset
+from training.data.dataset import Bars, Dataset
 from training.trainers.base import Trainer
 
 HOLD_TRAINER = "other=tests.seams:HoldTrainer"

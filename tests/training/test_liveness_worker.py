@@ -43,7 +43,7 @@ from registry.models import (
     TrainingJob,
 )
 from tests.seams import HOLD_TRAINER
-from training.scheduler import beat_schedules_ensure
+from training.retraining.scheduler import beat_schedules_ensure
 
 from .conftest import store_bars
 
