@@ -39,10 +39,10 @@ from registry.models import (
     Liveness,
     ModelStatus,
     ModelVersion,
-    PromotionPolicy,
     TrainingJob,
 )
 from tests.seams import HOLD_TRAINER
+from training.promotion.models import PromotionPolicy
 from training.retraining.scheduler import beat_schedules_ensure
 
 from .conftest import store_bars
