@@ -17,25 +17,18 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import psycopg
 import pytest
 from django.conf import settings
 
+from tests.databases import database_url, empty_database_fixture  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-
-
-def _database_url(name: str) -> str:
-    db = settings.DATABASES["default"]
-    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    host, port = db.get("HOST") or "127.0.0.1", db.get("PORT") or 5432
-    return f"postgres://{db['USER']}{password}@{host}:{port}/{name}"
 
 
 def production_env(**extra: str) -> dict[str, str]:
@@ -46,7 +39,7 @@ def production_env(**extra: str) -> dict[str, str]:
         **env,
         "PYTHONPATH": str(ROOT),
         "SECRET_KEY": secrets.token_urlsafe(50),
-        "DATABASE_URL": _database_url(settings.DATABASES["default"]["NAME"]),
+        "DATABASE_URL": database_url(settings.DATABASES["default"]["NAME"]),
         "ALLOWED_HOSTS": "clm.example.com,127.0.0.1,localhost",
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "CELERY_RESULT_BACKEND": settings.CELERY_RESULT_BACKEND,
@@ -148,21 +141,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def own_database() -> Iterator[str]:
-    """An empty PostgreSQL database for this test alone, dropped afterwards."""
-    name = f"{settings.DATABASES['default']['NAME']}_deploy_{uuid.uuid4().hex[:8]}"
-    admin_url = _database_url("postgres")
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield name
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-def gunicorn(own_database, tmp_path) -> Iterator[Server]:
+def gunicorn(empty_database, tmp_path) -> Iterator[Server]:
     env = production_env(
-        DATABASE_URL=_database_url(own_database),
+        DATABASE_URL=database_url(empty_database),
         STATIC_ROOT=str(tmp_path / "static"),
         ARTIFACT_ROOT=str(tmp_path / "artifacts"),
     )
