@@ -10,10 +10,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from registry.models import Timeframe
-from training.data import bars_frame, bars_import, load_bars
+from training.data.bars import bars_frame, bars_import, load_bars
+from training.data.synthetic import REGIMES, generate_bars, timeframe_seconds
 from training.management.checks import symbol_checked
 from training.management.progress import Progress
-from training.synthetic import REGIMES, generate_bars, timeframe_seconds
 
 # A bound on one run (a million hourly bars is 114 years) that keeps memory and time sane.
 MAX_BARS = 1_000_000

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from training.scheduler import SCHEDULES, beat_schedules_ensure
+from training.retraining.scheduler import SCHEDULES, beat_schedules_ensure
 
 
 class Command(BaseCommand):

@@ -9,9 +9,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from clm_project.exceptions import DomainError
 from registry.models import JobStatus, ModelType, Timeframe, TriggerReason
 from registry.services import JobRequest, training_job_create
+from training.data.selectors import bars_exist
 from training.management.checks import seed_checked, symbol_checked, text_checked
 from training.management.runner import run_job_with_progress
-from training.selectors import bars_exist
 from training.trainers import TrainerError, trainer_class
 
 
