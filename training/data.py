@@ -1,4 +1,6 @@
-"""Market data in and out of the database: bulk import, fast load into numpy, the loader interface.
+"""Market data in and out of the database: bulk upsert, fast load into numpy, the loader interface.
+
+Files and batches are parsed and checked by `training.ingest`; this module stores what it returns.
 
 `fetch_training_data(symbol, timeframe, window)` is what the pipeline calls; the setting
 CLM_DATA_LOADER names the callable, so another source (an exchange client, a warehouse) plugs in.
@@ -10,7 +12,6 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,17 +27,6 @@ Window = tuple[datetime | None, datetime | None] | None
 DataLoader = Callable[[str, str, Window], Bars]
 
 COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
-MAX_REPORTED_ERRORS = 50
-
-
-class BarImportError(Exception):
-    """A file of bars was rejected; `errors` lists each bad row as 'line N: reason'."""
-
-    def __init__(self, errors: list[str]) -> None:
-        self.errors = errors
-        shown = errors[:MAX_REPORTED_ERRORS]
-        more = len(errors) - len(shown)
-        super().__init__("\n".join(shown) + (f"\n... and {more} more bad rows" if more > 0 else ""))
 
 
 @dataclass(frozen=True)
@@ -173,70 +163,13 @@ def get_data_loader() -> DataLoader:
 # Importing
 
 
-def read_bar_file(path: Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file of bars with columns timestamp, open, high, low, close, volume."""
-    suffix = path.suffix.lower()
-    if suffix in {".parquet", ".pq"}:
-        frame = pd.read_parquet(path)
-        line_offset = 1  # Parquet rows are reported 1-based
-    elif suffix in {".csv", ".txt"} or suffix == ".gz":
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        line_offset = 2  # header is line 1
-    else:
-        raise BarImportError([f"{path.name}: unsupported file type {suffix!r} (csv or parquet)"])
-    frame.columns = [str(c).strip().lower() for c in frame.columns]
-    missing = [c for c in COLUMNS if c not in frame.columns]
-    if missing:
-        raise BarImportError([f"{path.name}: missing columns {', '.join(missing)}"])
-    frame = frame[list(COLUMNS)].copy()
-    frame.attrs["line_offset"] = line_offset
-    return frame
-
-
-def validate_bars(frame: pd.DataFrame) -> pd.DataFrame:
-    """Parse and check every row; raise BarImportError listing each bad row by line number."""
-    offset = frame.attrs.get("line_offset", 2)
-    lines = np.arange(len(frame)) + offset
-    errors: list[tuple[int, str]] = []
-    ts = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce", format="mixed")
-    for line in lines[ts.isna().to_numpy()]:
-        errors.append((int(line), "timestamp is not a date/time"))
-    numeric = {}
-    for column in COLUMNS[1:]:
-        values = pd.to_numeric(frame[column], errors="coerce").astype(float)
-        bad = ~np.isfinite(values.to_numpy())
-        for line in lines[bad]:
-            errors.append((int(line), f"{column} is not a finite number"))
-        numeric[column] = values.to_numpy()
-    o, h, lo, c, v = (numeric[k] for k in COLUMNS[1:])
-    with np.errstate(invalid="ignore"):
-        checks = [
-            ((o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0), "prices must be positive"),
-            (h < np.maximum(o, c), "high is below open or close"),
-            (lo > np.minimum(o, c), "low is above open or close"),
-            (v < 0, "volume is negative"),
-        ]
-    for mask, reason in checks:
-        for line in lines[mask]:
-            errors.append((int(line), reason))
-    duplicated = ts.duplicated(keep="first").to_numpy() & ts.notna().to_numpy()
-    for line in lines[duplicated]:
-        errors.append((int(line), "duplicate timestamp in file"))
-    if errors:
-        errors.sort()
-        raise BarImportError([f"line {line}: {reason}" for line, reason in errors])
-    clean = pd.DataFrame({"timestamp": ts, **numeric}).sort_values("timestamp")
-    return clean.reset_index(drop=True)
-
-
 def bars_import(*, frame: pd.DataFrame, symbol: str, timeframe: str) -> ImportSummary:
-    """Upsert validated bars in one transaction: all rows land or none do."""
+    """Upsert checked bars (training.ingest's frame) in one transaction: all rows land or none."""
     if timeframe not in Timeframe.values:
         raise InvalidInput(f"unknown timeframe {timeframe!r}", field="timeframe")
     symbol = symbol.strip().upper()
     if not symbol:
         raise InvalidInput("symbol is required", field="symbol")
-    frame = validate_bars(frame) if frame["timestamp"].dtype == object else frame
     n = len(frame)
     if n == 0:
         return ImportSummary(symbol, timeframe, 0, 0, 0, None, None)
