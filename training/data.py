@@ -8,7 +8,6 @@ CLM_DATA_LOADER names the callable, so another source (an exchange client, a war
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -184,10 +183,8 @@ def bars_import(*, frame: pd.DataFrame, symbol: str, timeframe: str) -> ImportSu
 
 
 def _copy_upsert(frame: pd.DataFrame, symbol: str, timeframe: str) -> int:
-    buffer = io.StringIO()
-    out = frame.copy()
-    out["timestamp"] = out["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S+00:00")
-    out.to_csv(buffer, header=False, index=False)
+    """COPY the bars in binary into a temporary table, then one upsert that counts the inserted
+    rows (xmax = 0) and leaves unchanged bars unwritten, so a replayed batch costs little."""
     with connection.cursor() as cursor:
         # Dropped explicitly too: inside an outer transaction ON COMMIT never fires.
         cursor.execute("DROP TABLE IF EXISTS clm_bar_stage")
@@ -195,27 +192,45 @@ def _copy_upsert(frame: pd.DataFrame, symbol: str, timeframe: str) -> int:
             "CREATE TEMP TABLE clm_bar_stage (timestamp timestamptz, open float8, high float8, "
             "low float8, close float8, volume float8) ON COMMIT DROP"
         )
-        with cursor.cursor.copy("COPY clm_bar_stage FROM STDIN WITH (FORMAT csv)") as copy:
-            copy.write(buffer.getvalue())
+        with cursor.cursor.copy("COPY clm_bar_stage FROM STDIN WITH (FORMAT binary)") as copy:
+            copy.write(_copy_binary_rows(frame))
         cursor.execute(
-            "SELECT count(*) FROM clm_bar_stage s JOIN training_bar b ON b.symbol = %s "
-            "AND b.timeframe = %s AND b.timestamp = s.timestamp",
+            "WITH written AS ("
+            " INSERT INTO training_bar "
+            " (symbol, timeframe, timestamp, open, high, low, close, volume)"
+            " SELECT %s, %s, timestamp, open, high, low, close, volume FROM clm_bar_stage"
+            " ON CONFLICT (symbol, timeframe, timestamp) DO UPDATE SET open = EXCLUDED.open,"
+            " high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,"
+            " volume = EXCLUDED.volume"
+            " WHERE (training_bar.open, training_bar.high, training_bar.low, training_bar.close,"
+            " training_bar.volume) IS DISTINCT FROM"
+            " (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume)"
+            " RETURNING xmax = 0 AS inserted"
+            ") SELECT count(*) FILTER (WHERE inserted) FROM written",
             [symbol, timeframe],
         )
-        existing = cursor.fetchone()[0]
-        cursor.execute(
-            "INSERT INTO training_bar "
-            "(symbol, timeframe, timestamp, open, high, low, close, volume) "
-            "SELECT %s, %s, timestamp, open, high, low, close, volume FROM clm_bar_stage "
-            "ON CONFLICT (symbol, timeframe, timestamp) DO UPDATE SET open = EXCLUDED.open, "
-            "high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close, "
-            "volume = EXCLUDED.volume",
-            [symbol, timeframe],
-        )
+        inserted = cursor.fetchone()[0]
         cursor.execute("DROP TABLE clm_bar_stage")
-        if len(frame) > 10_000:  # keep the planner's row estimates right after a bulk load
+        # Keep the planner's row estimates right after a load that grew the table by half or more
+        # (smaller growth is left to autovacuum: ANALYZE costs about 0.3 s on a busy table).
+        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = 'training_bar'::regclass")
+        if inserted > 10_000 and inserted > 0.5 * max(cursor.fetchone()[0], 0):
             cursor.execute("ANALYZE training_bar")
-    return len(frame) - existing
+    return inserted
+
+
+def _copy_binary_rows(frame: pd.DataFrame) -> bytes:
+    """The frame as a COPY BINARY stream (the layout _ROW reads back in load_bars)."""
+    rows = np.empty(len(frame), dtype=_ROW)
+    rows["n"] = len(COLUMNS)
+    for name in COLUMNS:
+        rows[f"{name}_len"] = 8
+    moments = frame["timestamp"].dt.tz_convert(None).to_numpy().astype("datetime64[us]")
+    rows["timestamp"] = moments.astype(np.int64) - _PG_EPOCH_OFFSET * 1_000_000
+    for name in COLUMNS[1:]:
+        rows[name] = frame[name].to_numpy(dtype=np.float64)
+    header = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8  # signature, flags, no extension
+    return header + rows.tobytes() + b"\xff\xff"
 
 
 def _orm_upsert(frame: pd.DataFrame, symbol: str, timeframe: str) -> int:

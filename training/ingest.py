@@ -37,6 +37,7 @@ from clm_project.exceptions import InvalidInput
 COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 PRICES = COLUMNS[1:5]
 MAX_REPORTED_ERRORS = 50
+SAMPLE_CHARS, SAMPLE_LINES = 65_536, 200  # what decides separator, header and column types
 
 TIMEFRAME_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14_400, "1d": 86_400}
 
@@ -53,6 +54,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "volume": ("volume", "tickvol", "tick_volume", "tick volume", "vol", "v", "base_volume"),
 }  # fmt: skip
 UNNAMED_FIRST = ("", "unnamed: 0", "index")
+TIME_NAMES = {*ALIASES["timestamp"], *UNNAMED_FIRST}
 
 # Tried in order on naive, non-ISO timestamps; the first that reads every row wins.
 DATE_FORMATS = (
@@ -117,6 +119,11 @@ class _Table:
     unit: str  # "line" or "row"
     header: bool
     notes: list[str]
+    first: list[str] = field(default_factory=list)  # the first row of bars, as text
+
+    def __post_init__(self) -> None:
+        if not self.first and len(self.frame):
+            self.first = [str(v) for v in self.frame.iloc[0]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,8 +183,15 @@ def read_bar_rows(
         header = False
     else:
         raise BarImportError(["bars must all be objects or all be lists"])
+    for column in frame.columns:  # cells are numbers and strings, nothing nested
+        if pd.api.types.is_object_dtype(frame[column]):
+            frame[column] = frame[column].map(_scalar)
     table = _Table(frame, np.arange(1, len(frame) + 1), "row", header, [])
     return _parse(table, name="bars", timeframe=timeframe, tz=tz, columns=columns, fmt=date_format)
+
+
+def _scalar(value: Any) -> Any:
+    return value if isinstance(value, str | int | float) and not isinstance(value, bool) else None
 
 
 def parse_columns_option(text: str) -> dict[str, str]:
@@ -232,34 +246,71 @@ def _sniff_separator(lines: list[str]) -> str:
 
 
 def _read_text(data: bytes, name: str) -> _Table:
+    """Two passes: a sample decides separator, header, decimal mark and which columns are text;
+    the full read then parses the number columns natively (fast) and keeps the rest as strings."""
     text = _decode(data, name)
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
+    head = text[:SAMPLE_CHARS].splitlines()[:SAMPLE_LINES]
+    if len(text) > SAMPLE_CHARS:
+        head = head[:-1]  # possibly cut in the middle
+    filled = [i for i, line in enumerate(head) if line.strip()]
+    if not filled:
         raise BarImportError([f"{name}: the file is empty"])
-    sep = _sniff_separator(lines)
+    sep = _sniff_separator([head[i] for i in filled])
+    sample = _read_csv("\n".join(head[i] for i in filled), sep, name, dtype=str)
+    sample = sample.apply(lambda column: column.str.strip())
+    header = _is_header(list(sample.iloc[0]))
+    body = sample.iloc[1:] if header else sample
+    if body.empty:
+        raise BarImportError([f"{name}: a header but no bars"])
+    decimal = "," if sep != "," and _decimal_comma(body) else "."
+    names = [_normal(v) for v in sample.iloc[0]] if header else []
+    text_columns = [
+        i
+        for i in range(sample.shape[1])
+        if not body[i].map(_is_number).all()
+        or (i < 2 if not header else names[i] in TIME_NAMES)  # times stay text: exact epochs
+    ]
+    skip = [filled[0]] if header else None
+    frame = _read_csv(
+        text, sep, name, dtype={i: str for i in text_columns}, skiprows=skip, decimal=decimal
+    )
+    lines = np.arange(1, len(frame) + 1)
+    if header:
+        lines[filled[0] :] += 1
+    blank = np.ones(len(frame), dtype=bool)
+    for column in frame.columns:
+        values = frame[column]
+        if column in text_columns or not pd.api.types.is_numeric_dtype(values):
+            values = values.fillna("").astype(str).str.strip()
+            if decimal == "," and column not in text_columns:
+                values = _comma_to_point(values)
+            frame[column] = values
+            blank &= (values == "").to_numpy()
+        else:
+            blank &= values.isna().to_numpy()
+    frame, lines = frame[~blank].reset_index(drop=True), lines[~blank]
+    if header:
+        frame.columns = [str(v) for v in sample.iloc[0]] + [
+            f"column {i + 1}" for i in range(sample.shape[1], frame.shape[1])
+        ]
+    notes = [f"separator: {SEPARATORS[sep]}"] + (["decimal comma"] if decimal == "," else [])
+    first = list(body.iloc[0]) if not body.empty else []
+    return _Table(frame, lines, "line", header, notes, first)
+
+
+def _read_csv(text: str, sep: str, name: str, **options: Any) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(
-            io.StringIO(text), sep=sep, header=None, dtype=str, keep_default_na=False,
-            skip_blank_lines=False, skipinitialspace=True, engine="c",
+        return pd.read_csv(
+            io.StringIO(text), sep=sep, header=None, keep_default_na=False,
+            skip_blank_lines=False, skipinitialspace=True, engine="c", **options,
         )  # fmt: skip
     except (pd.errors.ParserError, ValueError) as exc:
         what = f"{name}: not a readable {SEPARATORS[sep]}-separated file"
         raise BarImportError([f"{what}: {exc}"]) from exc
-    frame = frame.apply(lambda column: column.str.strip())
-    line_numbers = np.arange(1, len(frame) + 1)
-    filled = (frame != "").any(axis=1).to_numpy()
-    frame, line_numbers = frame[filled].reset_index(drop=True), line_numbers[filled]
-    header = _is_header(list(frame.iloc[0]))
-    if header:
-        names = [str(v) for v in frame.iloc[0]]
-        frame = frame.iloc[1:].reset_index(drop=True)
-        frame.columns = names
-        line_numbers = line_numbers[1:]
-    notes = [f"separator: {SEPARATORS[sep]}"]
-    if sep != "," and _decimal_comma(frame):
-        frame = frame.apply(_comma_to_point)
-        notes.append("decimal comma")
-    return _Table(frame, line_numbers, "line", header, notes)
+
+
+def _is_number(cell: str) -> bool:
+    return bool(_NUMBER.match(cell.replace(" ", ""))) if cell else True
 
 
 def _is_header(cells: list[str]) -> bool:
@@ -268,8 +319,7 @@ def _is_header(cells: list[str]) -> bool:
 
 
 def _decimal_comma(frame: pd.DataFrame) -> bool:
-    sample = frame.head(200).to_numpy().ravel()
-    return any(re.match(r"^-?\d+,\d+$", str(v)) for v in sample)
+    return any(re.match(r"^-?[\d.]*\d,\d+$", str(v)) for v in frame.to_numpy().ravel())
 
 
 def _comma_to_point(column: pd.Series) -> pd.Series:
@@ -350,7 +400,7 @@ def _headerless(
     frame: pd.DataFrame, given: dict[str, str], table: _Table, name: str
 ) -> tuple[dict[str, Any], str]:
     width = frame.shape[1]
-    first = [str(v) for v in frame.iloc[0]]
+    first = table.first
     if given:
         mapping: dict[str, Any] = {}
         for key, value in given.items():
@@ -393,7 +443,7 @@ def _refuse_mapping(
         found = ", ".join(repr(str(c)) for c in frame.columns)
         example = "--columns " + ",".join(f"{m}=<column name>" for m in missing[:2])
     else:
-        first = ", ".join(repr(str(v)) for v in frame.iloc[0][:14])
+        first = ", ".join(repr(v) for v in table.first[:14])
         found = f"{frame.shape[1]} unnamed columns (first row: {first})"
         example = "--columns " + ",".join(f"{m}=<column number>" for m in missing[:2])
     tried = ", ".join(f"{k}={_describe(v, table.header)}" for k, v in mapping.items()) or "nothing"
@@ -402,8 +452,8 @@ def _refuse_mapping(
         f"columns found: {found}",
         f"mapping tried: {tried}",
         f"missing: {', '.join(missing)}",
-        f"fix: name them with {example} (or rename the header to "
-        "timestamp,open,high,low,close,volume)",
+        f"fix: name them with {example} (`columns` over the API), or rename the header to "
+        "timestamp,open,high,low,close,volume",
     ]
     raise BarImportError(errors, headline=f"{name}: cannot tell which column is which")
 
@@ -412,7 +462,19 @@ def _refuse_mapping(
 # Parsing and checking
 
 
-def _parse(
+def _parse(table: _Table, *, name: str, **options: Any) -> ParsedBars:
+    """Check a table, turning anything unexpected in hostile input into one clear refusal."""
+    try:
+        return _parse_table(table, name=name, **options)
+    except BarImportError:
+        raise
+    except (ValueError, TypeError, OverflowError, KeyError, IndexError) as exc:
+        raise BarImportError(
+            [f"{name}: cannot read the bars ({exc.__class__.__name__}: {exc})"]
+        ) from exc
+
+
+def _parse_table(
     table: _Table,
     *,
     name: str,

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from training.api import views
+from training.api import bars, views
 
 urlpatterns = [
     path("clm/events/drift_detected", views.DriftDetectedView.as_view(), name="clm-event-drift"),
@@ -26,4 +26,10 @@ urlpatterns = [
     ),
     path("clm/monitors/regime", views.RegimeStateListView.as_view(), name="clm-monitor-regime"),
     path("clm/schedule", views.ScheduleView.as_view(), name="clm-schedule"),
+    path("clm/bars", bars.BarsView.as_view(), name="clm-bars"),
+    path(
+        "clm/bars/<str:symbol>/<str:timeframe>",
+        bars.BarSeriesView.as_view(),
+        name="clm-bar-series",
+    ),
 ]
