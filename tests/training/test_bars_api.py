@@ -10,8 +10,11 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from rest_framework.test import APIClient
 
+from tests.training.test_monitors import production_model
 from training.data import load_bars
 from training.models import Bar
+from training.monitors.services import drift_monitor_run
+from training.synthetic import generate_bars
 
 HOURS = pd.date_range("2024-01-01", periods=6, freq="h", tz="UTC")
 
@@ -158,3 +161,26 @@ def test_series_pages_and_csv(feeder_client, reader_client):
     assert reader_client.get("/clm/bars/BTCUSDT/2h").status_code == 404
     assert reader_client.get("/clm/bars/BTCUSDT/1h?start=yesterday").status_code == 400
     assert reader_client.get("/clm/bars/NOPE/1h").json()["count"] == 0
+
+
+@pytest.mark.django_db
+def test_bars_sent_through_the_api_feed_the_next_monitor_pass(feeder_client):
+    version = production_model("FEED", [("quiet", 4_000)], train=(300, 3_990))
+    before = drift_monitor_run(version=version)
+    assert before.status == "insufficient_data" and "9 bars after" in before.detail
+    # The feed sends the next 600 hourly bars, a volatile market, as a trading stack would.
+    bars, _ = generate_bars(4_600, seed=2, regimes=[("quiet", 4_000), ("volatile", 600)])
+    rows = [
+        [str(t) + "Z", o, h, lo, c, v]
+        for t, o, h, lo, c, v in zip(
+            bars.timestamp[4_000:], bars.open[4_000:], bars.high[4_000:], bars.low[4_000:],
+            bars.close[4_000:], bars.volume[4_000:], strict=True,
+        )
+    ]  # fmt: skip
+    body = {"symbol": "FEED", "timeframe": "1h", "bars": rows}
+    answer = feeder_client.post("/clm/bars", body, format="json")
+    assert answer.status_code == 200 and answer.json()["new"] == 600
+    after = drift_monitor_run(version=version)
+    assert after.status == "ok" and after.n_current == 500
+    assert after.current_end == pd.Timestamp(rows[-1][0]).to_pydatetime()
+    assert after.drifted and after.trigger.outcome == "created"
