@@ -27,9 +27,9 @@ def main() -> None:
     from django.contrib.auth.models import Permission, User
     from rest_framework.test import APIClient
 
-    from training.data import bars_frame
+    from training.data.bars import bars_frame
+    from training.data.synthetic import generate_bars
     from training.models import Bar
-    from training.synthetic import generate_bars
 
     Bar.objects.filter(symbol__startswith="BENCHPOST").delete()
     user, _ = User.objects.get_or_create(username="bench-feeder")

@@ -1,4 +1,4 @@
-"""Import OHLCV bars from a CSV, TSV or Parquet file in any shape training.ingest reads."""
+"""Import OHLCV bars from a CSV, TSV or Parquet file in any shape training.data.ingest reads."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from clm_project.exceptions import InvalidInput
 from registry.models import Timeframe
-from training.data import bars_import
-from training.ingest import BarImportError, describe, parse_columns_option, read_bar_source
+from training.data.bars import bars_import
+from training.data.ingest import BarImportError, describe, parse_columns_option, read_bar_source
 from training.management.progress import Progress
 
 

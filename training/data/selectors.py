@@ -1,0 +1,99 @@
+"""Reads of market data: existence (training-request validation), ranges, coverage and gaps."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from django.conf import settings
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Min, QuerySet, Window
+from django.db.models.functions import Lag
+
+from training.data.bars import COLUMNS, load_bars
+from training.data.ingest import TIMEFRAME_SECONDS
+from training.models import Bar
+
+
+def bars_required() -> bool:
+    """With the default loader a job can only train on bars in this database; another loader
+    (settings.CLM_DATA_LOADER) answers for its own data."""
+    return settings.CLM_DATA_LOADER == "training.data.fetch_training_data"
+
+
+def bars_exist(*, symbol: str, timeframe: str) -> bool:
+    return Bar.objects.filter(symbol=symbol.upper(), timeframe=timeframe).exists()
+
+
+def data_available(*, symbol: str, timeframe: str) -> bool:
+    """settings.CLM_DATA_AVAILABLE: may a job train on this market? Only bars in this database
+    count with the default loader; another loader answers for its own data at run time."""
+    return not bars_required() or bars_exist(symbol=symbol, timeframe=timeframe)
+
+
+def bars_range(
+    *, symbol: str, timeframe: str, start: datetime | None = None, end: datetime | None = None
+) -> QuerySet:
+    """One series' bars in [start, end), oldest first, as dicts (for the API's pages)."""
+    bars = Bar.objects.filter(symbol=symbol.upper(), timeframe=timeframe)
+    if start is not None:
+        bars = bars.filter(timestamp__gte=start)
+    if end is not None:
+        bars = bars.filter(timestamp__lt=end)
+    return bars.order_by("timestamp").values(*COLUMNS)
+
+
+def bars_csv(
+    *, symbol: str, timeframe: str, start: datetime | None = None, end: datetime | None = None
+) -> str:
+    """One series' bars in [start, end) as CSV with a header (timestamps ISO 8601, UTC)."""
+    bars = load_bars(symbol, timeframe, start, end)
+    frame = pd.DataFrame({c: getattr(bars, c) for c in COLUMNS})
+    frame["timestamp"] = pd.to_datetime(bars.timestamp).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return frame.to_csv(index=False, float_format="%.10g", lineterminator="\n")
+
+
+def bars_coverage(*, longest: int = 10) -> list[dict[str, Any]]:
+    """Every stored series: count, first and last bar, and the gaps its calendar does not allow
+    (the `longest` of them listed)."""
+    series = (
+        Bar.objects.values("symbol", "timeframe")
+        .annotate(count=Count("id"), first=Min("timestamp"), last=Max("timestamp"))
+        .order_by("symbol", "timeframe")
+    )
+    out = []
+    for row in series:
+        calendar, allowed = bar_gap_rule(symbol=row["symbol"], timeframe=row["timeframe"])
+        gaps = _gaps(row["symbol"], row["timeframe"], allowed)
+        out.append(
+            {
+                **row,
+                "calendar": calendar,
+                "max_gap_seconds": int(allowed.total_seconds()),
+                "gaps": gaps.count(),
+                "longest_gaps": [
+                    {
+                        "after": g["prev"],
+                        "before": g["timestamp"],
+                        "missing_seconds": int(g["step"].total_seconds()),
+                    }
+                    for g in gaps.order_by("-step", "timestamp")[:longest]
+                ],
+            }
+        )
+    return out
+
+
+def bar_gap_rule(*, symbol: str, timeframe: str) -> tuple[str, timedelta]:
+    """The calendar of a series and the longest spacing between bars it allows."""
+    return "24/7", timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
+
+
+def _gaps(symbol: str, timeframe: str, allowed: timedelta) -> QuerySet:
+    return (
+        Bar.objects.filter(symbol=symbol, timeframe=timeframe)
+        .annotate(prev=Window(Lag("timestamp"), order_by=F("timestamp").asc()))
+        .annotate(step=ExpressionWrapper(F("timestamp") - F("prev"), output_field=DurationField()))
+        .filter(step__gt=allowed)
+        .values("prev", "timestamp", "step")
+    )
