@@ -32,11 +32,13 @@ from registry import services
 from registry.artifacts import artifact_load, artifact_save
 from registry.models import EvaluationResult, JobStatus, ModelStatus, ModelVersion, TrainingJob
 from training.data.bars import as_datetime, get_data_loader
+from training.data.calendars import Annualisation
 from training.data.dataset import Bars, Dataset
 from training.data.features import build_dataset
 from training.data.prepare import MIN_BARS, leaking_features, prepare_training
+from training.data.selectors import series_annualisation
 from training.data.split import Split
-from training.evaluation.backtest import PERIODS_PER_YEAR, BacktestResult, backtest, deflated_sharpe
+from training.evaluation.backtest import BacktestResult, backtest, deflated_sharpe
 from training.evaluation.plots import equity_curve_png
 from training.promotion.gates import apply_gates
 from training.promotion.policies import EvaluationPolicy, evaluation_policy_for
@@ -80,6 +82,7 @@ class Run:
     training_metrics: dict[str, Any] = field(default_factory=dict)
     version: ModelVersion | None = None
     result: BacktestResult | None = None
+    annualisation: Annualisation | None = None
     evaluation: EvaluationResult | None = None
     decision: str = ""
     # Wall time of the model's own work inside the train and evaluate steps.
@@ -214,6 +217,10 @@ def _fetch_data(run: Run) -> None:
             f"{len(bars)} bars of {job.symbol} {job.timeframe} in the window; need {MIN_BARS}"
         )
     run.bars = bars
+    # P of METRICS.md: the symbol's calendar, or bars per year measured over these bars.
+    run.annualisation = series_annualisation(
+        symbol=job.symbol, timeframe=job.timeframe, timestamps=bars.timestamp
+    )
 
 
 def _train(run: Run) -> None:
@@ -267,6 +274,7 @@ def _manifest(run: Run, blob_sha: str) -> dict[str, Any]:
             "purge": [split.purge.start, split.purge.stop],
             "evaluate": [split.evaluate.start, split.evaluate.stop],
         },
+        "annualisation": run.annualisation.as_dict(),
         "feature_spec": run.dataset.spec,
         "params": run.trainer.params,
         "seed": run.job.seed,
@@ -312,7 +320,7 @@ def _evaluate(run: Run) -> None:
     started = time.perf_counter()
     positions = run.trainer.positions(run.dataset, window)
     run.model_seconds["evaluate.predict"] = time.perf_counter() - started
-    periods = PERIODS_PER_YEAR[run.job.timeframe]
+    periods = run.annualisation.periods_per_year
     result = backtest(
         run.bars.close[window], positions, fee=run.policy.fee, periods_per_year=periods
     )

@@ -149,7 +149,7 @@ class BarsSummarySerializer(serializers.Serializer):
 class GapSerializer(serializers.Serializer):
     after = serializers.DateTimeField(help_text="The last bar before the gap.")
     before = serializers.DateTimeField(help_text="The first bar after it.")
-    missing_seconds = serializers.IntegerField()
+    spacing_seconds = serializers.IntegerField(help_text="How far apart the two bars are.")
 
 
 class CoverageSerializer(serializers.Serializer):
@@ -160,7 +160,7 @@ class CoverageSerializer(serializers.Serializer):
     last = serializers.DateTimeField()
     calendar = serializers.CharField(help_text="The calendar whose gaps are allowed.")
     max_gap_seconds = serializers.IntegerField(help_text="The longest spacing the calendar allows.")
-    gaps = serializers.IntegerField(help_text="Spacings longer than max_gap_seconds.")
+    gaps = serializers.IntegerField(help_text="Spacings the calendar does not allow.")
     longest_gaps = GapSerializer(many=True)
 
 

@@ -5,14 +5,22 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from django.conf import settings
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Min, QuerySet, Window
 from django.db.models.functions import Lag
 
 from training.data.bars import COLUMNS, load_bars
+from training.data.calendars import (
+    Annualisation,
+    annualisation,
+    gap_allowed,
+    gap_calendar,
+    max_gap_seconds,
+)
 from training.data.ingest import TIMEFRAME_SECONDS
-from training.models import Bar
+from training.models import Bar, Calendar, Symbol
 
 
 def bars_required() -> bool:
@@ -63,37 +71,61 @@ def bars_coverage(*, longest: int = 10) -> list[dict[str, Any]]:
     )
     out = []
     for row in series:
-        calendar, allowed = bar_gap_rule(symbol=row["symbol"], timeframe=row["timeframe"])
-        gaps = _gaps(row["symbol"], row["timeframe"], allowed)
+        label, judged = bar_gap_rule(**row)
+        timeframe = row["timeframe"]
+        gaps = [
+            g
+            for g in _spacings_over(row["symbol"], timeframe, TIMEFRAME_SECONDS[timeframe])
+            if not gap_allowed(judged, timeframe, g["prev"], g["step"].total_seconds())
+        ]
+        gaps.sort(key=lambda g: (-g["step"], g["timestamp"]))
         out.append(
             {
                 **row,
-                "calendar": calendar,
-                "max_gap_seconds": int(allowed.total_seconds()),
-                "gaps": gaps.count(),
+                "calendar": label,
+                "max_gap_seconds": max_gap_seconds(judged, timeframe),
+                "gaps": len(gaps),
                 "longest_gaps": [
                     {
                         "after": g["prev"],
                         "before": g["timestamp"],
-                        "missing_seconds": int(g["step"].total_seconds()),
+                        "spacing_seconds": int(g["step"].total_seconds()),
                     }
-                    for g in gaps.order_by("-step", "timestamp")[:longest]
+                    for g in gaps[:longest]
                 ],
             }
         )
     return out
 
 
-def bar_gap_rule(*, symbol: str, timeframe: str) -> tuple[str, timedelta]:
-    """The calendar of a series and the longest spacing between bars it allows."""
-    return "24/7", timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
+def symbol_calendar(*, symbol: str) -> str:
+    """The calendar set for a symbol in the admin, `auto` without one."""
+    row = Symbol.objects.filter(symbol=symbol.strip().upper()).values_list("calendar", flat=True)
+    return row.first() or Calendar.AUTO
 
 
-def _gaps(symbol: str, timeframe: str, allowed: timedelta) -> QuerySet:
-    return (
+def series_annualisation(*, symbol: str, timeframe: str, timestamps: np.ndarray) -> Annualisation:
+    """The periods per year that annualise a series' metrics: its calendar's, or (auto) bars per
+    year measured over `timestamps` (the bars a job trains and evaluates on)."""
+    epoch = np.asarray(timestamps).astype("datetime64[s]").astype(np.int64)
+    return annualisation(symbol_calendar(symbol=symbol), timeframe, epoch)
+
+
+def bar_gap_rule(
+    *, symbol: str, timeframe: str, count: int, first: datetime, last: datetime
+) -> tuple[str, str]:
+    """The calendar a series' gaps are judged by, as shown and as a calendar name."""
+    chosen = symbol_calendar(symbol=symbol)
+    judged = gap_calendar(chosen, timeframe, count, (last - first).total_seconds())
+    return (judged if chosen == judged else f"auto (as {judged})"), judged
+
+
+def _spacings_over(symbol: str, timeframe: str, seconds: int) -> list[dict[str, Any]]:
+    """Consecutive bars further apart than `seconds` (LAG in the database, not in Python)."""
+    return list(
         Bar.objects.filter(symbol=symbol, timeframe=timeframe)
         .annotate(prev=Window(Lag("timestamp"), order_by=F("timestamp").asc()))
         .annotate(step=ExpressionWrapper(F("timestamp") - F("prev"), output_field=DurationField()))
-        .filter(step__gt=allowed)
+        .filter(step__gt=timedelta(seconds=seconds))
         .values("prev", "timestamp", "step")
     )

@@ -133,7 +133,7 @@ def test_coverage_lists_each_series_with_its_gaps(feeder_client, reader_client):
         {
             "after": "2024-01-01T01:00:00Z",
             "before": "2024-01-01T04:00:00Z",
-            "missing_seconds": 10800,
+            "spacing_seconds": 10800,
         }
     ]
 
