@@ -33,8 +33,8 @@ from clm_project.exceptions import NotFound
 from registry.api.serializers import SYMBOL_PATTERN
 from registry.models import Timeframe
 from training.data import selectors
-from training.data.bars import ImportSummary, bars_import
-from training.data.ingest import ParsedBars, parse_columns_option, read_bar_rows, read_bar_source
+from training.data.bars import ImportSummary, bars_ingest
+from training.data.ingest import ParsedBars
 
 ADD_BAR = "training.add_bar"
 DEFAULT_MAX_BODY_BYTES = 256 * 2**20
@@ -231,40 +231,21 @@ class BarsView(APIView):
     def post(self, request: Request) -> Response:
         data = request.data
         if isinstance(data, bytes | str):
-            options = _options(request.query_params)
-            parsed = read_bar_source(
-                data.encode() if isinstance(data, str) else data,
-                name="body",
-                timeframe=options["timeframe"],
-                **_parser_options(options),
-            )
+            options = dict(_validated(BarsOptionsSerializer, request.query_params))
+            options["body"] = data.encode() if isinstance(data, str) else data
         elif isinstance(data, dict):
-            serializer = BarsBatchSerializer(data=data)
-            serializer.is_valid(raise_exception=True)
-            options = serializer.validated_data
-            parsed = read_bar_rows(
-                options["bars"], timeframe=options["timeframe"], **_parser_options(options)
-            )
+            options = dict(_validated(BarsBatchSerializer, data))
+            options["rows"] = options.pop("bars")
         else:
             raise ParseError("the body must be a JSON object or a file of bars")
-        summary = bars_import(
-            frame=parsed.frame, symbol=options["symbol"], timeframe=options["timeframe"]
-        )
+        summary, parsed = bars_ingest(**options)
         return Response(BarsSummarySerializer(_summary(summary, parsed)).data)
 
 
-def _options(params: Any) -> dict[str, Any]:
-    serializer = BarsOptionsSerializer(data=params)
+def _validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
-
-
-def _parser_options(options: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "tz": options["tz"],
-        "columns": parse_columns_option(options["columns"]),
-        "date_format": options.get("date_format"),
-    }
 
 
 class BarPagination(LimitOffsetPagination):

@@ -21,6 +21,7 @@ from django.utils.module_loading import import_string
 from clm_project.exceptions import InvalidInput
 from registry.models import Timeframe
 from training.data.dataset import Bars
+from training.data.ingest import ParsedBars, parse_columns_option, read_bar_rows, read_bar_source
 
 Window = tuple[datetime | None, datetime | None] | None
 DataLoader = Callable[[str, str, Window], Bars]
@@ -180,6 +181,32 @@ def bars_import(*, frame: pd.DataFrame, symbol: str, timeframe: str) -> ImportSu
     first = frame["timestamp"].iloc[0].to_pydatetime()
     last = frame["timestamp"].iloc[-1].to_pydatetime()
     return ImportSummary(symbol, timeframe, n, inserted, n - inserted, first, last)
+
+
+def bars_ingest(
+    *,
+    symbol: str,
+    timeframe: str,
+    rows: list | None = None,
+    body: bytes | None = None,
+    tz: str = "UTC",
+    columns: str = "",
+    date_format: str | None = None,
+) -> tuple[ImportSummary, ParsedBars]:
+    """A batch of bars, JSON `rows` or a file's `body`, read by training.data.ingest and upserted:
+    the one path of POST /clm/bars and of the broker's `bars` event. Raises BarImportError."""
+    options = {
+        "timeframe": timeframe,
+        "tz": tz,
+        "columns": parse_columns_option(columns),
+        "date_format": date_format,
+    }
+    parsed = (
+        read_bar_source(body, name="body", **options)
+        if body is not None
+        else read_bar_rows(rows, **options)
+    )
+    return bars_import(frame=parsed.frame, symbol=symbol, timeframe=timeframe), parsed
 
 
 def _copy_upsert(frame: pd.DataFrame, symbol: str, timeframe: str) -> int:

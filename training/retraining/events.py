@@ -70,8 +70,7 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue, binding
 from clm_project.exceptions import InvalidInput
 from registry import services
 from registry.models import OutboxEvent
-from training.data.bars import bars_import
-from training.data.ingest import parse_columns_option, read_bar_rows, read_bar_source
+from training.data.bars import bars_ingest
 from training.models import TriggerSource
 from training.retraining import triggers
 from training.retraining.triggers import Origin, TriggerResult, storable
@@ -330,26 +329,17 @@ def bars_receive(*, data: dict[str, Any], origin: Origin) -> list[TriggerResult]
 
     csv = data.get("csv")
     serializer = (BarsOptionsSerializer if isinstance(csv, str) else BarsBatchSerializer)(data=data)
-    summary = {k: storable(data.get(k)) for k in ("symbol", "timeframe") if k in data}
     try:
         if not serializer.is_valid():
             raise InvalidInput(_error_sentence(storable(serializer.errors)))
-        options = serializer.validated_data
-        parse = {
-            "timeframe": options["timeframe"],
-            "tz": options["tz"],
-            "columns": parse_columns_option(options["columns"]),
-            "date_format": options.get("date_format"),
-        }
-        parsed = (
-            read_bar_source(csv.encode(), name="csv", **parse)
-            if isinstance(csv, str)
-            else read_bar_rows(options["bars"], **parse)
-        )
-        stored = bars_import(
-            frame=parsed.frame, symbol=options["symbol"], timeframe=options["timeframe"]
-        )
+        options = dict(serializer.validated_data)
+        if isinstance(csv, str):
+            options["body"] = csv.encode()
+        else:
+            options["rows"] = options.pop("bars")
+        stored, _ = bars_ingest(**options)
     except InvalidInput as exc:  # BarImportError is one: bad rows, columns, options
+        summary = {k: storable(data.get(k)) for k in ("symbol", "timeframe") if k in data}
         payload = {**summary, **storable(exc.extra)}
         rejected = triggers.trigger_rejected(
             origin=origin, event_type=BARS_EVENT, code="invalid", text=exc.message, payload=payload
