@@ -9,7 +9,7 @@ way whichever door it comes through. No ORM here: the database side is `training
 
 What is recognised:
 - separator comma, semicolon, tab or pipe, and decimal commas (`100,5`) when the separator is not a
-  comma; UTF-8 (with or without BOM) or UTF-16 with a BOM;
+  comma; UTF-8 (with or without BOM) or Windows-1252 text, gzip-compressed or not;
 - a header row or none; header names matched case-insensitively, with `<...>` stripped, from
   ALIASES (Date+Time split into two columns, an unnamed first column holding dates); extra columns
   ignored;
@@ -21,8 +21,10 @@ What is recognised:
 
 from __future__ import annotations
 
+import gzip
 import io
 import re
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +152,9 @@ def read_bar_source(
         data = source
     name = name or "body"
     suffix = Path(name).suffix.lower()
+    if suffix == ".gz" or data[:2] == b"\x1f\x8b":
+        data = _gunzip(data, name)
+        suffix = Path(Path(name).stem).suffix.lower()
     if data[:4] == b"PAR1" or suffix in {".parquet", ".pq"}:
         table = _read_parquet(data, name)
     elif suffix in {"", ".csv", ".tsv", ".txt", ".prn"}:
@@ -215,21 +220,31 @@ def parse_columns_option(text: str) -> dict[str, str]:
 
 
 def _decode(data: bytes, name: str) -> str:
+    """UTF-8 text (a BOM is fine), or the Windows-1252 of old exports; anything else is refused
+    with what it looks like (UTF-16 from Excel's "Unicode text", a binary file)."""
     if not data.strip():
         raise BarImportError([f"{name}: the file is empty"])
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        try:
-            return data.decode("utf-16")
-        except UnicodeDecodeError as exc:
-            raise BarImportError([f"{name}: not valid UTF-16 text ({exc.reason})"]) from exc
-    if b"\x00" in data[:65_536]:
-        raise BarImportError(
-            [f"{name}: a binary file, neither CSV text nor Parquet; save it as CSV or Parquet"]
-        )
+        raise BarImportError([f"{name}: the file is UTF-16 text; save it as UTF-8"])
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        return data.decode("latin-1")  # old exports; every byte is a character
+        try:
+            text = data.decode("cp1252")
+        except UnicodeDecodeError:
+            text = "\x00"
+    if re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", text[:65_536]):
+        raise BarImportError(
+            [f"{name}: not UTF-8 text (a binary file?); save the CSV as UTF-8 (or as Parquet)"]
+        )
+    return text
+
+
+def _gunzip(data: bytes, name: str) -> bytes:
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise BarImportError([f"{name}: cannot be read ({exc})"]) from exc
 
 
 def _sniff_separator(lines: list[str]) -> str:
@@ -256,12 +271,16 @@ def _read_text(data: bytes, name: str) -> _Table:
     if not filled:
         raise BarImportError([f"{name}: the file is empty"])
     sep = _sniff_separator([head[i] for i in filled])
-    sample = _read_csv("\n".join(head[i] for i in filled), sep, name, dtype=str)
-    sample = sample.apply(lambda column: column.str.strip())
+    first_row = "the header" if _is_header(head[filled[0]].split(sep)) else "the first row"
+    sample = _read_csv(
+        "\n".join(head[: filled[-1] + 1]), sep, name, first_row=first_row, dtype=str
+    )  # blank lines kept, so that a parser error names the file's line
+    sample = sample.fillna("").apply(lambda column: column.astype(str).str.strip())
+    sample = sample[(sample != "").any(axis=1)].reset_index(drop=True)
     header = _is_header(list(sample.iloc[0]))
     body = sample.iloc[1:] if header else sample
     if body.empty:
-        raise BarImportError([f"{name}: a header but no bars"])
+        raise BarImportError([f"{name}: the file has a header but no rows"])
     decimal = "," if sep != "," and _decimal_comma(body) else "."
     names = [_normal(v) for v in sample.iloc[0]] if header else []
     text_columns = [
@@ -272,8 +291,9 @@ def _read_text(data: bytes, name: str) -> _Table:
     ]
     skip = [filled[0]] if header else None
     frame = _read_csv(
-        text, sep, name, dtype={i: str for i in text_columns}, skiprows=skip, decimal=decimal
-    )
+        text, sep, name, first_row=first_row, dtype={i: str for i in text_columns},
+        skiprows=skip, decimal=decimal,
+    )  # fmt: skip
     lines = np.arange(1, len(frame) + 1)
     if header:
         lines[filled[0] :] += 1
@@ -298,15 +318,23 @@ def _read_text(data: bytes, name: str) -> _Table:
     return _Table(frame, lines, "line", header, notes, first)
 
 
-def _read_csv(text: str, sep: str, name: str, **options: Any) -> pd.DataFrame:
+def _read_csv(
+    text: str, sep: str, name: str, *, first_row: str = "the header", **options: Any
+) -> pd.DataFrame:
     try:
         return pd.read_csv(
             io.StringIO(text), sep=sep, header=None, keep_default_na=False,
             skip_blank_lines=False, skipinitialspace=True, engine="c", **options,
         )  # fmt: skip
     except (pd.errors.ParserError, ValueError) as exc:
-        what = f"{name}: not a readable {SEPARATORS[sep]}-separated file"
-        raise BarImportError([f"{what}: {exc}"]) from exc
+        fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if fields:
+            expected, line, saw = fields.groups()
+            reason = f"line {line} has {saw} fields where {first_row} has {expected}"
+        else:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no columns"
+            reason = f"not a readable {SEPARATORS[sep]}-separated file ({first})"
+        raise BarImportError([f"{name}: {reason}"]) from exc
 
 
 def _is_number(cell: str) -> bool:
@@ -494,7 +522,7 @@ def _parse_table(
             [f"--tz {tz!r} is not a time zone name (e.g. UTC, Europe/London)"]
         ) from exc
     if len(table.frame) == 0:
-        raise BarImportError([f"{name}: a header but no bars"])
+        raise BarImportError([f"{name}: the file has a header but no rows"])
     mapping, layout = _map_columns(table, columns or {}, name)
     notes = [*table.notes, f"layout: {layout}"]
     notes.append(

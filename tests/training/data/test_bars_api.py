@@ -106,7 +106,7 @@ def test_post_a_csv_or_parquet_body(feeder_client):
     junk = feeder_client.post(
         "/clm/bars?symbol=X&timeframe=1h", b"\x00\x01garbage", content_type="text/csv"
     )
-    assert junk.status_code == 400 and "binary file" in junk.json()["detail"]
+    assert junk.status_code == 400 and "not UTF-8 text" in junk.json()["detail"]
 
 
 @pytest.mark.django_db

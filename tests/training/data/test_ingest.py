@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -160,10 +161,16 @@ def test_file_shapes(tmp_path, name, text, expected_note):
     assert any(expected_note in note for note in parsed.notes), parsed.notes
 
 
-def test_utf16_with_bom_and_utf8_bom(tmp_path):
+def test_encodings_and_gzip(tmp_path):
     text = "timestamp,open,high,low,close,volume\n" + rows(PLAIN)
-    assert_bars(read_bar_source(write(tmp_path, "u16.csv", text, "utf-16"), timeframe="1h"))
     assert_bars(read_bar_source(write(tmp_path, "bom.csv", text, "utf-8-sig"), timeframe="1h"))
+    old = "timestamp,open,high,low,close,volume,Börse\n" + rows(PLAIN + ",Xetra Frankfurt München")
+    assert_bars(read_bar_source(write(tmp_path, "cp1252.csv", old, "cp1252"), timeframe="1h"))
+    packed = tmp_path / "bars.csv.gz"
+    packed.write_bytes(gzip.compress(text.encode()))
+    assert_bars(read_bar_source(packed, timeframe="1h"))
+    with pytest.raises(BarImportError, match="UTF-16 text; save it as UTF-8"):
+        read_bar_source(write(tmp_path, "u16.csv", text, "utf-16"))
 
 
 def test_parquet_with_a_datetime_index_and_typed_columns(tmp_path):
@@ -317,8 +324,15 @@ def test_ambiguous_day_month_needs_a_date_format(tmp_path):
     [
         ("empty.csv", b"", "the file is empty"),
         ("blank.csv", b"\n\n  \n", "the file is empty"),
-        ("header_only.csv", b"timestamp,open,high,low,close,volume\n", "a header but no bars"),
-        ("binary.csv", bytes(range(256)) * 4, "a binary file"),
+        ("header_only.csv", b"timestamp,open,high,low,close,volume\n", "a header but no rows"),
+        ("binary.csv", bytes(range(256)) * 4, "not UTF-8 text"),
+        ("png.csv", b"\x89PNG\r\n\x1a\n" + bytes(range(128, 256)) * 4, "not UTF-8 text"),
+        (
+            "ragged.csv",
+            b"timestamp,open\n1,2\n3,4,5\n",
+            "line 3 has 3 fields where the header has 2",
+        ),
+        ("cut.csv.gz", b"\x1f\x8b\x08\x00trunc", "cannot be read"),
         ("broken.parquet", b"PAR1 this is not really parquet", "not a readable Parquet file"),
         ("bars.json", b"{}", "unsupported file type '.json'"),
     ],

@@ -10,6 +10,7 @@ from clm_project.exceptions import InvalidInput
 from registry.models import Timeframe
 from training.data.bars import bars_import
 from training.data.ingest import BarImportError, describe, parse_columns_option, read_bar_source
+from training.management.checks import symbol_checked
 from training.management.progress import Progress
 
 
@@ -40,6 +41,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         path: Path = options["file"]
+        symbol = symbol_checked(options["symbol"])
         if not path.is_file():
             raise CommandError(f"{path}: no such file")
         progress = Progress("import", 2)
@@ -52,11 +54,10 @@ class Command(BaseCommand):
                 date_format=options["date_format"],
             )
             progress.update(1, "read and checked")
-            summary = bars_import(
-                frame=parsed.frame, symbol=options["symbol"], timeframe=options["timeframe"]
-            )
+            summary = bars_import(frame=parsed.frame, symbol=symbol, timeframe=options["timeframe"])
         except BarImportError as exc:
-            raise CommandError(f"nothing imported: {exc.message}") from exc
+            reason = exc.message.removeprefix(f"{path.name}: ")
+            raise CommandError(f"{path.name}: nothing imported: {reason}") from exc
         except InvalidInput as exc:
             raise CommandError(exc.message) from exc
         progress.done("stored")
