@@ -441,7 +441,7 @@ class SignClassifierTrainer(BaseTrainer):
         metrics["fit_seconds"] = time.perf_counter() - started
         return metrics
 
-    def positions(self, data: Dataset, window: slice) -> np.ndarray:
+    def _positions(self, data: Dataset, window: slice) -> np.ndarray:
         rows = self._window_rows(data, window)
         x = data.features[rows.start : rows.stop]
         ok = finite_rows(x)

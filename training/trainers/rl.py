@@ -211,7 +211,7 @@ class _SB3Trainer(BaseTrainer):
             path[t] = POSITIONS[held]
         return path
 
-    def positions(self, data: Dataset, window: slice) -> np.ndarray:
+    def _positions(self, data: Dataset, window: slice) -> np.ndarray:
         rows = self._window_rows(data, window)
         x = data.features[rows.start : rows.stop]
         ok = finite_rows(x)
