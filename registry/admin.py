@@ -103,6 +103,26 @@ def gates_html(gates: dict[str, Any]) -> str:
     return format_html_join(mark_safe("<br>"), "{} {} {} {} {}", rows)
 
 
+def regime_slices_html(slices: dict[str, Any]) -> str:
+    """Each regime as `name: bars, return, Sharpe, drawdown, trades`, or `absent`, one per line."""
+    if not isinstance(slices, dict) or not slices:
+        return "-"
+    rows = []
+    for name, figures in slices.items():
+        if not isinstance(figures, dict) or figures.get("absent"):
+            rows.append((name, "absent"))
+            continue
+        rows.append(
+            (
+                name,
+                f"{figures.get('bars')} bars, return {figures.get('total_return', 0):+.2%}, "
+                f"Sharpe {figures.get('sharpe', 0):.2f}, drawdown "
+                f"{figures.get('max_drawdown', 0):.2%}, {figures.get('trades')} trades",
+            )
+        )
+    return format_html_join(mark_safe("<br>"), "{}: {}", rows)
+
+
 def equity_curve_img(evaluation: EvaluationResult | None, *, width: int = 720) -> str:
     """The evaluation's stored equity-curve PNG, served by EvaluationResultAdmin.equity_curve."""
     if evaluation is None or not evaluation.equity_curve:
@@ -303,11 +323,15 @@ class EvaluationResultAdmin(ReadOnlyAdmin):
     search_fields = ("version__model__model_id",)
     date_hierarchy = "created_at"
     list_select_related = ("version__model",)
-    readonly_fields = ("gate_verdicts", "equity_curve_picture")
+    readonly_fields = ("gate_verdicts", "regimes", "equity_curve_picture")
 
     @admin.display(description="gate verdicts")
     def gate_verdicts(self, obj: EvaluationResult) -> str:
         return gates_html(obj.gates)
+
+    @admin.display(description="by regime")
+    def regimes(self, obj: EvaluationResult) -> str:
+        return regime_slices_html(obj.regime_slices)
 
     @admin.display(description="equity curve")
     def equity_curve_picture(self, obj: EvaluationResult) -> str:
@@ -382,8 +406,24 @@ class PromotionPolicyForm(forms.ModelForm):
         model = PromotionPolicy
         fields = (
             "model_type", "min_sharpe", "min_win_rate", "min_profit_factor", "max_drawdown",
-            "min_trades", "min_dsr", "auto_promote", "fee", "eval_fraction",
+            "min_trades", "min_dsr", "regime_min_bars", "regime_max_loss", "auto_promote", "fee",
+            "eval_fraction",
         )  # fmt: skip
+
+    def clean_regime_max_loss(self) -> float | None:
+        value = self.cleaned_data["regime_max_loss"]
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise forms.ValidationError("A regime's loss is a fraction in [0, 1]: 0.05 is 5 %.")
+        return value
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        bars, loss = cleaned.get("regime_min_bars"), cleaned.get("regime_max_loss")
+        if (bars is None) != (loss is None) and not self.errors:
+            raise forms.ValidationError(
+                "The regime gate needs both its minimum bars and its maximum loss (or neither)."
+            )
+        return cleaned
 
     def clean_max_drawdown(self) -> float:
         value = self.cleaned_data["max_drawdown"]

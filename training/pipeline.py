@@ -37,6 +37,7 @@ from training.features import build_dataset
 from training.gates import apply_gates
 from training.plots import equity_curve_png
 from training.policies import MAX_ATTEMPTS, EvaluationPolicy, evaluation_policy_for
+from training.regime_slices import RegimeEvaluation, evaluate_by_regime
 from training.shadow import shadow_policy_for, shadow_start, shadow_wanted
 from training.split import Split, walk_forward
 from training.trainers import Trainer, trainer_class
@@ -78,6 +79,7 @@ class Run:
     trainer: Trainer | None = None
     training_metrics: dict[str, Any] = field(default_factory=dict)
     version: ModelVersion | None = None
+    regimes: RegimeEvaluation | None = None
     result: BacktestResult | None = None
     evaluation: EvaluationResult | None = None
     decision: str = ""
@@ -357,12 +359,16 @@ def _evaluate(run: Run) -> None:
         )
         result = dataclasses.replace(result, n_trials=len(trials), dsr=dsr)
     run.result = result
+    run.regimes = evaluate_by_regime(
+        close=run.bars.close, window=window, positions=positions, fee=run.policy.fee,
+        periods_per_year=periods,
+    )  # fmt: skip
 
 
 def _save_evaluation(run: Run) -> None:
     window, bars, result = run.split.evaluate, run.bars, run.result
     metrics = result.as_dict()
-    gates, passed = apply_gates(metrics, run.policy.gates)
+    gates, passed = apply_gates(metrics, run.policy.gates, regime_slices=run.regimes.slices)
     buy_hold = backtest(
         bars.close[window],
         np.ones(window.stop - window.start),
@@ -373,6 +379,7 @@ def _save_evaluation(run: Run) -> None:
         timestamps=bars.timestamp[window],
         equity=result.equity,
         buy_hold=buy_hold.equity,
+        regimes=run.regimes.labels,
         title=f"{run.job.model.model_id} v{run.version.version}: Sharpe {result.sharpe:.2f}, "
         f"max drawdown {result.max_drawdown:.1%} (buy and hold Sharpe {buy_hold.sharpe:.2f})",
     )
@@ -390,6 +397,7 @@ def _save_evaluation(run: Run) -> None:
         passed=passed,
         benchmark_sharpe=buy_hold.sharpe,
         equity_curve=stored.path,
+        regime_slices=run.regimes.slices,
     )
 
 
