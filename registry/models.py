@@ -213,7 +213,11 @@ class PromotionPolicy(models.Model):
     max_drawdown = models.FloatField(default=0.15)
     min_trades = models.PositiveIntegerField(default=50)
     min_dsr = models.FloatField(
-        null=True, blank=True, help_text="Require a deflated Sharpe ratio of at least this (0..1)."
+        null=True,
+        blank=True,
+        default=0.95,  # training.gates.DEFAULT_MIN_DSR
+        help_text="Require a deflated Sharpe ratio of at least this (0..1) when the evaluation "
+        "has more than one trial; empty: not required.",
     )
     regime_min_bars = models.PositiveIntegerField(
         null=True,

@@ -1,5 +1,9 @@
 """Promotion gates: each threshold of a policy checked against an evaluation's metrics (pure).
 
+The DSR gate is on by default (min_dsr 0.95) and applies only where more than one trial exists
+(the evaluation's n_trials > 1): with one trial there is no selection to deflate for, and DSR
+equals PSR. A policy's empty min_dsr turns it off.
+
 The regime gate (off by default) reads the evaluation's regime slices (training.regime_slices):
 with `regime_min_bars` N and `regime_max_loss` X both set, a version fails when some regime with
 at least N decision bars in the window lost more than X (total return below -X). Regimes with
@@ -14,17 +18,20 @@ from typing import Any
 
 from training.regime_slices import worst_regime_loss
 
+DEFAULT_MIN_DSR = 0.95
+
 
 @dataclass(frozen=True)
 class GateThresholds:
-    """Defaults from METRICS.md; `min_dsr` and the regime gate are optional (None: off)."""
+    """Defaults from METRICS.md, plus the DSR gate's; `min_dsr` and the regime gate can be off
+    (None)."""
 
     min_sharpe: float = 1.0
     min_win_rate: float = 0.52
     min_profit_factor: float = 1.3
     max_drawdown: float = 0.15
     min_trades: int = 50
-    min_dsr: float | None = None
+    min_dsr: float | None = DEFAULT_MIN_DSR
     regime_min_bars: int | None = None
     regime_max_loss: float | None = None
 
@@ -54,7 +61,7 @@ def apply_gates(
         ("max_drawdown", metrics["max_drawdown"], thresholds.max_drawdown, "<="),
         ("trades", metrics["trades"], thresholds.min_trades, ">="),
     ]
-    if thresholds.min_dsr is not None:
+    if thresholds.min_dsr is not None and metrics.get("n_trials", 1) > 1:
         checks.append(("dsr", metrics["dsr"], thresholds.min_dsr, ">="))
     gates: dict[str, dict[str, Any]] = {}
     for name, value, threshold, op in checks:

@@ -8,7 +8,7 @@ import pytest
 
 from evolution import services
 from evolution.models import EvaluationStatus, RunStatus, StrategyCandidate
-from registry.models import ModelStatus
+from registry.models import ModelStatus, PromotionPolicy
 from tests.conftest import version_add
 
 from .conftest import SMALL_SPACE, SYMBOL
@@ -149,6 +149,7 @@ def test_top_candidates(reader_client, finished):
 
 def test_select_sends_a_candidate_to_training(evolver_client, finished):
     candidate = _evaluated(finished)
+    PromotionPolicy.objects.create(model_type="xgboost", min_dsr=None)  # selection, not DSR
     response = evolver_client.post(
         f"/clm/candidates/{candidate.pk}/select", {"reason": "best front"}, format="json"
     )

@@ -129,6 +129,7 @@ def test_the_pipeline_stores_shows_and_gates_on_regime_slices(btc_bars, reader_c
     assert set(REGIMES) <= set(slices) <= {*REGIMES, UNCLASSIFIED}  # jsonb keeps no key order
     assert sum(f["bars"] for f in slices.values()) == evaluation.n_bars - 1
     assert "regime_loss" not in evaluation.gates
+    assert evaluation.n_trials == 1 and "dsr" not in evaluation.gates  # nothing selected yet
     body = reader_client.get(f"/clm/evaluations?model_id={evaluation.version.model.model_id}")
     assert body.status_code == 200
     assert body.json()["results"][0]["regime_slices"] == slices
@@ -141,4 +142,5 @@ def test_the_pipeline_stores_shows_and_gates_on_regime_slices(btc_bars, reader_c
     worst = min(present, key=lambda n: present[n]["total_return"])
     assert (gate["regime"], gate["value"]) == (worst, present[worst]["total_return"])
     assert gate["passed"] == (present[worst]["total_return"] >= 0.0)
+    assert strict.n_trials == 2 and strict.gates["dsr"]["threshold"] == 0.95
     assert strict.passed == all(g["passed"] for g in strict.gates.values())
