@@ -8,8 +8,9 @@ import pytest
 
 from evolution import services
 from evolution.models import EvaluationStatus, RunStatus, StrategyCandidate
-from registry.models import ModelStatus, PromotionPolicy
+from registry.models import ModelStatus
 from tests.conftest import version_add
+from training.promotion.models import PromotionPolicy
 
 from .conftest import SMALL_SPACE, SYMBOL
 

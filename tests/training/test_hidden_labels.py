@@ -9,10 +9,10 @@ import pytest
 from registry.models import EvaluationResult, JobStatus, ModelStatus, ModelVersion
 from registry.services import JobRequest, training_job_create
 from training import trainers
-from training.dataset import Dataset, HiddenLabels, LabelsHidden
-from training.features import build_dataset
+from training.data.dataset import Dataset, HiddenLabels, LabelsHidden
+from training.data.features import build_dataset
+from training.data.synthetic import generate_bars
 from training.pipeline import run_job
-from training.synthetic import generate_bars
 from training.trainers import trainer_class
 from training.trainers.xgboost import XGBoostTrainer
 

@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # artifact it would store.
 _RETRAIN = """
 import hashlib, sys
-from training.features import build_dataset
-from training.synthetic import generate_bars
+from training.data.features import build_dataset
+from training.data.synthetic import generate_bars
 from training.trainers import DEMO_PARAMS, trainer_class
 
 family = sys.argv[1]

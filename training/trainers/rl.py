@@ -31,7 +31,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from training.dataset import Dataset
+from training.data.dataset import Dataset
 from training.trainers._common import (
     BaseTrainer,
     Param,
