@@ -18,8 +18,9 @@ Pure numpy/scipy, vectorized over features. Both windows are rows in time order.
   CDFs, whose noise at a value x is that of the indicator series 1{x_t <= x}, so tau is that of
   the indicators at the reference quartiles (the largest of the three), summed over lags up to
   Sokal's automatic window (the first M with M >= 5 tau(M)). It is estimated on the reference
-  window only: it is the longer one, and the current window is assumed to move the same way (a
-  shift in level or scale changes the distribution, not how fast the feature forgets). This was
+  window only (its last TAU_ROWS rows): it is the longer one, and the current window is assumed
+  to move the same way (a shift in level or scale changes the distribution, not how fast the
+  feature forgets). This was
   chosen over block subsampling (which throws away rows) and over testing the features'
   innovations (which needs a model of each feature and no longer tests the values a model sees).
 - A feature has drifted when its PSI reaches `psi_threshold` AND the KS p-value is below
@@ -44,6 +45,10 @@ PSI_BINS = 10
 PSI_FLOOR = 1e-4
 MIN_ROWS = 2
 SOKAL_WINDOW = 5.0
+# tau is estimated on the most recent reference rows only: 4,096 rows pin down the autocorrelation
+# times these features have (up to a few hundred bars), and the FFT over a 10,000-row reference
+# would cost several times the rest of the test.
+TAU_ROWS = 4_096
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,7 @@ def feature_drift(
     cur = np.sort(np.ascontiguousarray(current.T), axis=1)
     psi = _psi(ref, cur, bins)
     ks = _ks(ref, cur)
-    tau = autocorrelation_time(reference, ref)
+    tau = autocorrelation_time(reference[-TAU_ROWS:])
     n_eff, m_eff = n / tau, m / tau
     pvalue = np.clip(kolmogorov(np.sqrt(n_eff * m_eff / (n_eff + m_eff)) * ks), 0.0, 1.0)
     drifted = (psi >= psi_threshold) & (pvalue < ks_alpha)
@@ -128,15 +133,13 @@ def feature_drift(
     return DriftResult(features=features, n_reference=n, n_current=m)
 
 
-def autocorrelation_time(rows: np.ndarray, sorted_columns: np.ndarray | None = None) -> np.ndarray:
+def autocorrelation_time(rows: np.ndarray) -> np.ndarray:
     """Each column's integrated autocorrelation time as KS sees it, at least 1 (see the module).
 
-    `rows` is (rows x features) in time order; `sorted_columns`, the same values as (features x
-    rows) sorted ascending, is passed when the caller has it already.
+    `rows` is (rows x features) in time order.
     """
     n = len(rows)
-    if sorted_columns is None:
-        sorted_columns = np.sort(rows.T, axis=1)
+    sorted_columns = np.sort(rows.T, axis=1)
     quartiles = sorted_columns[:, [(n - 1) // 4, (n - 1) // 2, 3 * (n - 1) // 4]]
     # (features, 3, rows): the indicator series at each quartile, centred.
     indicators = (rows.T[:, None, :] <= quartiles[:, :, None]).astype(np.float64)
