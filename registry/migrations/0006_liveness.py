@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("registry", "0004_move_promotion_models"),
+        ("registry", "0005_evaluation_regime_slices"),
     ]
 
     operations = [
