@@ -39,7 +39,7 @@ class HoldTrainer(Trainer):
         self._hold("fit")
         return {"rows": float(train.stop - train.start)}
 
-    def positions(self, data: Dataset, window: slice) -> np.ndarray:
+    def _positions(self, data: Dataset, window: slice) -> np.ndarray:
         self._hold("positions")
         return np.ones(window.stop - window.start)
 
