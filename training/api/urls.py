@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from training.api import views
+from training.api import serving, views
 
 urlpatterns = [
     path("clm/events/drift_detected", views.DriftDetectedView.as_view(), name="clm-event-drift"),
@@ -26,4 +26,13 @@ urlpatterns = [
     ),
     path("clm/monitors/regime", views.RegimeStateListView.as_view(), name="clm-monitor-regime"),
     path("clm/schedule", views.ScheduleView.as_view(), name="clm-schedule"),
+    # Serving: positions for trading services.
+    path(
+        "clm/models/<slug:model_id>/signal", serving.SignalView.as_view(), name="clm-model-signal"
+    ),
+    path(
+        "clm/models/<slug:model_id>/predict",
+        serving.PredictView.as_view(),
+        name="clm-model-predict",
+    ),
 ]

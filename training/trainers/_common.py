@@ -12,6 +12,7 @@ import json
 import platform
 import time
 import zipfile
+import zlib
 from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -169,6 +170,8 @@ class BaseTrainer(Trainer):
         }
         self.feature_names: list[str] | None = None
         self.horizon: int | None = None
+        # The resolved feature spec, so an artifact rebuilds its own features (training.inference).
+        self.feature_spec: dict[str, Any] | None = None
 
     def _fit_rows(self, data: Dataset, train: slice, *, min_rows: int) -> np.ndarray:
         """Leak-free fit rows of `train`; records what the model is fitted on."""
@@ -180,6 +183,7 @@ class BaseTrainer(Trainer):
             )
         self.feature_names = list(data.feature_names)
         self.horizon = int(data.horizon)
+        self.feature_spec = dict(data.spec) or None
         return rows
 
     def _window_rows(self, data: Dataset, window: slice) -> range:
@@ -213,6 +217,7 @@ class BaseTrainer(Trainer):
             "params": self.params,
             "seed": self.seed,
             "feature_names": self.feature_names,
+            "feature_spec": self.feature_spec,
             "horizon": self.horizon,
             "libraries": library_versions(*self.libraries),
             "state": self._state(),
@@ -231,7 +236,7 @@ class BaseTrainer(Trainer):
             with zipfile.ZipFile(io.BytesIO(blob)) as archive:
                 meta = json.loads(archive.read(_META))
                 files = {name: archive.read(name) for name in archive.namelist() if name != _META}
-        except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError) as exc:
+        except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, TypeError, OSError) as exc:
             raise TrainerError(f"not a readable {cls.model_type} artifact: {exc}") from exc
         if not isinstance(meta, dict) or meta.get("format") != ARTIFACT_FORMAT:
             raise TrainerError(f"not a {ARTIFACT_FORMAT} artifact")
@@ -243,6 +248,7 @@ class BaseTrainer(Trainer):
             trainer = cls(meta["params"], seed=meta["seed"])
             trainer.feature_names = list(meta["feature_names"])
             trainer.horizon = int(meta["horizon"])
+            trainer.feature_spec = meta.get("feature_spec")
             trainer._restore(meta["state"], files)
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
             raise TrainerError(f"corrupt {cls.model_type} artifact: {exc}") from exc
