@@ -15,66 +15,17 @@ import numpy as np
 import pytest
 
 from registry import services
-from registry.artifacts import artifact_save
 from registry.models import ModelStatus, ModelVersion
-from tests.conftest import evaluation_add
+from tests.training.serving_fixtures import MODEL, SYMBOL
 from training import serving
-from training.data import as_datetime, bars_frame, bars_import, load_bars
+from training.data import as_datetime, bars_frame, load_bars
 from training.dataset import Bars
 from training.experiments import ArmRequest, experiment_start
 from training.features import build_dataset
 from training.inference import ArtifactFormatError, load_artifact
-from training.synthetic import generate_bars
 from training.trainers import trainer_class
 
-MODEL = "xgboost-srv-1h"
-SYMBOL = "SRV"
-N_BARS = 2_000
-# Small and always trading (no band, no calibration), so positions are non-zero and seeds differ.
-XGB = {"n_estimators": 30, "max_depth": 3, "n_jobs": 1, "no_trade_band": 0.0, "calibration": "none"}
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _fit(seed: int, bars: Bars) -> tuple[bytes, dict]:
-    dataset = build_dataset(bars)
-    trainer = trainer_class("xgboost")(XGB, seed=seed)
-    trainer.fit(dataset, slice(0, 1_500))
-    return trainer.dumps(), dataset.spec
-
-
-@pytest.fixture(scope="module")
-def market() -> Bars:
-    return generate_bars(N_BARS, seed=21)[0]
-
-
-@pytest.fixture(scope="module")
-def fitted(market) -> list[tuple[bytes, dict]]:
-    """Two xgboost artifacts of different seeds (so their positions differ)."""
-    return [_fit(seed, market) for seed in (1, 2)]
-
-
-@pytest.fixture
-def stored(db, market, fitted):
-    """The market in the database and two registered versions, v1 in production, v2 candidate."""
-    bars_import(frame=bars_frame(market), symbol=SYMBOL, timeframe="1h")
-    model = services.registered_model_get_or_create(
-        model_type="xgboost", symbol=SYMBOL, timeframe="1h"
-    )
-    for blob, spec in fitted:
-        artifact = artifact_save(model_id=model.model_id, blob=blob)
-        version = services.model_version_register(
-            model=model, params={}, feature_spec=spec, training_metrics={}, manifest={},
-            artifact_path=artifact.path, artifact_sha256=artifact.sha256,
-            artifact_size=artifact.size,
-        )  # fmt: skip
-        evaluation_add(version=version)
-        services.model_version_set_status(
-            model_id=model.model_id, version=version.version, status=ModelStatus.CANDIDATE,
-            actor="test",
-        )  # fmt: skip
-    services.model_version_promote(model_id=model.model_id, version=1, actor="test")
-    serving.model_cache.clear()
-    return model
 
 
 def _expected(blob: bytes, *, end: int | None = None) -> float:

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from training.api import serving, views
+from training.api import model_views, serving, views
 
 urlpatterns = [
     path("clm/events/drift_detected", views.DriftDetectedView.as_view(), name="clm-event-drift"),
@@ -26,7 +26,13 @@ urlpatterns = [
     ),
     path("clm/monitors/regime", views.RegimeStateListView.as_view(), name="clm-monitor-regime"),
     path("clm/schedule", views.ScheduleView.as_view(), name="clm-schedule"),
-    # Serving: positions for trading services.
+    # The registered model as a resource, versions compared, positions for trading services.
+    path("clm/models/<slug:model_id>", model_views.ModelDetailView.as_view(), name="clm-model"),
+    path(
+        "clm/models/<slug:model_id>/compare",
+        model_views.CompareView.as_view(),
+        name="clm-model-compare",
+    ),
     path(
         "clm/models/<slug:model_id>/signal", serving.SignalView.as_view(), name="clm-model-signal"
     ),
