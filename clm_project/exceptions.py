@@ -43,7 +43,7 @@ class InvalidInput(DomainError):
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, DomainError):
-        body: dict[str, Any] = {"detail": exc.message, "code": exc.code, **exc.extra}
+        body: dict[str, Any] = {"detail": exc.message, "code": exc.code, "errors": {}, **exc.extra}
         if isinstance(exc, InvalidInput) and exc.field:
             body["errors"] = {exc.field: [exc.message]}
         return Response(body, status=exc.status_code)
@@ -60,5 +60,15 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
             "detail": "Invalid input.",
             "code": "invalid",
             "errors": detail if isinstance(detail, dict) else {"non_field_errors": detail},
+        }
+    elif response is not None and isinstance(exc, exceptions.APIException):
+        # One shape for every error (401, 403, 404, 405, 406, 415, 429...): detail, code, errors.
+        codes = exc.get_codes()
+        response.data = {
+            "detail": str(exc.detail)
+            if not isinstance(exc.detail, dict | list)
+            else exc.default_detail,
+            "code": codes if isinstance(codes, str) else exc.default_code,
+            "errors": {},
         }
     return response

@@ -117,9 +117,11 @@ STORAGES = {
 }
 
 REST_FRAMEWORK = {
+    # Token first: its scheme is the WWW-Authenticate challenge of a 401 without credentials
+    # (with session authentication first, DRF would answer 403 and no challenge).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.BasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -8,9 +8,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from clm_project.exceptions import DomainError
 from registry.models import JobStatus, ModelType, Timeframe, TriggerReason
-from registry.services import JobRequest, training_job_create
+from training.job_requests import training_request_check
 from training.management.runner import run_job_with_progress
+from training.models import TriggerOutcome, TriggerSource
 from training.selectors import bars_exist
+from training.triggers import REQUESTS, Origin, trigger_training
 
 
 def parse_param(text: str) -> tuple[str, object]:
@@ -35,7 +37,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--param", action="append", default=[], help="Trainer parameter key=value (repeat)."
         )
-        parser.add_argument("--reason", default=TriggerReason.MANUAL, choices=TriggerReason.values)
+        parser.add_argument(
+            "--reason", default=TriggerReason.MANUAL, choices=sorted(REQUESTS),
+            help="A request's reason; automatic reasons come from their monitors and events.",
+        )  # fmt: skip
 
     def handle(self, *args, **options) -> None:
         symbol = options["symbol"].upper()
@@ -44,22 +49,23 @@ class Command(BaseCommand):
                 f"no bars for {symbol} {options['timeframe']}: import or generate them first"
             )
         params = dict(parse_param(p) for p in options["param"])
+        request = {
+            "model_type": options["model_type"], "symbol": symbol,
+            "timeframe": options["timeframe"], "params": params, "seed": options["seed"],
+        }  # fmt: skip
         try:
-            job, created = training_job_create(
-                request=JobRequest(
-                    model_type=options["model_type"],
-                    symbol=symbol,
-                    timeframe=options["timeframe"],
-                    trigger_reason=options["reason"],
-                    params=params,
-                    seed=options["seed"],
-                    requested_by="cli",
-                ),
-                dispatch=False,
-            )
+            training_request_check(**request)
         except DomainError as exc:
             raise CommandError(exc.message) from exc
-        if not created:
+        # Through the trigger handlers like every other door: the request is recorded.
+        result = trigger_training(
+            **request, trigger_reason=options["reason"], dispatch=False,
+            origin=Origin(source=TriggerSource.INTERNAL, requested_by="cli"),
+        )  # fmt: skip
+        job = result.job
+        if job is None:
+            raise CommandError(result.record.reason)
+        if result.outcome != TriggerOutcome.CREATED:
             raise CommandError(f"{job.model.model_id} already has an active job {job.pk}")
         job = run_job_with_progress(job)
         if job.status != JobStatus.COMPLETED:
