@@ -14,3 +14,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api-auth/", include("rest_framework.urls")),
 ]
+
+handler404 = "clm_project.http_errors.not_found"
+handler500 = "clm_project.http_errors.server_error"
+handler400 = "clm_project.http_errors.bad_request"
+handler403 = "clm_project.http_errors.permission_denied"

@@ -97,19 +97,18 @@ def model_overview_get(*, model_id: str) -> ModelOverview:
 # Comparison
 
 
+VERSIONS_PATTERN = r"^[1-9][0-9]{0,8}(,[1-9][0-9]{0,8}){0,9}$"  # 1 to MAX_COMPARED versions
+
+
 def parse_versions(text: str) -> list[int]:
-    """`3,5` -> [3, 5]: two to MAX_COMPARED distinct positive version numbers."""
+    """`3,5` -> [3, 5]: one to MAX_COMPARED positive version numbers (a repeat counts once)."""
     parts = [p.strip() for p in str(text).split(",")]
-    if not all(p.isdigit() and int(p) > 0 for p in parts):
+    if not all(p.isdigit() and 0 < int(p) < 10**9 for p in parts) or len(parts) > MAX_COMPARED:
         raise InvalidInput(
-            "versions must be comma-separated positive integers, e.g. 3,5", field="versions"
+            f"versions must be 1 to {MAX_COMPARED} comma-separated positive integers, e.g. 3,5",
+            field="versions",
         )
-    numbers = [int(p) for p in parts]
-    if len(set(numbers)) != len(numbers):
-        raise InvalidInput("versions must be distinct", field="versions")
-    if not 2 <= len(numbers) <= MAX_COMPARED:
-        raise InvalidInput(f"compare 2 to {MAX_COMPARED} versions", field="versions")
-    return numbers
+    return list(dict.fromkeys(int(p) for p in parts))
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -21,11 +21,12 @@ from django.utils import timezone
 from clm_project.exceptions import DomainError, InvalidInput, NotFound
 from registry import selectors
 from registry.artifacts import ArtifactError, artifact_load
-from registry.models import ModelStatus, ModelVersion, RegisteredModel
+from registry.models import ExperimentStatus, ModelStatus, ModelVersion, RegisteredModel
 from training.backtest import PERIODS_PER_YEAR
 from training.data import BarImportError, as_datetime, bars_last, validate_bars
 from training.dataset import Bars
 from training.inference import ArtifactFormatError, LoadedModel, model_from_trainer
+from training.models import Bar
 from training.trainers import TrainerError, trainer_class
 
 CACHE_SIZE = 32
@@ -89,8 +90,14 @@ def serving_version(
 ) -> ModelVersion:
     """The version a signal comes from: `version` (any but failed), else production at `at`,
     else production now."""
-    model = selectors.registered_model_get(model_id=model_id)
-    versions = ModelVersion.objects.select_related("model").filter(model=model)
+    versions = ModelVersion.objects.select_related("model").filter(model__model_id=model_id)
+    if version is None and at is None:  # the hot path: one query
+        found = versions.filter(status=ModelStatus.PRODUCTION).first()
+        if found is None:
+            selectors.registered_model_get(model_id=model_id)
+            raise NotFound(f"model {model_id!r} has no production version")
+        return found
+    selectors.registered_model_get(model_id=model_id)
     if version is not None:
         found = versions.filter(version=version).first()
         if found is None:
@@ -98,15 +105,10 @@ def serving_version(
         if found.status == ModelStatus.FAILED:
             raise DomainError(f"{model_id} v{version} failed; it serves no signal")
         return found
-    if at is not None:
-        live = selectors.production_version_at(model_id=model_id, at=at)
-        if live is None:
-            raise NotFound(f"model {model_id!r} had no production version at {at.isoformat()}")
-        return versions.get(pk=live.pk)
-    found = versions.filter(status=ModelStatus.PRODUCTION).first()
-    if found is None:
-        raise NotFound(f"model {model_id!r} has no production version")
-    return found
+    live = selectors.production_version_at(model_id=model_id, at=at)
+    if live is None:
+        raise NotFound(f"model {model_id!r} had no production version at {at.isoformat()}")
+    return versions.get(pk=live.pk)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,16 +135,81 @@ def bar_seconds(timeframe: str) -> float:
     return 365 * 86_400 / PERIODS_PER_YEAR[timeframe]
 
 
-def _position(model: RegisteredModel, loaded: LoadedModel, at: datetime | None) -> tuple:
-    bars = bars_last(model.symbol, model.timeframe, loaded.signal_bars, end=at)
-    if len(bars) == 0:
+@dataclass(frozen=True)
+class _Computed:
+    position: float
+    bar_time: datetime
+    close: float
+    bars_used: int
+
+
+class PositionCache:
+    """Positions by (artifact sha256, series, latest bar with its values): a signal is computed
+    once per new or updated latest bar, then served from memory. A correction to an older bar is
+    seen from the next new bar on."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple, _Computed] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> _Computed | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: tuple, value: _Computed) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+position_cache = PositionCache()
+
+
+def _latest_bar(model: RegisteredModel, at: datetime | None) -> tuple:
+    bars = Bar.objects.filter(symbol=model.symbol, timeframe=model.timeframe)
+    if at is not None:
+        bars = bars.filter(timestamp__lte=at)
+    row = (
+        bars.order_by("-timestamp")
+        .values_list("timestamp", "open", "high", "low", "close", "volume")
+        .first()
+    )
+    if row is None:
         when = f" at or before {at.isoformat()}" if at else ""
         raise NotFound(f"no bars of {model.symbol} {model.timeframe}{when}")
+    return row
+
+
+def _position(model: RegisteredModel, version: ModelVersion, latest: tuple) -> _Computed:
+    """The version's position for the bar `latest` (a row of _latest_bar), from the cache or
+    computed from the bars the model needs up to it."""
+    key = (version.artifact_sha256, model.symbol, model.timeframe, latest)
+    found = position_cache.get(key)
+    if found is not None:
+        return found
+    loaded = model_cache.get(version)
+    bars = bars_last(model.symbol, model.timeframe, loaded.signal_bars, end=latest[0])
     try:
         position = loaded.latest_position(bars)
     except ValueError as exc:
         raise DomainError(f"{model.model_id}: no position: {exc}") from exc
-    return position, bars
+    computed = _Computed(
+        position=position,
+        bar_time=as_datetime(bars.timestamp[-1]),
+        close=float(bars.close[-1]),
+        bars_used=len(bars),
+    )
+    position_cache.put(key, computed)
+    return computed
 
 
 def signal_get(*, model_id: str, version: int | None = None, at: datetime | None = None) -> Signal:
@@ -153,23 +220,22 @@ def signal_get(*, model_id: str, version: int | None = None, at: datetime | None
     """
     found = serving_version(model_id=model_id, version=version, at=at)
     model = found.model
-    loaded = model_cache.get(found)
-    position, bars = _position(model, loaded, at)
-    bar_time = as_datetime(bars.timestamp[-1])
+    latest = _latest_bar(model, at)
+    computed = _position(model, found, latest)
     now = timezone.now()
-    age = (now - bar_time).total_seconds()
+    age = (now - computed.bar_time).total_seconds()
     allocation = None
     if version is None and at is None:
-        allocation = _allocation_with_positions(model, found, position, at=bar_time)
+        allocation = _allocation_with_positions(model, found, computed.position, latest=latest)
     return Signal(
         model_id=model.model_id,
         version=found.version,
         status=found.status,
         artifact_sha256=found.artifact_sha256,
-        position=position,
-        bar_timestamp=bar_time,
-        close=float(bars.close[-1]),
-        bars_used=len(bars),
+        position=computed.position,
+        bar_timestamp=computed.bar_time,
+        close=computed.close,
+        bars_used=computed.bars_used,
         bar_age_seconds=age,
         fresh=age <= FRESH_BARS * bar_seconds(model.timeframe),
         computed_at=now,
@@ -178,11 +244,13 @@ def signal_get(*, model_id: str, version: int | None = None, at: datetime | None
 
 
 def _allocation_with_positions(
-    model: RegisteredModel, production: ModelVersion, position: float, *, at: datetime
+    model: RegisteredModel, production: ModelVersion, position: float, *, latest: tuple
 ) -> list[dict[str, Any]] | None:
-    """A running experiment's arms with each arm's position for the bar at `at`; None without."""
+    """A running experiment's arms with each arm's position for the bar `latest`; None without."""
     from training.experiments import allocation_get
 
+    if not model.experiments.filter(status=ExperimentStatus.RUNNING).exists():
+        return None
     allocation = allocation_get(model_id=model.model_id)
     if allocation.experiment is None:
         return None
@@ -194,7 +262,7 @@ def _allocation_with_positions(
             version = ModelVersion.objects.select_related("model").get(
                 model=model, version=arm["version"]
             )
-            arm_position, _ = _position(model, model_cache.get(version), at)
+            arm_position = _position(model, version, latest).position
         arms.append({**arm, "experiment_id": allocation.experiment.pk, "position": arm_position})
     return arms
 

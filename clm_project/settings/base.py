@@ -148,6 +148,13 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "3.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Bodies are documented as JSON, the one format clients are meant to send (forms serve the
+    # browsable API).
+    "PARSER_WHITELIST": ["registry.api.parsers.JSONParser"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "clm_project.openapi.add_error_responses",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "ModelTypeEnum": "registry.models.ModelType",
         "ModelStatusEnum": "registry.models.ModelStatus",

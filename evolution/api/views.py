@@ -179,7 +179,13 @@ class CandidateProposeView(APIView):
 
     @extend_schema(
         request=s.ProposeInputSerializer,
-        responses={201: s.CandidateSerializer(many=True), **_errors(400, 404)},
+        responses={
+            201: s.CandidateSerializer(many=True),
+            200: OpenApiResponse(
+                s.CandidateSerializer(many=True), description="Performing well: none proposed."
+            ),
+            **_errors(400, 404),
+        },
         summary="Given a production model's performance, propose mutations if it does poorly.",
     )
     def post(self, request: Request) -> Response:

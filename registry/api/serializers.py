@@ -39,13 +39,19 @@ class ErrorSerializer(serializers.Serializer):
 
     detail = serializers.CharField()
     code = serializers.CharField()
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+    errors = serializers.DictField(
+        child=serializers.JSONField(),
+        help_text="Messages by field: a list of strings, or an object for nested fields.",
+    )
 
 
 class FiniteFloatField(serializers.FloatField):
-    """A float that refuses NaN and infinities, which have no meaning as a filter."""
+    """A float that refuses NaN and infinities, which have no meaning as a filter, and booleans,
+    which JSON does not count as numbers."""
 
     def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool):
+            self.fail("invalid")
         value = super().to_internal_value(data)
         if not math.isfinite(value):
             self.fail("invalid")
@@ -288,6 +294,9 @@ class ProductionQuerySerializer(serializers.Serializer):
 class LifecycleEventSerializer(ReadModelSerializer):
     model_id = serializers.CharField(source="model.model_id", read_only=True)
     version = serializers.IntegerField(source="version.version", read_only=True)
+    from_status = serializers.CharField(
+        read_only=True, allow_blank=True, help_text="A version status; blank for a registration."
+    )
 
     class Meta:
         model = LifecycleEvent

@@ -82,4 +82,5 @@ def stored(db, market, fitted) -> RegisteredModel:
         )  # fmt: skip
     services.model_version_promote(model_id=model.model_id, version=1, actor="test")
     serving.model_cache.clear()
+    serving.position_cache.clear()
     return model

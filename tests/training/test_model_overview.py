@@ -62,10 +62,17 @@ def test_compare_side_by_side_and_on_one_window(reader_client, stored):
     assert window["n_bars"] < N_BARS
 
 
+def test_compare_one_version_or_a_repeat(reader_client, stored):
+    for query in ("versions=2", "versions=2,2"):
+        body = reader_client.get(f"/clm/models/{MODEL}/compare?{query}").json()
+        assert [v["version"] for v in body["versions"]] == [2], query
+
+
 @pytest.mark.parametrize(
     ("query", "status"),
-    [("versions=1", 400), ("versions=1,1", 400), ("versions=a,b", 400), ("", 400),
-     ("versions=1,2&x=1", 400), ("versions=1,9", 404)],
+    [("versions=0,1", 400), ("versions=a,b", 400), ("", 400), ("versions=", 400),
+     ("versions=1,2&x=1", 400), ("versions=1,9", 404), ("versions=1,2&versions=2", 400),
+     ("versions=" + ",".join(map(str, range(1, 12))), 400)],
 )  # fmt: skip
 def test_compare_errors(reader_client, stored, query, status):
     response = reader_client.get(f"/clm/models/{MODEL}/compare?{query}")

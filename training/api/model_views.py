@@ -67,8 +67,10 @@ class ModelDetailView(APIView):
 
 
 class CompareQuerySerializer(serializers.Serializer):
-    versions = serializers.CharField(
-        max_length=200, help_text="Comma-separated version numbers, e.g. 3,5 (2 to 10)."
+    versions = serializers.RegexField(
+        model_overview.VERSIONS_PATTERN,
+        max_length=200,
+        help_text="Comma-separated version numbers, e.g. 3,5 (1 to 10).",
     )
 
 
