@@ -95,7 +95,9 @@ def main() -> None:
     setup(DB_NAME)
 
     token = ensure_data(args.reseed)
-    model_ids = [f"{family}-{SYMBOL.lower()}-1h" for family in FAMILIES]
+    from registry.models import RegisteredModel
+
+    model_ids = [RegisteredModel.make_model_id(family, SYMBOL, "1h") for family in FAMILIES]
     costs = {model_id: compute_cost(model_id, 20) for model_id in model_ids}
 
     port = free_port()
