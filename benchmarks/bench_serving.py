@@ -30,12 +30,13 @@ def ensure_data(reseed: bool) -> str:
     from django.contrib.auth.models import User
     from rest_framework.authtoken.models import Token
 
-    from registry.models import ModelStatus, ModelVersion, PromotionPolicy
+    from registry.models import ModelStatus, ModelVersion
     from registry.services import JobRequest, training_job_create
-    from training.data import bars_frame, bars_import
+    from training.data.bars import bars_frame, bars_import
+    from training.data.synthetic import generate_bars
     from training.models import Bar
     from training.pipeline import run_job
-    from training.synthetic import generate_bars
+    from training.promotion.models import PromotionPolicy
     from training.trainers import DEMO_PARAMS
 
     if reseed or not Bar.objects.filter(symbol=SYMBOL).exists():
@@ -69,8 +70,8 @@ def ensure_data(reseed: bool) -> str:
 def compute_cost(model_id: str, repeats: int) -> tuple[float, float, int]:
     """Median ms to read the bars a signal needs and compute its position (no caches); the
     share of it spent reading bars; the bars read."""
-    from training import serving
-    from training.data import bars_last
+    from training.data.bars import bars_last
+    from training.serving import services as serving
 
     version = serving.serving_version(model_id=model_id)
     loaded = serving.model_cache.get(version)

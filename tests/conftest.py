@@ -241,8 +241,8 @@ def training_queue(db) -> Iterator[None]:
 @pytest.fixture
 def bar_add():
     """Store the fewest bars of a series that a training request accepts (500 flat bars)."""
-    from training.job_requests import MIN_BARS
     from training.models import Bar
+    from training.retraining.requests import MIN_BARS
 
     def add(symbol: str, timeframe: str = "1h") -> None:
         now = timezone.now().replace(minute=0, second=0, microsecond=0)

@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "registry",
     "training",
+    "training.promotion",
     "evolution",
 ]
 
@@ -199,6 +200,27 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Which market-data source the pipeline reads: a dotted path to a fetch_training_data callable.
 CLM_DATA_LOADER = os.environ.get("CLM_DATA_LOADER", "training.data.fetch_training_data")
+# Whether a training request's market has data: a dotted path to (symbol, timeframe) -> bool.
+CLM_DATA_AVAILABLE = "training.data.selectors.data_available"
+# Sections the apps above the registry add to GET /clm/status: key -> dotted path of a callable.
+CLM_STATUS_SECTIONS = {"scheduler": "training.retraining.scheduler.scheduler_status"}
+# Where a deflated Sharpe ratio finds its earlier trials beyond the registry's own evaluations:
+# dotted paths to callables (symbol, timeframe, exclude) -> per-bar Sharpe ratios, registered by
+# the apps that run trials.
+CLM_TRIAL_SOURCES = ["evolution.selectors.candidate_trial_sharpes"]
+# Training jobs: the queue they run on, soft/hard Celery time limits per family (seconds, sized
+# for default budgets on 2 cores) and how many times a job may be claimed before it fails.
+CLM_TRAINING_QUEUE = "training"
+CLM_TRAINING_TIME_LIMITS: dict[str, tuple[int, int]] = {
+    "xgboost": (900, 1200),
+    "lightgbm": (900, 1200),
+    "nhits": (1800, 2400),
+    "patchtst": (1800, 2400),
+    "rl_v2": (1800, 2400),
+    "rl_v3": (1800, 2400),
+    "other": (900, 1200),
+}
+CLM_TRAINING_MAX_ATTEMPTS = 2
 CLM_AUTO_PROMOTE = env_bool("CLM_AUTO_PROMOTE", True)
 
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "text")
@@ -224,15 +246,12 @@ LOGGING = {
     },
 }
 
-# --- Retraining triggers and the event bus (training.triggers, training.scheduler, training.events,
-# training.monitors) ---
-# The worker imports these task modules (they live outside training/tasks.py); importing
-# training.events also adds the consumer of incoming events to every worker.
-CELERY_IMPORTS = ("training.scheduler", "training.events", "training.monitors.tasks")
+# --- Retraining (training.retraining: triggers, scheduler, events, monitors) ---
 # The topic exchange on the Celery broker that outbox events go to and incoming events come from.
 CLM_EVENTS_EXCHANGE = os.environ.get("CLM_EVENTS_EXCHANGE", "clm.events")
 CLM_EVENTS_INCOMING_QUEUE = os.environ.get("CLM_EVENTS_INCOMING_QUEUE", "clm.incoming")
-# Workers consume incoming events unless this is off (e.g. on dedicated training workers).
+# Workers consume incoming events (clm_project.celery.IncomingEventsStep) unless this is off (e.g.
+# on dedicated training workers).
 CLM_EVENTS_CONSUME = env_bool("CLM_EVENTS_CONSUME", True)
 # The most periodic jobs one scan queues; the other due models wait for the next scan.
 CLM_SCAN_MAX_JOBS = int(os.environ.get("CLM_SCAN_MAX_JOBS", "100"))
@@ -243,24 +262,20 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
         "TriggerSourceEnum": "training.models.TriggerSource",
     }
 )
-# --- end of retraining triggers and event bus ---
 
-# --- Shadow testing, A/B experiments and automatic rollback (training.shadow,
-# training.experiments, training.rollback) ---
-CELERY_IMPORTS = (*CELERY_IMPORTS, "training.lifecycle_tasks")
+# --- Promotion (training.promotion: gates, policies, shadow, experiments, rollback) ---
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
     {
-        "ShadowModeEnum": "registry.models.ShadowMode",
-        "AlphaSpendingEnum": "registry.models.AlphaSpending",
-        "ComparisonStatusEnum": "registry.models.ComparisonStatus",
-        "ShadowDecisionEnum": "registry.models.ShadowDecision",
-        "ExperimentStatusEnum": "registry.models.ExperimentStatus",
-        "ExperimentMetricEnum": "registry.models.ExperimentMetric",
-        "StoppingRuleEnum": "registry.models.StoppingRule",
-        "ReturnSourceEnum": "registry.models.ReturnSource",
-        "ExperimentDecisionEnum": "registry.models.ExperimentDecision",
-        "ArmRoleEnum": "registry.models.ArmRole",
-        "RollbackOutcomeEnum": "registry.models.RollbackOutcome",
+        "ShadowModeEnum": "training.promotion.models.ShadowMode",
+        "AlphaSpendingEnum": "training.promotion.models.AlphaSpending",
+        "ComparisonStatusEnum": "training.promotion.models.ComparisonStatus",
+        "ShadowDecisionEnum": "training.promotion.models.ShadowDecision",
+        "ExperimentStatusEnum": "training.promotion.models.ExperimentStatus",
+        "ExperimentMetricEnum": "training.promotion.models.ExperimentMetric",
+        "StoppingRuleEnum": "training.promotion.models.StoppingRule",
+        "ReturnSourceEnum": "training.promotion.models.ReturnSource",
+        "ExperimentDecisionEnum": "training.promotion.models.ExperimentDecision",
+        "ArmRoleEnum": "training.promotion.models.ArmRole",
+        "RollbackOutcomeEnum": "training.promotion.models.RollbackOutcome",
     }
 )
-# --- end of shadow testing, experiments and rollback ---

@@ -8,12 +8,12 @@ import pytest
 from registry import services
 from registry.artifacts import artifact_save
 from registry.models import ModelStatus, RegisteredModel
-from training import serving
-from training.backtest import backtest
-from training.data import as_datetime, bars_frame, bars_import
-from training.dataset import Bars
-from training.features import build_dataset
-from training.synthetic import generate_bars
+from training.data.bars import as_datetime, bars_frame, bars_import
+from training.data.dataset import Bars
+from training.data.features import build_dataset
+from training.data.synthetic import generate_bars
+from training.evaluation.backtest import backtest
+from training.serving import services as serving
 from training.trainers import trainer_class
 
 MODEL = "xgboost-srv-1h"

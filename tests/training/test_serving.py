@@ -17,12 +17,12 @@ import pytest
 from registry import services
 from registry.models import ModelStatus, ModelVersion
 from tests.training.serving_fixtures import MODEL, SYMBOL
-from training import serving
-from training.data import as_datetime, bars_frame, load_bars
-from training.dataset import Bars
-from training.experiments import ArmRequest, experiment_start
-from training.features import build_dataset
-from training.inference import ArtifactFormatError, load_artifact
+from training.data.bars import as_datetime, bars_frame, load_bars
+from training.data.dataset import Bars
+from training.data.features import build_dataset
+from training.promotion.experiments import ArmRequest, experiment_start
+from training.serving import services as serving
+from training.serving.inference import ArtifactFormatError, load_artifact
 from training.trainers import trainer_class
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,7 +84,7 @@ def test_a_downloaded_artifact_serves_positions_without_django(tmp_path, market,
     bars_frame(market).to_csv(tmp_path / "bars.csv", index=False)
     script = (
         "import sys, json, pandas as pd\n"
-        "from training.inference import load_artifact\n"
+        "from training.serving.inference import load_artifact\n"
         f"model = load_artifact({str(tmp_path / 'model.clm')!r})\n"
         f"positions = model.positions(pd.read_csv({str(tmp_path / 'bars.csv')!r}))\n"
         "print(json.dumps({'django': any(m.startswith('django') for m in sys.modules),"

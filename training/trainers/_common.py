@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from training.dataset import Dataset
+from training.data.dataset import Dataset
 from training.trainers.base import Trainer, TrainerError
 
 ARTIFACT_FORMAT = "clm-trainer/1"
@@ -170,7 +170,7 @@ class BaseTrainer(Trainer):
         }
         self.feature_names: list[str] | None = None
         self.horizon: int | None = None
-        # The resolved feature spec, so an artifact rebuilds its own features (training.inference).
+        # The resolved feature spec: an artifact rebuilds its own features (serving.inference).
         self.feature_spec: dict[str, Any] | None = None
 
     def _fit_rows(self, data: Dataset, train: slice, *, min_rows: int) -> np.ndarray:

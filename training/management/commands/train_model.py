@@ -8,11 +8,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from clm_project.exceptions import DomainError
 from registry.models import JobStatus, ModelType, Timeframe, TriggerReason
-from training.job_requests import training_request_check
+from training.data.selectors import bars_exist
 from training.management.runner import run_job_with_progress
 from training.models import TriggerOutcome, TriggerSource
-from training.selectors import bars_exist
-from training.triggers import REQUESTS, Origin, trigger_training
+from training.retraining.requests import training_request_check
+from training.retraining.triggers import REQUESTS, Origin, trigger_training
 
 
 def parse_param(text: str) -> tuple[str, object]:
