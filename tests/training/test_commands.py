@@ -42,7 +42,7 @@ def test_train_model_refuses_a_series_without_bars_and_bad_params():
             "train_model", model_type="xgboost", symbol="BTCUSDT", param=["bogus=1"],
             stdout=StringIO(),
         )  # fmt: skip
-    assert not TrainingJob.objects.exists()
+    assert not TrainingJob.objects.exists()  # refused before a job was made
 
 
 @pytest.mark.django_db(transaction=True)

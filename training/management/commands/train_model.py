@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from clm_project.exceptions import DomainError
 from registry.models import JobStatus, ModelType, Timeframe, TriggerReason
 from training.data.selectors import bars_exist
+from training.management.checks import seed_checked, symbol_checked, text_checked
 from training.management.runner import run_job_with_progress
 from training.models import TriggerOutcome, TriggerSource
 from training.retraining.requests import training_request_check
@@ -16,12 +17,13 @@ from training.retraining.triggers import REQUESTS, Origin, trigger_training
 
 
 def parse_param(text: str) -> tuple[str, object]:
+    text_checked(text, option="--param")
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise CommandError(f"--param {text!r}: use key=value")
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         value = raw
     return key.strip(), value
 
@@ -43,7 +45,8 @@ class Command(BaseCommand):
         )  # fmt: skip
 
     def handle(self, *args, **options) -> None:
-        symbol = options["symbol"].upper()
+        symbol = symbol_checked(options["symbol"])
+        seed = seed_checked(options["seed"])
         if not bars_exist(symbol=symbol, timeframe=options["timeframe"]):
             raise CommandError(
                 f"no bars for {symbol} {options['timeframe']}: import or generate them first"
@@ -51,9 +54,9 @@ class Command(BaseCommand):
         params = dict(parse_param(p) for p in options["param"])
         request = {
             "model_type": options["model_type"], "symbol": symbol,
-            "timeframe": options["timeframe"], "params": params, "seed": options["seed"],
+            "timeframe": options["timeframe"], "params": params, "seed": seed,
         }  # fmt: skip
-        try:
+        try:  # params, feature spec and bars are refused before any job exists
             training_request_check(**request)
         except DomainError as exc:
             raise CommandError(exc.message) from exc
