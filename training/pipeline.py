@@ -38,6 +38,7 @@ from training.data.prepare import MIN_BARS, leaking_features, prepare_training
 from training.data.split import Split
 from training.evaluation.backtest import PERIODS_PER_YEAR, BacktestResult, backtest, deflated_sharpe
 from training.evaluation.plots import equity_curve_png
+from training.evaluation.regime_slices import RegimeEvaluation, evaluate_by_regime
 from training.promotion.gates import apply_gates
 from training.promotion.policies import EvaluationPolicy, evaluation_policy_for
 from training.promotion.shadow import shadow_policy_for, shadow_start, shadow_wanted
@@ -79,6 +80,7 @@ class Run:
     trainer: Trainer | None = None
     training_metrics: dict[str, Any] = field(default_factory=dict)
     version: ModelVersion | None = None
+    regimes: RegimeEvaluation | None = None
     result: BacktestResult | None = None
     evaluation: EvaluationResult | None = None
     decision: str = ""
@@ -326,12 +328,16 @@ def _evaluate(run: Run) -> None:
         )
         result = dataclasses.replace(result, n_trials=len(trials), dsr=dsr)
     run.result = result
+    run.regimes = evaluate_by_regime(
+        close=run.bars.close, window=window, positions=positions, fee=run.policy.fee,
+        periods_per_year=periods,
+    )  # fmt: skip
 
 
 def _save_evaluation(run: Run) -> None:
     window, bars, result = run.split.evaluate, run.bars, run.result
     metrics = result.as_dict()
-    gates, passed = apply_gates(metrics, run.policy.gates)
+    gates, passed = apply_gates(metrics, run.policy.gates, regime_slices=run.regimes.slices)
     buy_hold = backtest(
         bars.close[window],
         np.ones(window.stop - window.start),
@@ -342,6 +348,7 @@ def _save_evaluation(run: Run) -> None:
         timestamps=bars.timestamp[window],
         equity=result.equity,
         buy_hold=buy_hold.equity,
+        regimes=run.regimes.labels,
         title=f"{run.job.model.model_id} v{run.version.version}: Sharpe {result.sharpe:.2f}, "
         f"max drawdown {result.max_drawdown:.1%} (buy and hold Sharpe {buy_hold.sharpe:.2f})",
     )
@@ -359,6 +366,7 @@ def _save_evaluation(run: Run) -> None:
         passed=passed,
         benchmark_sharpe=buy_hold.sharpe,
         equity_curve=stored.path,
+        regime_slices=run.regimes.slices,
     )
 
 
