@@ -15,15 +15,15 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from django.utils import timezone
 
 from clm_project.exceptions import DomainError, InvalidInput, NotFound
 from registry import selectors
 from registry.artifacts import ArtifactError, artifact_load
 from registry.models import ModelStatus, ModelVersion, RegisteredModel
-from training.data.bars import BarImportError, as_datetime, bars_last, validate_bars
+from training.data.bars import as_datetime, bars_last
 from training.data.dataset import Bars
+from training.data.ingest import BarImportError, read_bar_rows
 from training.evaluation.backtest import PERIODS_PER_YEAR
 from training.models import Bar
 from training.promotion.models import ExperimentStatus
@@ -273,27 +273,30 @@ def _allocation_with_positions(
 
 
 def bars_from_rows(rows: list[dict[str, Any]]) -> Bars:
-    """Bars from JSON rows, checked as bar ingestion checks a file (training.data.validate_bars):
-    every bad row is named; rows come out sorted by time."""
+    """Bars from JSON rows, checked as bar ingestion checks a batch (training.data.ingest):
+    every bad row is named by its index in the body; rows come out sorted by time."""
     if not rows:
         raise InvalidInput("at least one bar is required", field="bars")
     if len(rows) > MAX_PREDICT_BARS:
         raise InvalidInput(f"at most {MAX_PREDICT_BARS} bars per request", field="bars")
-    frame = pd.DataFrame(
-        {c: [row.get(c) for row in rows] for c in ("timestamp", *_PRICE_COLUMNS)}, dtype=object
-    )
-    frame.attrs["line_offset"] = 0
     try:
-        clean = validate_bars(frame)
+        clean = read_bar_rows(rows).frame
     except BarImportError as exc:
-        named = [
-            message.replace("line ", "bars[", 1).replace(":", "]:", 1) for message in exc.errors
-        ]
+        named = [_body_index(message) for message in exc.errors]
         raise InvalidInput(
             f"{len(named)} bad bars: {named[0]}", extra={"errors": {"bars": named[:50]}}
         ) from exc
     timestamps = clean["timestamp"].dt.tz_convert(None).to_numpy().astype("datetime64[s]")
     return Bars(timestamp=timestamps, **{c: clean[c].to_numpy(np.float64) for c in _PRICE_COLUMNS})
+
+
+def _body_index(message: str) -> str:
+    """'row 2: reason' (rows count from 1) as 'bars[1]: reason' (the body's own index)."""
+    head, sep, reason = message.partition(": ")
+    number = head.removeprefix("row ")
+    if not sep or not number.isdigit():
+        return message
+    return f"bars[{int(number) - 1}]: {reason}"
 
 
 _PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
