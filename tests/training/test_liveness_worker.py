@@ -347,7 +347,10 @@ def test_a_broker_outage_never_blocks_a_request_and_the_job_waits_pending(
             [sys.executable, "-m", "gunicorn", "clm_project.wsgi", "-b",
              f"127.0.0.1:{web_port}", "-w", "1", "--timeout", "60"],
             env=_env(
-                CELERY_BROKER_URL=broker, CELERY_RESULT_BACKEND=backend, CLM_LIVENESS_INTERVAL="1"
+                CELERY_BROKER_URL=broker,
+                CELERY_RESULT_BACKEND=backend,
+                CLM_LIVENESS_INTERVAL="1",
+                CLM_EXTRA_TRAINERS=HOLD_TRAINER,  # the web checks params with the trainer
             ),
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
