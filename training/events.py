@@ -14,11 +14,14 @@ application/json, persistent):
 Outgoing, at least once: the relay (task `training.relay_outbox`, run by celery-beat every few
 seconds) publishes unpublished outbox rows oldest first with the routing key
 "<event_type>.<model_id>" (e.g. "model_promoted.xgboost-btcusdt-1h"; "none" without a model), the
-AMQP message_id set to the event id and the type to the event type. A batch is published in one AMQP
-transaction and its rows are marked published only after the broker committed it: a crash in
-between publishes the batch again (duplicates, never losses); a broker outage leaves the rows
-unpublished, with `attempts` and `last_error`, until a later run gets through. Subscribers bind
-their own durable queues, e.g. "model_promoted.#", "*.xgboost-btcusdt-1h" or "#".
+AMQP message_id set to the event id and the type to the event type. A row is marked published only
+after the broker took its message: on RabbitMQ with publisher confirms (each publish waits for the
+broker's ack), on Redis once the push into every bound queue returned. A crash in between publishes
+the row again (duplicates, never losses: deduplicate on `event_id`); a broker outage leaves the
+rows unpublished, with `attempts` and `last_error`, until a later run gets through, and fails the
+task (counted in `clm_outbox_relay_failures_total`). Subscribers bind their own durable queues,
+e.g. "model_promoted.#", "*.xgboost-btcusdt-1h" or "#"; as on any topic exchange, an event that no
+queue is bound to is dropped.
 
 Incoming: the durable queue `settings.CLM_EVENTS_INCOMING_QUEUE` ("clm.incoming") is bound to the
 exchange with "drift_detected.#", "performance_degraded.#", "regime_change.#" and
@@ -46,6 +49,7 @@ import contextlib
 import json
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +57,9 @@ from celery import bootsteps, shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, transaction
 from kombu import Connection, Consumer, Exchange, Producer, Queue, binding
+from kombu.transport.virtual.base import UndeliverableWarning
 
+from clm_project import metrics
 from clm_project.celery import app
 from registry import services
 from registry.models import OutboxEvent
@@ -73,6 +79,7 @@ INCOMING_EVENT_TYPES = (
 RELAY_BATCH_SIZE = 500
 RELAY_MAX_BATCHES = 100
 CONNECT_TIMEOUT_S = 2.0
+PUBLISH_TIMEOUT_S = 5.0
 DB_RETRY_DELAY_S = 1.0
 PREVIEW_CHARS = 2_000
 
@@ -115,6 +122,31 @@ class RelayResult:
     error: str = ""
 
 
+class OutboxRelayError(RuntimeError):
+    """The relay could not publish every waiting event; the rest wait for the next run."""
+
+
+class _PublishFailed(Exception):
+    def __init__(self, published: int, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.published = published
+        self.cause = cause
+
+
+def relay_transport_options(url: str) -> dict[str, Any]:
+    """Bounded waits on either broker; publisher confirms on AMQP (each publish waits for the
+    broker's ack, and a nack raises)."""
+    scheme = url.split("://", 1)[0]
+    if scheme in {"amqp", "amqps", "pyamqp"}:
+        return {"confirm_publish": True}
+    if scheme in {"redis", "rediss"}:
+        return {
+            "socket_timeout": PUBLISH_TIMEOUT_S,
+            "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        }
+    return {}
+
+
 def outbox_relay(
     *, batch_size: int = RELAY_BATCH_SIZE, max_batches: int = RELAY_MAX_BATCHES
 ) -> RelayResult:
@@ -122,58 +154,80 @@ def outbox_relay(
 
     Rows are claimed with FOR UPDATE SKIP LOCKED, so relays running side by side never publish the
     same row twice at once. Returns how many were published and the broker error that stopped the
-    run, if any (the rows stay unpublished for the next run).
+    run, if any (the rows not yet taken by the broker stay unpublished for the next run).
     """
     url = settings.CELERY_BROKER_URL
     if not url:
         return RelayResult(0, "no broker configured (CELERY_BROKER_URL is empty)")
     published = 0
     try:
-        with Connection(url, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+        with Connection(
+            url, connect_timeout=CONNECT_TIMEOUT_S, transport_options=relay_transport_options(url)
+        ) as conn:
             # One quick retry at most: the next run, seconds away, is the real retry.
             conn.ensure_connection(max_retries=1, interval_start=0.1, timeout=CONNECT_TIMEOUT_S)
             channel = conn.channel()
             exchange = events_exchange()(channel)
             exchange.declare()
-            channel.tx_select()
             producer = Producer(channel, exchange=exchange, auto_declare=False)
             for _ in range(max_batches):
-                count = _relay_batch(producer, channel, batch_size)
+                count = _relay_batch(producer, batch_size)
                 published += count
                 if count < batch_size:
                     break
     except Exception as exc:  # any broker failure: keep the rows, report, let the next run retry
+        if isinstance(exc, _PublishFailed):
+            published += exc.published
+            exc = exc.cause
         error = f"{exc.__class__.__name__}: {exc}"
         logger.warning("outbox relay stopped after %d events: %s", published, error)
+        metrics.outbox_relay_failure_count()
         _note_failure(batch_size, error)
         return RelayResult(published, error)
     return RelayResult(published)
 
 
-def _relay_batch(producer: Producer, channel: Any, batch_size: int) -> int:
+def _relay_batch(producer: Producer, batch_size: int) -> int:
+    """Publish one batch; mark the rows the broker took, then raise if one was refused."""
+    failure: BaseException | None = None
     with transaction.atomic():
         rows = list(
             OutboxEvent.objects.select_for_update(skip_locked=True)
             .filter(published_at__isnull=True)
             .order_by("created_at")[:batch_size]
         )
-        if not rows:
-            return 0
+        sent: list[Any] = []
         for row in rows:
-            producer.publish(
-                json.dumps(event_envelope(row), separators=(",", ":")).encode(),
-                routing_key=routing_key(row),
-                content_type="application/json",
-                content_encoding="utf-8",
-                delivery_mode=2,
-                message_id=str(row.pk),
-                type=row.event_type,
-                timestamp=int(row.created_at.timestamp()),
-                headers={"schema_version": SCHEMA_VERSION},
-            )
-        channel.tx_commit()  # the broker has every message of the batch, or raises
-        services.outbox_events_mark_published(event_ids=[row.pk for row in rows])
-    return len(rows)
+            try:
+                _publish(producer, row)
+            except Exception as exc:
+                failure = exc
+                break
+            sent.append(row.pk)
+        if sent:
+            services.outbox_events_mark_published(event_ids=sent)
+    if failure is not None:
+        raise _PublishFailed(len(sent), failure)
+    return len(sent)
+
+
+def _publish(producer: Producer, row: OutboxEvent) -> None:
+    """Returns once the broker has the message (confirmed on AMQP, pushed on Redis)."""
+    with warnings.catch_warnings():
+        # Redis: an event no queue is bound to is dropped, as a topic exchange on AMQP drops it.
+        warnings.simplefilter("ignore", UndeliverableWarning)
+        producer.publish(
+            json.dumps(event_envelope(row), separators=(",", ":")).encode(),
+            routing_key=routing_key(row),
+            content_type="application/json",
+            content_encoding="utf-8",
+            delivery_mode=2,
+            message_id=str(row.pk),
+            type=row.event_type,
+            timestamp=int(row.created_at.timestamp()),
+            headers={"schema_version": SCHEMA_VERSION},
+            timeout=PUBLISH_TIMEOUT_S,
+        )
 
 
 def _note_failure(batch_size: int, error: str) -> None:
@@ -184,7 +238,12 @@ def _note_failure(batch_size: int, error: str) -> None:
 
 @shared_task(name="training.relay_outbox", ignore_result=True)
 def relay_outbox() -> dict[str, Any]:
+    """The beat task: a run that could not publish everything fails (and is retried next tick)."""
     result = outbox_relay()
+    if result.error:
+        raise OutboxRelayError(
+            f"outbox relay stopped after {result.published} events: {result.error}"
+        )
     return {"published": result.published, "error": result.error}
 
 

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.conf import settings
+
 from registry.models import PromotionPolicy
 from training.gates import GateThresholds
 
-# Soft/hard Celery time limits per family, in seconds, sized for default budgets on 2 cores.
-TIME_LIMITS: dict[str, tuple[int, int]] = {
-    "xgboost": (900, 1200),
-    "lightgbm": (900, 1200),
-    "nhits": (1800, 2400),
-    "patchtst": (1800, 2400),
-    "rl_v2": (1800, 2400),
-    "rl_v3": (1800, 2400),
-    "other": (900, 1200),
-}
+# Soft/hard Celery time limits per family, in seconds (settings.CLM_TIME_LIMITS: the Redis
+# visibility timeout is derived from them).
+TIME_LIMITS: dict[str, tuple[int, int]] = settings.CLM_TIME_LIMITS
 MAX_ATTEMPTS = 2
 
 

@@ -6,6 +6,7 @@ import logging
 from datetime import timedelta
 
 from celery import shared_task
+from django.conf import settings
 from django.utils import timezone
 
 from training.policies import MAX_ATTEMPTS, TIME_LIMITS
@@ -26,13 +27,17 @@ def run_training_job(self, job_id: str) -> str:
 
 
 def enqueue_training_job(*, job_id: str, task_id: str) -> None:
-    """Send a job to the `training` queue with its family's soft and hard time limits."""
+    """Send a job to the training queue with its family's soft and hard time limits."""
     from registry.models import TrainingJob
 
     model_type = TrainingJob.objects.values_list("model_type", flat=True).get(pk=job_id)
     soft, hard = TIME_LIMITS.get(model_type, TIME_LIMITS["other"])
     run_training_job.apply_async(
-        args=[job_id], task_id=task_id, queue="training", soft_time_limit=soft, time_limit=hard
+        args=[job_id],
+        task_id=task_id,
+        queue=settings.CLM_TRAINING_QUEUE,
+        soft_time_limit=soft,
+        time_limit=hard,
     )
 
 
