@@ -106,14 +106,17 @@ def _start_worker(db_name: str, *, concurrency: int = 1) -> tuple[subprocess.Pop
         stderr=subprocess.STDOUT,
         cwd=Path(__file__).resolve().parent.parent,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"celery worker exited early; see {log.name}")
-        if celery_app.control.ping(destination=[hostname], timeout=1.0):
-            return proc, hostname
-    proc.kill()
-    raise RuntimeError(f"celery worker did not answer a ping within 60 s; see {log.name}")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited early; see {log.name}")
+            if celery_app.control.ping(destination=[hostname], timeout=1.0):
+                return proc, hostname
+        raise RuntimeError(f"celery worker did not answer a ping within 60 s; see {log.name}")
+    except BaseException:
+        _stop_worker(proc)
+        raise
 
 
 def _stop_worker(proc: subprocess.Popen) -> None:
@@ -147,10 +150,11 @@ def _celery_use_broker(url: str) -> None:
     """Point the test process's Celery app (dispatch, control) at the broker at `url`."""
     from clm_project.settings.base import broker_transport_options
 
+    # Celery reads the CELERY_BROKER_URL variable before its configuration.
+    os.environ["CELERY_BROKER_URL"] = url
     celery_app.conf.broker_url = url
     celery_app.conf.broker_transport_options = broker_transport_options(url)
-    if celery_app._pool is not None:
-        celery_app._pool.force_close_all()
+    # kombu keeps one pool per broker URL (kombu.pools): the app picks the pool of the new URL.
     celery_app._pool = None
     celery_app.amqp._producer_pool = None
 

@@ -10,6 +10,7 @@ import pytest
 
 from registry.models import EvaluationResult, JobStatus, ModelStatus, OutboxEvent, TrainingJob
 from tests.conftest import _start_worker, _stop_worker
+from training.trainers import DEMO_PARAMS
 
 from .conftest import store_bars
 
@@ -52,6 +53,26 @@ def test_post_train_runs_the_pipeline_on_a_worker(live_worker, operator_client):
     assert detail["status"] == "completed" and detail["progress"] == 1.0
 
 
+@pytest.mark.parametrize("family", ["nhits", "patchtst"])
+def test_deep_families_train_on_a_worker(live_worker, operator_client, family):
+    """neuralforecast imports ray.tune, which reads sys.stdout.encoding in the worker's child."""
+    store_bars("BTCUSDT", 3_000, seed=11)
+    response = operator_client.post(
+        "/clm/train",
+        {"model_type": family, "symbol": "BTCUSDT", "timeframe": "1h",
+         "params": DEMO_PARAMS[family]},
+        format="json",
+    )  # fmt: skip
+    assert response.status_code == 202, response.content
+    job = wait_for(response.json()["id"], timeout=600)
+    assert job.status == JobStatus.COMPLETED, job.error_message
+    assert job.version.status != ModelStatus.TRAINING
+    assert EvaluationResult.objects.filter(version=job.version).exists()
+
+
+# Redis redelivers only after its visibility timeout (above the longest hard limit): this test is
+# about RabbitMQ's redelivery on a lost connection.
+@pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
 def test_a_worker_killed_mid_job_leads_to_a_retry(transactional_db, purge_queues, operator_client):
     """acks_late + reject-on-worker-lost: the broker redelivers, the next worker reclaims."""
     store_bars("ETHUSDT", 20_000, seed=5)
