@@ -9,7 +9,9 @@ import dj_database_url
 
 # Queue and exchange names of this run's own (worker subprocesses inherit them): the suite never
 # reads or purges anyone else's messages on a shared broker. Set before base reads it.
-os.environ.setdefault("CLM_QUEUE_PREFIX", f"clm-test-{uuid.uuid4().hex[:8]}.")
+os.environ["CLM_QUEUE_PREFIX"] = (
+    os.environ.get("CLM_QUEUE_PREFIX") or f"clm-test-{uuid.uuid4().hex[:8]}."
+)
 
 from .base import *  # noqa: F403
 from .base import STORAGES, broker_transport_options
