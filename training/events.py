@@ -15,13 +15,13 @@ Outgoing, at least once: the relay (task `training.relay_outbox`, run by celery-
 seconds) publishes unpublished outbox rows oldest first with the routing key
 "<event_type>.<model_id>" (e.g. "model_promoted.xgboost-btcusdt-1h"; "none" without a model), the
 AMQP message_id set to the event id and the type to the event type. A row is marked published only
-after the broker took its message: on RabbitMQ with publisher confirms (each publish waits for the
-broker's ack), on Redis once the push into every bound queue returned. A crash in between publishes
-the row again (duplicates, never losses: deduplicate on `event_id`); a broker outage leaves the
-rows unpublished, with `attempts` and `last_error`, until a later run gets through, and fails the
-task (counted in `clm_outbox_relay_failures_total`). Subscribers bind their own durable queues,
-e.g. "model_promoted.#", "*.xgboost-btcusdt-1h" or "#"; as on any topic exchange, an event that no
-queue is bound to is dropped.
+after the broker took its message: on RabbitMQ by publisher confirms (the broker's ack of each
+message, waited for once per batch), on Redis once the push into every bound queue returned. A
+crash in between publishes the row again (duplicates, never losses: deduplicate on `event_id`); a
+broker outage leaves the rows unpublished, with `attempts` and `last_error`, until a later run
+gets through, and fails the task (counted in `clm_outbox_relay_failures_total`). Subscribers bind
+their own durable queues, e.g. "model_promoted.#", "*.xgboost-btcusdt-1h" or "#"; as on any topic
+exchange, an event that no queue is bound to is dropped.
 
 Incoming: the durable queue `settings.CLM_EVENTS_INCOMING_QUEUE` ("clm.incoming") is bound to the
 exchange with "drift_detected.#", "performance_degraded.#", "regime_change.#" and
@@ -133,13 +133,63 @@ class _PublishFailed(Exception):
         self.cause = cause
 
 
+class PublishNacked(Exception):
+    """The broker refused messages (a nack): they were not stored."""
+
+
+class _Confirms:
+    """Publisher confirms on one AMQP channel, waited for once per batch.
+
+    After confirm.select the broker numbers the channel's messages 1, 2, ... and acks (or nacks)
+    each, singly or up to a number; waiting once for the whole batch instead of after every
+    message is what keeps the relay at thousands of events a second.
+    """
+
+    def __init__(self, conn: Connection, channel: Any) -> None:
+        self.conn = conn
+        self.sent = 0
+        self.outstanding: set[int] = set()
+        self.acked: set[int] = set()
+        self.nacked: set[int] = set()
+        channel.events["basic_ack"].add(self._ack)
+        channel.events["basic_nack"].add(self._nack)
+        channel.confirm_select()
+
+    def published(self) -> int:
+        self.sent += 1
+        self.outstanding.add(self.sent)
+        return self.sent
+
+    def _settle(self, tag: int, multiple: bool, into: set[int]) -> None:
+        tags = {t for t in self.outstanding if t <= tag} if multiple else {tag}
+        self.outstanding -= tags
+        into |= tags
+
+    def _ack(self, tag: int, multiple: bool) -> None:
+        self._settle(tag, multiple, self.acked)
+
+    def _nack(self, tag: int, multiple: bool) -> None:
+        self._settle(tag, multiple, self.nacked)
+
+    def wait(self, timeout: float) -> None:
+        """Until every message sent is acked or nacked; raises on a nack or after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while self.outstanding:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                unconfirmed = len(self.outstanding)
+                raise TimeoutError(f"{unconfirmed} publishes unconfirmed after {timeout}s")
+            try:
+                self.conn.drain_events(timeout=left)
+            except TimeoutError:  # socket.timeout: nothing yet, the deadline decides
+                continue
+        if self.nacked:
+            raise PublishNacked(f"the broker refused {len(self.nacked)} events")
+
+
 def relay_transport_options(url: str) -> dict[str, Any]:
-    """Bounded waits on either broker; publisher confirms on AMQP (each publish waits for the
-    broker's ack, and a nack raises)."""
-    scheme = url.split("://", 1)[0]
-    if scheme in {"amqp", "amqps", "pyamqp"}:
-        return {"confirm_publish": True}
-    if scheme in {"redis", "rediss"}:
+    """Bounded waits on Redis (publisher confirms on AMQP are per batch: see _Confirms)."""
+    if url.split("://", 1)[0] in {"redis", "rediss"}:
         return {
             "socket_timeout": PUBLISH_TIMEOUT_S,
             "socket_connect_timeout": CONNECT_TIMEOUT_S,
@@ -154,7 +204,7 @@ def outbox_relay(
 
     Rows are claimed with FOR UPDATE SKIP LOCKED, so relays running side by side never publish the
     same row twice at once. Returns how many were published and the broker error that stopped the
-    run, if any (the rows not yet taken by the broker stay unpublished for the next run).
+    run, if any (the rows the broker did not take stay unpublished for the next run).
     """
     url = settings.CELERY_BROKER_URL
     if not url:
@@ -169,9 +219,11 @@ def outbox_relay(
             channel = conn.channel()
             exchange = events_exchange()(channel)
             exchange.declare()
+            # Redis answers each push itself; AMQP acknowledges publishes only when asked to.
+            confirms = _Confirms(conn, channel) if conn.transport.driver_type == "amqp" else None
             producer = Producer(channel, exchange=exchange, auto_declare=False)
             for _ in range(max_batches):
-                count = _relay_batch(producer, batch_size)
+                count = _relay_batch(producer, confirms, batch_size)
                 published += count
                 if count < batch_size:
                     break
@@ -187,8 +239,8 @@ def outbox_relay(
     return RelayResult(published)
 
 
-def _relay_batch(producer: Producer, batch_size: int) -> int:
-    """Publish one batch; mark the rows the broker took, then raise if one was refused."""
+def _relay_batch(producer: Producer, confirms: _Confirms | None, batch_size: int) -> int:
+    """Publish one batch; mark the rows the broker took, then raise if it did not take them all."""
     failure: BaseException | None = None
     with transaction.atomic():
         rows = list(
@@ -196,23 +248,29 @@ def _relay_batch(producer: Producer, batch_size: int) -> int:
             .filter(published_at__isnull=True)
             .order_by("created_at")[:batch_size]
         )
-        sent: list[Any] = []
-        for row in rows:
-            try:
+        sent: dict[int, Any] = {}  # confirm number (or position on Redis) -> row id
+        try:
+            for position, row in enumerate(rows, start=1):
                 _publish(producer, row)
-            except Exception as exc:
-                failure = exc
-                break
-            sent.append(row.pk)
-        if sent:
-            services.outbox_events_mark_published(event_ids=sent)
+                sent[confirms.published() if confirms else position] = row.pk
+            if confirms is not None:
+                confirms.wait(PUBLISH_TIMEOUT_S)
+        except Exception as exc:
+            failure = exc
+            if confirms is not None and confirms.outstanding:
+                # What went out before the failure may still be confirmed (a dead connection
+                # answers nothing, and those rows simply go again).
+                with contextlib.suppress(Exception):
+                    confirms.wait(PUBLISH_TIMEOUT_S)
+        taken = [pk for tag, pk in sent.items() if confirms is None or tag in confirms.acked]
+        if taken:
+            services.outbox_events_mark_published(event_ids=taken)
     if failure is not None:
-        raise _PublishFailed(len(sent), failure)
-    return len(sent)
+        raise _PublishFailed(len(taken), failure)
+    return len(taken)
 
 
 def _publish(producer: Producer, row: OutboxEvent) -> None:
-    """Returns once the broker has the message (confirmed on AMQP, pushed on Redis)."""
     with warnings.catch_warnings():
         # Redis: an event no queue is bound to is dropped, as a topic exchange on AMQP drops it.
         warnings.simplefilter("ignore", UndeliverableWarning)

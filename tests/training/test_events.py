@@ -141,11 +141,32 @@ def test_a_batch_that_fails_midway_marks_what_the_broker_took(subscriber, monkey
     assert [json.loads(m.body)["event_id"] for m in subscriber()] == ids[1:]
 
 
-def test_the_relay_uses_publisher_confirms_on_amqp():
-    assert events.relay_transport_options("amqp://guest:guest@rabbit:5672//") == {
-        "confirm_publish": True
-    }
-    assert "confirm_publish" not in events.relay_transport_options("redis://cache:6379/0")
+def test_on_rabbitmq_only_what_the_broker_confirmed_is_marked(settings):
+    """A full queue that rejects publishes makes RabbitMQ nack them (publisher confirms)."""
+    ids = jobs_created("AAA", "BBB", "CCC")
+    with Connection(settings.CELERY_BROKER_URL) as conn:
+        channel = conn.channel()
+        events_exchange()(channel).declare()
+        full = Queue(
+            f"{settings.CLM_QUEUE_PREFIX}one-slot-{uuid.uuid4().hex[:8]}",
+            exchange=events_exchange(),
+            routing_key="#",
+            auto_delete=True,
+            queue_arguments={"x-max-length": 1, "x-overflow": "reject-publish"},
+        )(channel)
+        full.declare()
+        try:
+            result = outbox_relay()
+            assert result.published == 1 and result.error.startswith("PublishNacked"), result
+            waiting = OutboxEvent.objects.filter(published_at__isnull=True)
+            assert sorted(str(pk) for pk in waiting.values_list("pk", flat=True)) == sorted(ids[1:])
+            assert full.get(no_ack=True) is not None  # room again: the rest go through
+            again = outbox_relay()
+            assert again.published == 1 and again.error.startswith("PublishNacked"), again
+        finally:
+            full.delete()
+    assert outbox_relay() == RelayResult(published=1)
+    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
 
 
 def test_a_failed_relay_run_is_a_failed_task_and_counted(subscriber, settings):
