@@ -1,4 +1,5 @@
-"""Speed of training.backtest against vectorbt and backtesting.py on the same target positions.
+"""Speed of training.evaluation.backtest against vectorbt and backtesting.py on the same target
+positions.
 
 Usage: .venv/bin/python benchmarks/bench_backtest.py [--bars 1000000] [--trades 10000]
 
@@ -25,8 +26,8 @@ import numpy as np
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # backtesting.py's progress bar
 
-from training.backtest import backtest
-from training.synthetic import generate_bars
+from training.data.synthetic import generate_bars
+from training.evaluation.backtest import backtest
 
 FEE = 0.0005
 
@@ -80,7 +81,7 @@ def run_vectorbt(close: np.ndarray, w: np.ndarray) -> int | None:
         )
 
     def simulate_and_measure() -> int:
-        """The same metrics training.backtest returns, so the comparison is like for like."""
+        """The metrics training.evaluation.backtest returns, so the comparison is like for like."""
         portfolio = simulate()
         portfolio.total_return()
         portfolio.sharpe_ratio()
@@ -182,7 +183,7 @@ def main() -> None:
     )
 
     seconds, result = best_of(lambda: backtest(close, w, fee=FEE), 20)
-    report("training.backtest", seconds, args.bars, result.trades)
+    report("training.evaluation.backtest", seconds, args.bars, result.trades)
     ours = result.trades
 
     theirs = {"vectorbt": run_vectorbt(close, w)}

@@ -15,9 +15,9 @@ N_BARS = 1_000_000
 
 def main() -> None:
     setup("clm_bench_data")
-    from training.data import bars_frame, bars_import, load_bars
+    from training.data.bars import bars_frame, bars_import, load_bars
+    from training.data.synthetic import generate_bars
     from training.models import Bar
-    from training.synthetic import generate_bars
 
     if Bar.objects.filter(symbol="BENCH", timeframe="1m").count() != N_BARS:
         Bar.objects.filter(symbol="BENCH").delete()

@@ -130,9 +130,9 @@ def main() -> None:
     if not os.environ.get("CELERY_BROKER_URL"):
         sys.exit("set CELERY_BROKER_URL and CELERY_RESULT_BACKEND (see the docstring)")
     setup(DB_NAME)
-    from training.data import bars_frame, bars_import
+    from training.data.bars import bars_frame, bars_import
+    from training.data.synthetic import generate_bars
     from training.models import Bar
-    from training.synthetic import generate_bars
 
     if Bar.objects.filter(symbol=SYMBOL, timeframe="1h").count() != N_BARS:
         Bar.objects.filter(symbol=SYMBOL).delete()

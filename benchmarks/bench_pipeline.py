@@ -26,9 +26,9 @@ def main() -> None:
     setup("clm_bench_pipeline")
     import json
 
-    from training.data import bars_frame, bars_import
+    from training.data.bars import bars_frame, bars_import
+    from training.data.synthetic import generate_bars
     from training.models import Bar
-    from training.synthetic import generate_bars
 
     symbol = f"PIPE{args.bars}"
     if Bar.objects.filter(symbol=symbol, timeframe=args.timeframe).count() != args.bars:

@@ -21,9 +21,9 @@ FAMILIES = ("xgboost", "lightgbm", "nhits", "patchtst", "rl_v2", "rl_v3")
 CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
-from training.features import build_dataset
-from training.split import walk_forward
-from training.synthetic import generate_bars
+from training.data.features import build_dataset
+from training.data.split import walk_forward
+from training.data.synthetic import generate_bars
 from training.trainers import trainer_class
 from training.trainers import DEMO_PARAMS
 family, budget = sys.argv[2], sys.argv[3]

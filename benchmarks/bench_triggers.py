@@ -80,7 +80,7 @@ def bench_scan() -> None:
     from django.db import transaction
 
     from registry.models import RegisteredModel
-    from training.scheduler import due_models, periodic_scan
+    from training.retraining.scheduler import due_models, periodic_scan
 
     seed_models()
     models = RegisteredModel.objects.count()
@@ -107,7 +107,7 @@ def bench_scan() -> None:
 
 
 def bench_drift() -> None:
-    from training.monitors.drift import feature_drift
+    from training.retraining.monitors.drift import feature_drift
 
     rng = np.random.default_rng(0)
     reference = rng.normal(size=(10_000, 50))
@@ -126,11 +126,11 @@ def bench_drift_monitor() -> None:
     """One model end to end: bars from PostgreSQL, features, drift, report and trigger rows."""
     from registry import services
     from registry.models import ModelVersion
-    from training.data import bars_frame, bars_import
-    from training.features import validate_feature_spec
+    from training.data.bars import bars_frame, bars_import
+    from training.data.features import validate_feature_spec
+    from training.data.synthetic import generate_bars
     from training.models import Bar, RetrainPolicy
-    from training.monitors.services import drift_monitor_run
-    from training.synthetic import generate_bars
+    from training.retraining.monitors.services import drift_monitor_run
 
     bars, _ = generate_bars(20_000, seed=4)
     if Bar.objects.filter(symbol="BENCHDRIFT").count() != 20_000:
@@ -160,7 +160,7 @@ def bench_relay() -> None:
     from kombu import Connection, Queue
 
     from registry.models import OutboxEvent
-    from training.events import events_exchange, outbox_relay
+    from training.retraining.events import events_exchange, outbox_relay
 
     OutboxEvent.objects.all().delete()
     payload = {"version": 3, "job_id": str(uuid.uuid4()), "training_metrics": {"loss": 0.1}}

@@ -30,7 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 logger = logging.getLogger(__name__)
 
 QUEUE_TIMEOUT_S = 1.0
-# The gates training.gates.apply_gates can record on an evaluation.
+# The gates training.promotion.gates.apply_gates can record on an evaluation.
 GATES = ("sharpe", "win_rate", "profit_factor", "max_drawdown", "trades", "dsr")
 
 
@@ -306,7 +306,12 @@ def _verdict_counter(name: str, documentation: str, ended: QuerySet) -> Metric:
 
 def _verdict_families() -> list[Metric]:
     """Shadow comparisons and A/B experiments: verdicts so far, and the ones under way."""
-    from registry.models import ComparisonStatus, Experiment, ExperimentStatus, ShadowComparison
+    from training.promotion.models import (
+        ComparisonStatus,
+        Experiment,
+        ExperimentStatus,
+        ShadowComparison,
+    )
 
     shadow_verdicts = _verdict_counter(
         "clm_shadow_verdicts",

@@ -9,7 +9,8 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("", include("evolution.api.urls")),  # before the registry's: serves /clm/candidates
     path("", include("registry.api.urls")),
-    path("", include("training.api.urls")),
+    path("", include("training.retraining.api.urls")),
+    path("", include("training.promotion.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api-auth/", include("rest_framework.urls")),

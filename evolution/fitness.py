@@ -1,8 +1,9 @@
 """The fitness of one genome: train it as the pipeline would, backtest it out of sample (pure).
 
-The dataset and its walk-forward split come from the pipeline's own `prepare_training`, the model
-from the trainer registry, the metrics from `training.backtest`: a candidate's score is the score
-its training job would report on the same bars, before any version is registered.
+The dataset and its walk-forward split come from `training.data.prepare.prepare_training` (as the
+pipeline builds them), the model from the trainer registry, the metrics from
+`training.evaluation.backtest`: a candidate's score is the score its training job would report on
+the same bars, before any version is registered.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from training.backtest import backtest
-from training.dataset import Bars
-from training.pipeline import prepare_training
+from training.data.dataset import Bars
+from training.data.prepare import prepare_training
+from training.evaluation.backtest import backtest
 from training.trainers import trainer_class
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from training.features import DEFAULT_FEATURE_SPEC
+from training.data.features import DEFAULT_FEATURE_SPEC
 
 _EPS = 1e-9
 _SIGNIFICANT = 6  # floats are rounded to this many significant digits: readable, stable params

@@ -26,8 +26,8 @@ from evolution.models import (
     StrategyCandidate,
 )
 from registry.models import RegisteredModel
-from registry.selectors import evaluations_list
-from training.backtest import PERIODS_PER_YEAR, deflated_sharpe
+from registry.selectors import trial_sharpes
+from training.evaluation.backtest import PERIODS_PER_YEAR, deflated_sharpe
 
 MAX_LINEAGE_DEPTH = 10
 
@@ -192,11 +192,11 @@ def candidate_returns(*, candidate: StrategyCandidate) -> np.ndarray:
 def trial_sharpes_on(*, model_type: str, symbol: str, timeframe: str) -> list[float]:
     """Per-bar Sharpe ratios of every trial on this data: the registry's evaluations of the model
     line and every candidate evaluated on the symbol and timeframe (as the pipeline counts)."""
-    rows = evaluations_list(
-        model_id=RegisteredModel.make_model_id(model_type, symbol, timeframe)
-    ).values_list("sharpe", "periods_per_year")
-    registry = [sharpe / math.sqrt(p) for sharpe, p in rows]
-    return registry + candidate_trial_sharpes(symbol=symbol, timeframe=timeframe)
+    return trial_sharpes(
+        model_id=RegisteredModel.make_model_id(model_type, symbol, timeframe),
+        symbol=symbol,
+        timeframe=timeframe,
+    )
 
 
 def candidate_deflated_sharpe(*, candidate: StrategyCandidate) -> tuple[float | None, int]:

@@ -63,11 +63,11 @@ from registry.models import (
     Timeframe,
     TriggerReason,
 )
-from training.backtest import PERIODS_PER_YEAR
-from training.data import get_data_loader
-from training.dataset import Bars
-from training.pipeline import MIN_BARS
-from training.policies import MAX_ATTEMPTS, TIME_LIMITS, evaluation_policy_for
+from training.data.bars import get_data_loader
+from training.data.dataset import Bars
+from training.data.prepare import MIN_BARS
+from training.evaluation.backtest import PERIODS_PER_YEAR
+from training.promotion.policies import evaluation_policy_for
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ GENERATION_LIMITS = (1, 500)
 
 
 def lease_of(model_type: str) -> timedelta:
-    return timedelta(seconds=TIME_LIMITS.get(model_type, TIME_LIMITS["other"])[1]) + LEASE_GRACE
+    return timedelta(seconds=registry_services.time_limits_for(model_type)[1]) + LEASE_GRACE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -553,7 +553,7 @@ def candidate_claim(*, candidate_id: Any, redelivered: bool = False) -> uuid.UUI
 
     A pending candidate is claimed outright. A running one is taken over only when its claim is
     abandoned: this delivery is a redelivery (the broker saw the worker die) or the claim is older
-    than the lease. After MAX_ATTEMPTS claims the candidate is failed instead.
+    than the lease. After CLM_TRAINING_MAX_ATTEMPTS claims the candidate is failed instead.
     """
     token = uuid.uuid4()
     now = timezone.now()
@@ -584,7 +584,7 @@ def candidate_claim(*, candidate_id: Any, redelivered: bool = False) -> uuid.UUI
         )
         if not abandoned:
             return None
-        if row.attempts >= MAX_ATTEMPTS:
+        if row.attempts >= settings.CLM_TRAINING_MAX_ATTEMPTS:
             StrategyCandidate.objects.filter(pk=row.pk).update(
                 evaluation_status=EvaluationStatus.FAILED,
                 status=CandidateStatus.FAILED,

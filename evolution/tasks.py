@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from celery import chord, group, shared_task
 from django.conf import settings
 
-from training.policies import TIME_LIMITS
+from registry.services import time_limits_for
 
 
 @shared_task(name="evolution.evaluate_candidate", bind=True, acks_late=True)
@@ -42,7 +42,7 @@ def reap_runs() -> dict[str, int]:
 
 
 def _evaluation(candidate_id: str, model_type: str | None = None):
-    soft, hard = TIME_LIMITS.get(model_type or "other", TIME_LIMITS["other"])
+    soft, hard = time_limits_for(model_type or "other")
     return evaluate_candidate.si(candidate_id).set(
         queue=settings.CLM_TRAINING_QUEUE, soft_time_limit=soft, time_limit=hard
     )

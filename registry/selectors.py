@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
+from django.utils.module_loading import import_string
 
 from clm_project.exceptions import NotFound
 from registry.models import (
@@ -190,7 +194,7 @@ def evaluation_get(*, evaluation_id: int) -> EvaluationResult:
 
 
 def equity_curve_png_get(*, evaluation: EvaluationResult) -> bytes:
-    """The equity-curve PNG rendered once when the evaluation was recorded (training.plots)."""
+    """The equity-curve PNG rendered once, when the evaluation was recorded."""
     from registry.artifacts import artifact_storage
 
     storage = artifact_storage()
@@ -198,3 +202,19 @@ def equity_curve_png_get(*, evaluation: EvaluationResult) -> bytes:
         raise NotFound(f"evaluation {evaluation.pk} has no stored equity curve")
     with storage.open(evaluation.equity_curve, "rb") as handle:
         return handle.read()
+
+
+def trial_sharpes(
+    *, model_id: str, symbol: str, timeframe: str, exclude: Any = None
+) -> list[float]:
+    """Per-bar Sharpe ratios of every earlier trial a deflated Sharpe ratio on this data must
+    count: the registry's evaluations of the model line plus what each source in
+    settings.CLM_TRIAL_SOURCES reports (the apps that run trials register one; `exclude` names a
+    trial a source leaves out, e.g. the candidate a job repeats)."""
+    rows = EvaluationResult.objects.filter(version__model__model_id=model_id).values_list(
+        "sharpe", "periods_per_year"
+    )
+    sharpes = [sharpe / math.sqrt(p) for sharpe, p in rows]
+    for path in settings.CLM_TRIAL_SOURCES:
+        sharpes += import_string(path)(symbol=symbol, timeframe=timeframe, exclude=exclude)
+    return sharpes

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from clm_project.celery import send_task_by_name
 from clm_project.exceptions import DomainError, InvalidInput, NotFound
 from registry.models import (
     ACTIVE_JOB_STATUSES,
@@ -37,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 # Statuses a version may be promoted from; a retired one also needs a proven past (see below).
 PROMOTABLE = {ModelStatus.CANDIDATE, ModelStatus.SHADOW, ModelStatus.RETIRED}
+# The Celery task (registered by the training app) that runs one job's pipeline.
+TRAINING_TASK = "training.run_training_job"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,14 +237,34 @@ def training_job_create(*, request: JobRequest, dispatch: bool = True) -> tuple[
     return job, True
 
 
+def time_limits_for(model_type: str) -> tuple[int, int]:
+    """Soft and hard Celery time limits (seconds) of one family's training work (settings)."""
+    limits = settings.CLM_TRAINING_TIME_LIMITS
+    soft, hard = limits.get(model_type, limits["other"])
+    return soft, hard
+
+
+def _enqueue_training_job(*, job_id: str, task_id: str) -> None:
+    """Send a job to the training queue by task name, with its family's time limits: the
+    registry knows the task only by the name the training app registers."""
+    model_type = TrainingJob.objects.values_list("model_type", flat=True).get(pk=job_id)
+    soft, hard = time_limits_for(model_type)
+    send_task_by_name(
+        TRAINING_TASK,
+        args=[job_id],
+        task_id=task_id,
+        queue=settings.CLM_TRAINING_QUEUE,
+        soft_time_limit=soft,
+        time_limit=hard,
+    )
+
+
 def training_job_dispatch(*, job_id: uuid.UUID) -> None:
     """Hand a pending job to the pipeline task on the `training` queue.
 
     The task id is recorded before sending, so the worker always finds the row queued. If the
     broker is down the job stays pending and the reaper dispatches it again later.
     """
-    from training.tasks import enqueue_training_job
-
     task_id = str(uuid.uuid4())
     updated = TrainingJob.objects.filter(pk=job_id, status=JobStatus.PENDING).update(
         status=JobStatus.QUEUED, celery_task_id=task_id
@@ -248,7 +272,7 @@ def training_job_dispatch(*, job_id: uuid.UUID) -> None:
     if not updated:
         return
     try:
-        enqueue_training_job(job_id=str(job_id), task_id=task_id)
+        _enqueue_training_job(job_id=str(job_id), task_id=task_id)
     except Exception as exc:  # broker unreachable: leave it for the reaper, never lose the job
         logger.warning("dispatch of job %s failed, left pending: %s", job_id, exc)
         TrainingJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(

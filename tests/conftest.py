@@ -131,7 +131,7 @@ def _stop_worker(proc: subprocess.Popen) -> None:
 def own_queues() -> list[Queue]:
     """The queues this run declares: its Celery queues and its incoming-events queue, all named
     with the run's CLM_QUEUE_PREFIX (settings.test)."""
-    from training.events import incoming_queue
+    from training.retraining.events import incoming_queue
 
     return [*settings.CELERY_TASK_QUEUES, incoming_queue()]
 
@@ -187,7 +187,7 @@ def _delete_own_queues() -> Iterator[None]:
     """At the end of the run, delete the queues and exchanges it declared (its prefix alone)."""
     _used_brokers.add(settings.CELERY_BROKER_URL)
     yield
-    from training.events import events_exchange
+    from training.retraining.events import events_exchange
 
     names = [queue.name for queue in settings.CELERY_TASK_QUEUES]
     for url in _used_brokers:

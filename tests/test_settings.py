@@ -102,7 +102,7 @@ def test_the_redis_visibility_timeout_outlasts_every_hard_time_limit():
 
     from clm_project.settings.base import broker_transport_options
 
-    longest = max(hard for _, hard in settings.CLM_TIME_LIMITS.values())
+    longest = max(hard for _, hard in settings.CLM_TRAINING_TIME_LIMITS.values())
     redis = broker_transport_options("redis://127.0.0.1:6379/0")
     assert redis["visibility_timeout"] > longest
     assert broker_transport_options("amqp://guest:guest@127.0.0.1:5672//") == {}

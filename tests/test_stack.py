@@ -33,7 +33,7 @@ from rest_framework.authtoken.models import Token
 
 from registry.models import JobStatus, OutboxEvent
 from tests.training.conftest import store_bars
-from training.events import events_exchange
+from training.retraining.events import events_exchange
 from training.trainers import DEMO_PARAMS
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

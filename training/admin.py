@@ -21,7 +21,7 @@ from training.models import (
     SchedulerScan,
     TriggerRecord,
 )
-from training.scheduler import schedule_entries, scheduler_status
+from training.retraining.scheduler import schedule_entries, scheduler_status
 
 DRIFT_FIELDS = (
     "auto_train_on_drift", "drift_threshold", "psi_threshold", "ks_alpha", "drift_window_bars",

@@ -27,23 +27,24 @@ from django.conf import settings
 from clm_project import metrics
 from clm_project.exceptions import DomainError
 from clm_project.logging import log_context
+from registry import selectors as registry_selectors
 from registry import services
 from registry.artifacts import artifact_load, artifact_save
 from registry.models import EvaluationResult, JobStatus, ModelStatus, ModelVersion, TrainingJob
-from training.backtest import PERIODS_PER_YEAR, BacktestResult, backtest, deflated_sharpe
-from training.data import as_datetime, get_data_loader
-from training.dataset import Bars, Dataset
-from training.features import build_dataset
-from training.gates import apply_gates
-from training.plots import equity_curve_png
-from training.policies import MAX_ATTEMPTS, EvaluationPolicy, evaluation_policy_for
-from training.shadow import shadow_policy_for, shadow_start, shadow_wanted
-from training.split import Split, walk_forward
+from training.data.bars import as_datetime, get_data_loader
+from training.data.dataset import Bars, Dataset
+from training.data.features import build_dataset
+from training.data.prepare import MIN_BARS, leaking_features, prepare_training
+from training.data.split import Split
+from training.evaluation.backtest import PERIODS_PER_YEAR, BacktestResult, backtest, deflated_sharpe
+from training.evaluation.plots import equity_curve_png
+from training.promotion.gates import apply_gates
+from training.promotion.policies import EvaluationPolicy, evaluation_policy_for
+from training.promotion.shadow import shadow_policy_for, shadow_start, shadow_wanted
 from training.trainers import Trainer, trainer_class
 
 logger = logging.getLogger(__name__)
 
-MIN_BARS = 500
 LIBRARIES = (
     "numpy", "pandas", "scikit-learn", "xgboost-cpu", "lightgbm", "torch", "neuralforecast",
     "stable-baselines3", "gymnasium", "Django", "celery",
@@ -112,11 +113,13 @@ def run_job(*, job_id: str, redelivered: bool = False) -> str:
     """Run one job through the pipeline. Idempotent by job id: a second delivery does nothing.
 
     Returns the job's final status. A redelivery of a job left in progress by a dead worker
-    reclaims it (another attempt) or fails it cleanly once MAX_ATTEMPTS is reached.
+    reclaims it (another attempt) or fails it cleanly once CLM_TRAINING_MAX_ATTEMPTS is reached.
     """
     claimed = services.training_job_claim(job_id=job_id)
     if not claimed and redelivered:
-        claimed = services.training_job_reclaim(job_id=job_id, max_attempts=MAX_ATTEMPTS)
+        claimed = services.training_job_reclaim(
+            job_id=job_id, max_attempts=settings.CLM_TRAINING_MAX_ATTEMPTS
+        )
     job = TrainingJob.objects.select_related("model").filter(pk=job_id).first()
     if job is None:
         logger.warning("job %s does not exist; message dropped", job_id, extra={"job_id": job_id})
@@ -213,55 +216,25 @@ def _fetch_data(run: Run) -> None:
     run.bars = bars
 
 
-def prepare_training(
-    bars: Bars, job_params: dict[str, Any], *, eval_fraction: float
-) -> tuple[Dataset, Split, dict[str, Any], dict[str, Any] | None]:
-    """A job's params split into trainer params and feature spec, its dataset and its split.
-
-    Pure (no ORM): the pipeline and the evolution's fitness evaluation build models the same way.
-    Returns (dataset, split, trainer params, feature spec). Raises ValueError on a bad spec.
-    """
-    params = dict(job_params)
-    feature_spec = params.pop("features", None)
-    horizon = params.pop("horizon", None)
-    dataset = build_dataset(bars, feature_spec, horizon=horizon)
-    warmup = int(np.argmax(np.isfinite(dataset.features).all(axis=1)))
-    split = walk_forward(
-        len(dataset), horizon=dataset.horizon, eval_fraction=eval_fraction, warmup=warmup
-    )
-    return dataset, split, params, feature_spec
-
-
 def _train(run: Run) -> None:
     try:
         run.dataset, run.split, params, feature_spec = prepare_training(
             run.bars, run.job.params, eval_fraction=run.policy.eval_fraction
         )
-        _assert_causal(run.bars, run.dataset, feature_spec, run.split.train.stop)
+        leaking = leaking_features(run.bars, run.dataset, feature_spec, run.split.train.stop)
         trainer_cls = trainer_class(run.job.model_type)
         run.trainer = trainer_cls(params, seed=run.job.seed)
     except (ValueError, TypeError) as exc:
         raise PipelineError(str(exc)) from exc
-    started = time.perf_counter()
-    run.training_metrics = run.trainer.fit(run.dataset, run.split.train)
-    run.model_seconds["train.fit"] = time.perf_counter() - started
-
-
-def _assert_causal(bars: Bars, dataset: Dataset, spec: dict | None, cut: int) -> None:
-    """Refuse features that look ahead: rebuilt from bars[:cut] alone, rows before cut must match.
-
-    A feature that peeks at later bars changes when those bars are cut off; such a model would get
-    a score it could never earn live, so the job fails before training.
-    """
-    prefix = build_dataset(bars.slice(slice(0, cut)), spec, horizon=dataset.horizon)
-    full = dataset.features[:cut]
-    same = np.isclose(prefix.features, full, rtol=1e-9, atol=1e-12, equal_nan=True)
-    if not same.all():
-        leaking = [dataset.feature_names[i] for i in np.flatnonzero(~same.all(axis=0))]
+    if leaking:
+        # Such a model would get a score it could never earn live: fail before training.
         raise PipelineError(
             f"features leak the future (they change when later bars are removed): "
             f"{', '.join(leaking)}"
         )
+    started = time.perf_counter()
+    run.training_metrics = run.trainer.fit(run.dataset, run.split.train)
+    run.model_seconds["train.fit"] = time.perf_counter() - started
 
 
 def _timestamp(bars: Bars, index: int) -> datetime:
@@ -326,12 +299,8 @@ def _trial_sharpes(run: Run) -> list[float]:
     """Per-bar Sharpe ratios of the DSR's earlier trials: every evaluation of this model line and
     every strategy candidate evaluated on the same symbol and timeframe (the candidate this job
     trains, if any, is the trial this evaluation repeats, so it is left out)."""
-    from evolution.selectors import candidate_trial_sharpes
-
-    rows = EvaluationResult.objects.filter(version__model=run.job.model).values_list(
-        "sharpe", "periods_per_year"
-    )
-    return [sharpe / np.sqrt(p) for sharpe, p in rows] + candidate_trial_sharpes(
+    return registry_selectors.trial_sharpes(
+        model_id=run.job.model.model_id,
         symbol=run.job.symbol,
         timeframe=run.job.timeframe,
         exclude=(run.job.trigger_context or {}).get("candidate_id"),
@@ -455,8 +424,8 @@ def _apply_gates(run: Run) -> None:
 
 def _enter_shadow(run: Run, production_sharpe: float) -> bool:
     """Per the model type's shadow policy, a gate-passing version that has not proven itself
-    against production shadows it (training.shadow); True when it did. A version that cannot
-    start shadowing (production gone meanwhile) falls back to the usual promote-or-candidate."""
+    against production shadows it (training.promotion.shadow); True when it did. A version that
+    cannot start shadowing (production gone meanwhile) falls back to promote-or-candidate."""
 
     why = shadow_wanted(
         shadow_policy_for(run.job.model_type),

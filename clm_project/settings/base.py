@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "registry",
     "training",
+    "training.promotion",
     "evolution",
 ]
 
@@ -191,9 +192,10 @@ CELERY_TASK_ROUTES = {
     "training.run_training_job": {"queue": CLM_TRAINING_QUEUE},
     "evolution.*": {"queue": CLM_TRAINING_QUEUE},
 }
-# Soft and hard time limits per model family, in seconds, sized for default budgets on 2 cores
-# (training.policies reads them; "other" is every task without a family of its own).
-CLM_TIME_LIMITS: dict[str, tuple[int, int]] = {
+# Training jobs: soft/hard Celery time limits per family (seconds, sized for default budgets on
+# 2 cores) and how many times a job may be claimed before it fails. They run on
+# CLM_TRAINING_QUEUE.
+CLM_TRAINING_TIME_LIMITS: dict[str, tuple[int, int]] = {
     "xgboost": (900, 1200),
     "lightgbm": (900, 1200),
     "nhits": (1800, 2400),
@@ -202,6 +204,7 @@ CLM_TIME_LIMITS: dict[str, tuple[int, int]] = {
     "rl_v3": (1800, 2400),
     "other": (900, 1200),
 }
+CLM_TRAINING_MAX_ATTEMPTS = 2
 
 # How long after the longest hard time limit Redis redelivers an unacknowledged message: the time
 # a worker needs to notice the limit, kill the child and report.
@@ -217,7 +220,7 @@ def broker_transport_options(url: str) -> dict[str, float]:
     """
     if url.split(":", 1)[0] not in {"redis", "rediss", "redis+socket"}:
         return {}
-    longest = max(hard for _, hard in CLM_TIME_LIMITS.values())
+    longest = max(hard for _, hard in CLM_TRAINING_TIME_LIMITS.values())
     return {"visibility_timeout": longest + REDIS_VISIBILITY_MARGIN_S}
 
 
@@ -233,6 +236,14 @@ CELERY_WORKER_REDIRECT_STDOUTS = False
 
 # Which market-data source the pipeline reads: a dotted path to a fetch_training_data callable.
 CLM_DATA_LOADER = os.environ.get("CLM_DATA_LOADER", "training.data.fetch_training_data")
+# Whether a training request's market has data: a dotted path to (symbol, timeframe) -> bool.
+CLM_DATA_AVAILABLE = "training.data.selectors.data_available"
+# Sections the apps above the registry add to GET /clm/status: key -> dotted path of a callable.
+CLM_STATUS_SECTIONS = {"scheduler": "training.retraining.scheduler.scheduler_status"}
+# Where a deflated Sharpe ratio finds its earlier trials beyond the registry's own evaluations:
+# dotted paths to callables (symbol, timeframe, exclude) -> per-bar Sharpe ratios, registered by
+# the apps that run trials.
+CLM_TRIAL_SOURCES = ["evolution.selectors.candidate_trial_sharpes"]
 CLM_AUTO_PROMOTE = env_bool("CLM_AUTO_PROMOTE", True)
 
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "text")
@@ -258,17 +269,14 @@ LOGGING = {
     },
 }
 
-# --- Retraining triggers and the event bus (training.triggers, training.scheduler, training.events,
-# training.monitors) ---
-# The worker imports these task modules (they live outside training/tasks.py); importing
-# training.events also adds the consumer of incoming events to every worker.
-CELERY_IMPORTS = ("training.scheduler", "training.events", "training.monitors.tasks")
+# --- Retraining (training.retraining: triggers, scheduler, events, monitors) ---
 # The topic exchange on the Celery broker that outbox events go to and incoming events come from.
 CLM_EVENTS_EXCHANGE = os.environ.get("CLM_EVENTS_EXCHANGE", f"{CLM_QUEUE_PREFIX}clm.events")
 CLM_EVENTS_INCOMING_QUEUE = os.environ.get(
     "CLM_EVENTS_INCOMING_QUEUE", f"{CLM_QUEUE_PREFIX}clm.incoming"
 )
-# Workers consume incoming events unless this is off (e.g. on dedicated training workers).
+# Workers consume incoming events (clm_project.celery.IncomingEventsStep) unless this is off (e.g.
+# on dedicated training workers).
 CLM_EVENTS_CONSUME = env_bool("CLM_EVENTS_CONSUME", True)
 # The most periodic jobs one scan queues; the other due models wait for the next scan.
 CLM_SCAN_MAX_JOBS = int(os.environ.get("CLM_SCAN_MAX_JOBS", "100"))
@@ -279,24 +287,20 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
         "TriggerSourceEnum": "training.models.TriggerSource",
     }
 )
-# --- end of retraining triggers and event bus ---
 
-# --- Shadow testing, A/B experiments and automatic rollback (training.shadow,
-# training.experiments, training.rollback) ---
-CELERY_IMPORTS = (*CELERY_IMPORTS, "training.lifecycle_tasks")
+# --- Promotion (training.promotion: gates, policies, shadow, experiments, rollback) ---
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
     {
-        "ShadowModeEnum": "registry.models.ShadowMode",
-        "AlphaSpendingEnum": "registry.models.AlphaSpending",
-        "ComparisonStatusEnum": "registry.models.ComparisonStatus",
-        "ShadowDecisionEnum": "registry.models.ShadowDecision",
-        "ExperimentStatusEnum": "registry.models.ExperimentStatus",
-        "ExperimentMetricEnum": "registry.models.ExperimentMetric",
-        "StoppingRuleEnum": "registry.models.StoppingRule",
-        "ReturnSourceEnum": "registry.models.ReturnSource",
-        "ExperimentDecisionEnum": "registry.models.ExperimentDecision",
-        "ArmRoleEnum": "registry.models.ArmRole",
-        "RollbackOutcomeEnum": "registry.models.RollbackOutcome",
+        "ShadowModeEnum": "training.promotion.models.ShadowMode",
+        "AlphaSpendingEnum": "training.promotion.models.AlphaSpending",
+        "ComparisonStatusEnum": "training.promotion.models.ComparisonStatus",
+        "ShadowDecisionEnum": "training.promotion.models.ShadowDecision",
+        "ExperimentStatusEnum": "training.promotion.models.ExperimentStatus",
+        "ExperimentMetricEnum": "training.promotion.models.ExperimentMetric",
+        "StoppingRuleEnum": "training.promotion.models.StoppingRule",
+        "ReturnSourceEnum": "training.promotion.models.ReturnSource",
+        "ExperimentDecisionEnum": "training.promotion.models.ExperimentDecision",
+        "ArmRoleEnum": "training.promotion.models.ArmRole",
+        "RollbackOutcomeEnum": "training.promotion.models.RollbackOutcome",
     }
 )
-# --- end of shadow testing, experiments and rollback ---

@@ -7,7 +7,9 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import models
+from django.utils.module_loading import import_string
 from rest_framework import serializers
 
 from registry.models import (
@@ -24,7 +26,6 @@ from registry.models import (
     TriggerReason,
 )
 from registry.selectors import ORDERINGS
-from training.selectors import bars_exist, bars_required
 
 MAX_INT32 = 2**31 - 1
 SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
@@ -185,7 +186,7 @@ class TrainInputSerializer(serializers.Serializer):
         if start and end and start >= end:
             raise serializers.ValidationError({"window_start": ["Must be before window_end."]})
         symbol, timeframe = attrs["symbol"].upper(), attrs["timeframe"]
-        if bars_required() and not bars_exist(symbol=symbol, timeframe=timeframe):
+        if not import_string(settings.CLM_DATA_AVAILABLE)(symbol=symbol, timeframe=timeframe):
             raise serializers.ValidationError(
                 {"symbol": [f"No market data for {symbol} {timeframe}; import bars first."]}
             )

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from registry.api import lifecycle_views, views
+from registry.api import views
 
 urlpatterns = [
     path("health", views.HealthView.as_view(), name="health"),
@@ -51,43 +51,4 @@ urlpatterns = [
         name="clm-model-version-equity",
     ),
     path("clm/events", views.EventListView.as_view(), name="clm-events"),
-    # Shadow testing, A/B experiments and automatic rollback.
-    path("clm/shadow", lifecycle_views.ShadowListView.as_view(), name="clm-shadow"),
-    path(
-        "clm/shadow/<int:comparison_id>",
-        lifecycle_views.ShadowDetailView.as_view(),
-        name="clm-shadow-detail",
-    ),
-    path(
-        "clm/shadow/<int:comparison_id>/curve.png",
-        lifecycle_views.ShadowCurveView.as_view(),
-        name="clm-shadow-curve",
-    ),
-    path(
-        "clm/shadow/<int:comparison_id>/stop",
-        lifecycle_views.ShadowStopView.as_view(),
-        name="clm-shadow-stop",
-    ),
-    path("clm/experiments", lifecycle_views.ExperimentListView.as_view(), name="clm-experiments"),
-    path(
-        "clm/experiments/<int:experiment_id>",
-        lifecycle_views.ExperimentDetailView.as_view(),
-        name="clm-experiment",
-    ),
-    path(
-        "clm/experiments/<int:experiment_id>/stop",
-        lifecycle_views.ExperimentStopView.as_view(),
-        name="clm-experiment-stop",
-    ),
-    path(
-        "clm/models/<slug:model_id>/allocation",
-        lifecycle_views.AllocationView.as_view(),
-        name="clm-model-allocation",
-    ),
-    path(
-        "clm/models/<slug:model_id>/results",
-        lifecycle_views.ResultsView.as_view(),
-        name="clm-model-results",
-    ),
-    path("clm/rollbacks", lifecycle_views.RollbackListView.as_view(), name="clm-rollbacks"),
 ]

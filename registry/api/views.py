@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.conf import settings
 from django.db.models import QuerySet
 from django.http import HttpResponse
+from django.utils.module_loading import import_string
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, renderers, status
@@ -23,7 +25,6 @@ from registry.api import serializers as s
 from registry.api.permissions import CanDownloadArtifact, CanPromote, CanRequestTraining
 from registry.artifacts import ArtifactError, artifact_load
 from registry.status import clm_status, health_check
-from training.scheduler import scheduler_status
 
 JOB_ID = OpenApiParameter("job_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
 ERRORS = {
@@ -80,7 +81,10 @@ class HealthView(APIView):
 class StatusView(APIView):
     @extend_schema(responses=s.StatusSerializer, summary="Jobs and versions by status.")
     def get(self, request: Request) -> Response:
-        status = {**clm_status(), "scheduler": scheduler_status()}
+        status = {
+            **clm_status(),
+            **{key: import_string(path)() for key, path in settings.CLM_STATUS_SECTIONS.items()},
+        }
         return Response(s.StatusSerializer(status).data)
 
 

@@ -20,7 +20,7 @@ from evolution.search_space import (
     check_space_trains,
     resolve_search_space,
 )
-from training.features import validate_feature_spec
+from training.data.features import validate_feature_spec
 from training.trainers import trainer_class
 
 

@@ -28,12 +28,12 @@ from registry.models import (
     JobStatus,
     ModelStatus,
     OutboxEvent,
-    PromotionPolicy,
     TrainingJob,
     TriggerReason,
 )
 from tests.conftest import version_add
 from training.pipeline import run_job
+from training.promotion.models import PromotionPolicy
 
 from .conftest import SYMBOL
 

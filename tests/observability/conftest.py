@@ -15,7 +15,7 @@ from registry import services
 from registry.artifacts import artifact_save
 from registry.models import EvaluationResult, ModelStatus, ModelVersion
 from tests.conftest import PASSING_METRICS, version_add
-from training.plots import equity_curve_png
+from training.evaluation.plots import equity_curve_png
 
 
 def scrape(client: Client, **extra: str) -> dict[str, list[Sample]]:

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import User
 
-from registry.models import LifecycleAction, LifecycleEvent, ModelStatus, PromotionPolicy
+from registry.models import LifecycleAction, LifecycleEvent, ModelStatus
 from registry.services import JobRequest, training_job_create
 from tests.training.conftest import store_bars
 from training.pipeline import run_job
+from training.promotion.models import PromotionPolicy
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -52,7 +52,7 @@ def test_every_line_of_a_pipeline_run_carries_the_job(json_lines, monkeypatch):
     fetch = pipeline._fetch_data
 
     def fetch_and_log(run) -> None:  # a module that knows nothing of the job logs a line
-        logging.getLogger("training.data").info("reading bars")
+        logging.getLogger("training.data.bars").info("reading bars")
         fetch(run)
 
     monkeypatch.setattr(pipeline, "_fetch_data", fetch_and_log)
@@ -66,7 +66,7 @@ def test_every_line_of_a_pipeline_run_carries_the_job(json_lines, monkeypatch):
         assert line["model_id"] == "xgboost-btcusdt-1h", line
         assert {"time", "level", "logger", "message"} <= set(line)
     reading = next(line for line in lines if line["message"] == "reading bars")
-    assert reading["logger"] == "training.data" and reading["step"] == "fetch_data"
+    assert reading["logger"] == "training.data.bars" and reading["step"] == "fetch_data"
     assert lines[-1]["message"].startswith("job completed")
 
 

@@ -16,9 +16,10 @@ from kombu import Connection, Exchange, Queue
 
 from clm_project import metrics_collectors
 from registry import services
-from registry.models import Experiment, ModelStatus, OutboxEvent, ShadowComparison
+from registry.models import ModelStatus, OutboxEvent
 from tests.conftest import version_add
 from training.models import DriftReport, MonitorStatus, PerformanceReport, TriggerRecord
+from training.promotion.models import Experiment, ShadowComparison
 
 from .conftest import scrape, value
 

@@ -15,11 +15,11 @@ from registry.models import (
     ModelStatus,
     ModelVersion,
     OutboxEvent,
-    PromotionPolicy,
     RegisteredModel,
     TrainingJob,
 )
 from tests.conftest import version_add
+from training.promotion.models import PromotionPolicy
 
 pytestmark = pytest.mark.django_db
 
@@ -36,7 +36,7 @@ REGISTRY_MODELS = [
 
 
 def _url(model: type, action: str, *args) -> str:
-    return reverse(f"admin:registry_{model._meta.model_name}_{action}", args=args)
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{action}", args=args)
 
 
 def _messages(response) -> list[str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from training.data import bars_frame, bars_import
-from training.synthetic import generate_bars
+from training.data.bars import bars_frame, bars_import
+from training.data.synthetic import generate_bars
 
 
 def store_bars(symbol: str, n_bars: int, *, seed: int, timeframe: str = "1h", **kwargs) -> None:

@@ -16,12 +16,13 @@ from registry.models import (
     ModelStatus,
     ModelVersion,
     OutboxEvent,
-    PromotionPolicy,
     TrainingJob,
 )
 from registry.services import JobRequest, training_job_create
 from training import pipeline
+from training.data import prepare
 from training.pipeline import STEPS, run_job
+from training.promotion.models import PromotionPolicy
 from training.tasks import reap_stuck_jobs_now
 from training.trainers import trainer_class
 
@@ -162,7 +163,7 @@ def test_a_feature_that_leaks_the_future_is_caught(btc_bars, monkeypatch):
             label=data.label, horizon=data.horizon, spec=data.spec,
         )  # fmt: skip
 
-    monkeypatch.setattr(pipeline, "build_dataset", leaky)
+    monkeypatch.setattr(prepare, "build_dataset", leaky)
     job = make_job()
     assert run_job(job_id=str(job.pk)) == JobStatus.FAILED
     job.refresh_from_db()

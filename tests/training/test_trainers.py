@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from training.dataset import Bars, Dataset
-from training.features import build_dataset
-from training.synthetic import generate_bars
+from training.data.dataset import Bars, Dataset
+from training.data.features import build_dataset
+from training.data.synthetic import generate_bars
 from training.trainers import Trainer, TrainerError, trainer_class
 from training.trainers._common import banded_positions
 from training.trainers.rl import TradingEnv

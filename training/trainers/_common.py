@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from training.dataset import Dataset
+from training.data.dataset import Dataset
 from training.trainers.base import Trainer, TrainerError
 
 ARTIFACT_FORMAT = "clm-trainer/1"

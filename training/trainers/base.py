@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from training.dataset import Dataset
+from training.data.dataset import Dataset
 
 
 class TrainerError(Exception):

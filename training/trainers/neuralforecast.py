@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from training.dataset import Dataset
+from training.data.dataset import Dataset
 from training.trainers._common import (
     BaseTrainer,
     Param,

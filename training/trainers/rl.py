@@ -29,7 +29,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from training.dataset import Dataset
+from training.data.dataset import Dataset
 from training.trainers._common import BaseTrainer, Param, defaults, finite_rows, torch_threads
 
 POSITIONS = (0.0, 1.0, -1.0)  # by action: flat, long, short

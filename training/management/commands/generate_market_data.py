@@ -9,9 +9,9 @@ import numpy as np
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from registry.models import Timeframe
-from training.data import bars_frame, bars_import, load_bars
+from training.data.bars import bars_frame, bars_import, load_bars
+from training.data.synthetic import REGIMES, generate_bars, timeframe_seconds
 from training.management.progress import Progress
-from training.synthetic import REGIMES, generate_bars, timeframe_seconds
 
 
 def parse_regimes(text: str | None) -> list[tuple[str, int]] | None:

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from clm_project.exceptions import InvalidInput
 from registry.models import Timeframe
-from training.data import BarImportError, bars_import, read_bar_file, validate_bars
+from training.data.bars import BarImportError, bars_import, read_bar_file, validate_bars
 from training.management.progress import Progress
 
 

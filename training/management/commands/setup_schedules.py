@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from training.scheduler import SCHEDULES, beat_schedules_ensure
+from training.retraining.scheduler import SCHEDULES, beat_schedules_ensure
 
 
 class Command(BaseCommand):

@@ -9,8 +9,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from clm_project.exceptions import DomainError
 from registry.models import JobStatus, ModelType, Timeframe, TriggerReason
 from registry.services import JobRequest, training_job_create
+from training.data.selectors import bars_exist
 from training.management.runner import run_job_with_progress
-from training.selectors import bars_exist
 
 
 def parse_param(text: str) -> tuple[str, object]:

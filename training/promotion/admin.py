@@ -1,0 +1,264 @@
+"""Admin of promotion: the gate, shadow and rollback policies are edited here; comparisons,
+experiments and decisions are read here, and stopped through the services. The version page of
+the registry's admin gains this app's inlines (its shadow comparisons and experiments).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from clm_project.exceptions import DomainError
+from registry.admin import ModelVersionAdmin, ReadOnlyAdmin, ReadOnlyInline
+from training.promotion.models import (
+    Experiment,
+    ExperimentArm,
+    ExperimentEvaluation,
+    PromotionPolicy,
+    RealisedReturn,
+    RollbackDecision,
+    RollbackPolicy,
+    ShadowComparison,
+    ShadowObservation,
+    ShadowPolicy,
+)
+
+
+class PromotionPolicyForm(forms.ModelForm):
+    """Field-level messages for the ranges the database also enforces."""
+
+    class Meta:
+        model = PromotionPolicy
+        fields = (
+            "model_type", "min_sharpe", "min_win_rate", "min_profit_factor", "max_drawdown",
+            "min_trades", "min_dsr", "auto_promote", "fee", "eval_fraction",
+        )  # fmt: skip
+
+    def clean_max_drawdown(self) -> float:
+        value = self.cleaned_data["max_drawdown"]
+        if not 0.0 < value <= 1.0:
+            raise forms.ValidationError("Max drawdown is a fraction in (0, 1]: 0.15 is 15 %.")
+        return value
+
+    def clean_eval_fraction(self) -> float:
+        value = self.cleaned_data["eval_fraction"]
+        if not 0.0 < value < 1.0:
+            raise forms.ValidationError("The evaluation share of the bars must be in (0, 1).")
+        return value
+
+    def clean_fee(self) -> float:
+        value = self.cleaned_data["fee"]
+        if value < 0.0:
+            raise forms.ValidationError("The fee cannot be negative.")
+        return value
+
+    def clean_min_win_rate(self) -> float:
+        value = self.cleaned_data["min_win_rate"]
+        if not 0.0 <= value <= 1.0:
+            raise forms.ValidationError("A win rate is a fraction in [0, 1].")
+        return value
+
+    def clean_min_dsr(self) -> float | None:
+        value = self.cleaned_data["min_dsr"]
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise forms.ValidationError("The deflated Sharpe ratio is a probability in [0, 1].")
+        return value
+
+
+@admin.register(PromotionPolicy)
+class PromotionPolicyAdmin(admin.ModelAdmin):
+    form = PromotionPolicyForm
+    list_display = (
+        "model_type", "min_sharpe", "min_win_rate", "min_profit_factor", "max_drawdown",
+        "min_trades", "min_dsr", "auto_promote", "fee", "eval_fraction", "updated_at",
+    )  # fmt: skip
+    list_filter = ("auto_promote",)
+    search_fields = ("model_type",)
+
+
+def _stat(value: float | None, fmt: str = "{:.3f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+@admin.register(ShadowPolicy)
+class ShadowPolicyAdmin(admin.ModelAdmin):
+    list_display = (
+        "model_type", "mode", "clear_margin", "min_bars", "min_trades", "max_bars", "looks",
+        "alpha", "spending", "auto_promote", "updated_at",
+    )  # fmt: skip
+    list_filter = ("mode", "spending", "auto_promote")
+
+
+@admin.register(RollbackPolicy)
+class RollbackPolicyAdmin(admin.ModelAdmin):
+    list_display = (
+        "model_type", "enabled", "max_drawdown", "min_rolling_sharpe", "window_bars",
+        "cooldown_hours", "updated_at",
+    )  # fmt: skip
+    list_filter = ("enabled",)
+
+
+class ShadowObservationInline(ReadOnlyInline):
+    model = ShadowObservation
+    fields = (
+        "created_at", "n_new", "n_bars", "look", "tested_bars", "statistic", "boundary",
+        "p_value", "ci_low", "ci_high", "shadow_trades", "decision", "reason",
+    )  # fmt: skip
+    readonly_fields = fields
+    show_change_link = False
+
+
+class StopSelectedMixin:
+    """An admin action that stops the selected running rows through their service."""
+
+    def has_promote_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("registry.promote_modelversion")
+
+    def stop_one(self, request: HttpRequest, obj: Any) -> None:
+        raise NotImplementedError
+
+    @admin.action(description="Stop the selected (active) ones", permissions=["promote"])
+    def stop_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for obj in queryset:
+            try:
+                self.stop_one(request, obj)
+            except DomainError as exc:
+                self.message_user(request, exc.message, messages.WARNING)
+            else:
+                self.message_user(request, f"Stopped {obj}.", messages.SUCCESS)
+
+
+@admin.register(ShadowComparison)
+class ShadowComparisonAdmin(StopSelectedMixin, ReadOnlyAdmin):
+    list_display = (
+        "id", "shadow", "production", "status", "decision", "n_bars", "statistic_shown",
+        "p_value_shown", "created_at", "ended_at",
+    )  # fmt: skip
+    list_filter = ("status", "decision", "model__model_type")
+    search_fields = ("model__model_id", "reason")
+    date_hierarchy = "created_at"
+    list_select_related = ("model", "shadow__model", "production__model")
+    readonly_fields = ("curve",)
+    inlines = (ShadowObservationInline,)
+    actions = ("stop_selected",)
+
+    @admin.display(description="statistic", ordering="statistic")
+    def statistic_shown(self, obj: ShadowComparison) -> str:
+        return _stat(obj.statistic)
+
+    @admin.display(description="p-value", ordering="p_value")
+    def p_value_shown(self, obj: ShadowComparison) -> str:
+        return _stat(obj.p_value, "{:.4f}")
+
+    def stop_one(self, request: HttpRequest, obj: ShadowComparison) -> None:
+        from training.promotion.shadow import shadow_stop
+
+        shadow_stop(
+            comparison_id=obj.pk, actor=request.user.get_username(), reason="stopped in the admin"
+        )
+
+    @admin.display(description="shadow against production")
+    def curve(self, obj: ShadowComparison) -> str:
+        if not obj.n_bars:
+            return "-"
+        url = reverse("clm-shadow-curve", args=[obj.pk])
+        return format_html('<img src="{}" width="810" alt="Shadow against production">', url)
+
+
+class ExperimentArmInline(ReadOnlyInline):
+    model = ExperimentArm
+    fields = ("version", "role", "weight", "n_bars", "mean_return", "sharpe")
+    readonly_fields = fields
+    show_change_link = False
+
+
+class ExperimentEvaluationInline(ReadOnlyInline):
+    model = ExperimentEvaluation
+    fields = ("created_at", "n_bars", "look", "tested_bars", "decision", "reason")
+    readonly_fields = fields
+    show_change_link = False
+
+
+@admin.register(Experiment)
+class ExperimentAdmin(StopSelectedMixin, ReadOnlyAdmin):
+    list_display = (
+        "id", "model", "status", "metric", "stopping_rule", "returns_source", "n_bars",
+        "decision", "winner", "created_at", "ended_at",
+    )  # fmt: skip
+    list_filter = ("status", "decision", "metric", "stopping_rule", "returns_source")
+    search_fields = ("model__model_id", "reason", "description")
+    date_hierarchy = "created_at"
+    list_select_related = ("model", "winner__model")
+    inlines = (ExperimentArmInline, ExperimentEvaluationInline)
+    actions = ("stop_selected",)
+
+    def stop_one(self, request: HttpRequest, obj: Experiment) -> None:
+        from training.promotion.experiments import experiment_stop
+
+        experiment_stop(
+            experiment_id=obj.pk, actor=request.user.get_username(), reason="stopped in the admin"
+        )
+
+
+@admin.register(RollbackDecision)
+class RollbackDecisionAdmin(ReadOnlyAdmin):
+    list_display = (
+        "created_at", "model", "from_version", "to_version", "outcome", "source", "drawdown",
+        "rolling_sharpe", "n_bars",
+    )  # fmt: skip
+    list_filter = ("outcome", "source", "model__model_type")
+    search_fields = ("model__model_id", "reason")
+    date_hierarchy = "created_at"
+    list_select_related = ("model", "from_version__model", "to_version__model")
+
+
+@admin.register(RealisedReturn)
+class RealisedReturnAdmin(ReadOnlyAdmin):
+    list_display = ("version", "timestamp", "value", "source", "experiment", "recorded_at")
+    list_filter = ("source", "version__model__model_type")
+    search_fields = ("version__model__model_id",)
+    date_hierarchy = "timestamp"
+    list_select_related = ("version__model", "experiment")
+
+
+class ShadowComparisonInline(ReadOnlyInline):
+    """On the version's page: the comparisons it shadowed production in."""
+
+    model = ShadowComparison
+    fk_name = "shadow"
+    verbose_name_plural = "Shadow comparisons"
+    fields = (
+        "created_at", "production", "status", "decision", "n_bars", "statistic", "p_value",
+        "reason",
+    )  # fmt: skip
+    readonly_fields = fields
+
+
+class VersionExperimentInline(ReadOnlyInline):
+    """On the version's page: the experiments it was an arm of, with their verdicts."""
+
+    model = ExperimentArm
+    verbose_name_plural = "Experiments"
+    fields = ("experiment", "role", "weight", "experiment_status", "verdict", "sharpe")
+    readonly_fields = fields
+
+    @admin.display(description="status")
+    def experiment_status(self, obj: ExperimentArm) -> str:
+        return obj.experiment.status
+
+    @admin.display(description="verdict")
+    def verdict(self, obj: ExperimentArm) -> str:
+        return obj.experiment.reason or "-"
+
+
+ModelVersionAdmin.inlines = (
+    *ModelVersionAdmin.inlines,
+    ShadowComparisonInline,
+    VersionExperimentInline,
+)

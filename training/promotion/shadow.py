@@ -1,0 +1,649 @@
+"""Shadow testing: a gate-passing version paper-trades beside production on the same new bars.
+
+A comparison starts when a version enters `shadow` (from the pipeline, per the shadow policy, or
+by hand through the API). A periodic task (`training.shadow_evaluate`) then takes evaluation steps:
+both models' positions on the bars after `start_after`, backtested with the promotion policy's fee
+(training.evaluation.backtest, so METRICS.md's definitions hold), the new bars' returns stored as
+one observation, and the paired test of training.evaluation.stats on the series so far.
+
+Decisions happen only at the design's planned looks (bar counts from min_bars to max_bars, see
+training.evaluation.stats.sequential_design), and only once the shadow version has made min_trades
+trades:
+- the statistic crosses the look's boundary: promote (registry.services.model_version_promote) when
+  auto-promotion is on, else back to candidate marked ready;
+- the last look passes without a crossing: retire (model_version_set_status);
+- otherwise keep shadowing. Steps between looks record the test too, for information.
+The production version is fixed when the comparison starts; if production changes, the comparison
+ends as superseded and the next run compares the shadow version with the new production afresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Max, QuerySet
+from django.utils import timezone
+
+from clm_project.exceptions import DomainError, NotFound
+from registry import services
+from registry.artifacts import artifact_load
+from registry.models import ModelStatus, ModelVersion, RegisteredModel
+from training.data.bars import as_datetime, as_datetime64, bars_last, load_bars
+from training.data.features import build_dataset, validate_feature_spec
+from training.evaluation.backtest import PERIODS_PER_YEAR, backtest
+from training.evaluation.stats import (
+    PairedTest,
+    SequentialDesign,
+    diebold_mariano,
+    sequential_design,
+)
+from training.models import Bar
+from training.promotion.models import (
+    ComparisonStatus,
+    ShadowComparison,
+    ShadowDecision,
+    ShadowMode,
+    ShadowObservation,
+    ShadowPolicy,
+)
+from training.promotion.policies import evaluation_policy_for
+from training.trainers import trainer_class
+
+logger = logging.getLogger(__name__)
+
+ACTOR = "shadow"
+SHADOWABLE = (ModelStatus.CANDIDATE, ModelStatus.SHADOW)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paper trading (shared with experiments and rollback)
+
+
+@dataclass(frozen=True)
+class PaperTrades:
+    """Positions and per-bar strategy returns of several versions on the bars after a time.
+
+    `returns[pk]` is the backtest's s[0..n-1] (s[0] is the entry cost) over `timestamps`.
+    """
+
+    timestamps: np.ndarray
+    close: np.ndarray
+    positions: dict[int, np.ndarray]
+    returns: dict[int, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+
+def paper_trade(versions: list[ModelVersion], *, after: datetime, fee: float) -> PaperTrades:
+    """Backtest each version's positions on the stored bars after `after`, as the performance
+    monitor does for production: bars from the features' look-back before `after`, the version's
+    own feature spec, its artifact (sha256-verified), and the METRICS.md backtest with `fee`."""
+    model = versions[0].model
+    specs = {v.pk: validate_feature_spec(v.feature_spec or None) for v in versions}
+    lookback = max(spec["lookback"] for spec in specs.values())
+    history = bars_last(model.symbol, model.timeframe, lookback + 1, end=after)
+    start = as_datetime(history.timestamp[0]) if len(history) else after
+    bars = load_bars(model.symbol, model.timeframe, start, None)
+    live = np.flatnonzero(bars.timestamp > as_datetime64(after))
+    if len(live) < 2:  # a backtest needs two bars
+        empty = np.empty(0)
+        return PaperTrades(live.astype("datetime64[s]"), empty, {}, {})
+    window = slice(int(live[0]), len(bars))
+    periods = PERIODS_PER_YEAR[model.timeframe]
+    positions, returns = {}, {}
+    for version in versions:
+        trainer = trainer_class(model.model_type).loads(
+            artifact_load(path=version.artifact_path, sha256=version.artifact_sha256)
+        )
+        w = np.asarray(trainer.positions(build_dataset(bars, specs[version.pk]), window))
+        positions[version.pk] = w
+        returns[version.pk] = backtest(
+            bars.close[window], w, fee=fee, periods_per_year=periods
+        ).returns
+    return PaperTrades(bars.timestamp[window], bars.close[window], positions, returns)
+
+
+def trades_of(close: np.ndarray, positions: np.ndarray) -> int:
+    """METRICS.md trades of `positions` over `close` (0 with fewer than two bars)."""
+    return backtest(close, positions).trades if len(close) >= 2 else 0
+
+
+def annualized_sharpe(returns: np.ndarray, periods_per_year: float) -> float | None:
+    """METRICS.md Sharpe of a paper account's s[0..n-1] (over s[1..n-1]); None below 3 bars."""
+    body = np.asarray(returns)[1:]
+    if len(body) < 2:
+        return None
+    std = body.std(ddof=1)
+    return float(body.mean() / std * math.sqrt(periods_per_year)) if std > 0 else 0.0
+
+
+def latest_bar_at(symbol: str, timeframe: str) -> datetime | None:
+    return Bar.objects.filter(symbol=symbol, timeframe=timeframe).aggregate(t=Max("timestamp"))["t"]
+
+
+def shadow_start_after(model: RegisteredModel, *versions: ModelVersion) -> datetime:
+    """Where a comparison's new bars begin: after the latest stored bar, and after every bar any
+    of `versions` saw in training or evaluation, so both models trade bars new to both."""
+    moments = [latest_bar_at(model.symbol, model.timeframe)]
+    for version in versions:
+        last = ((version.manifest or {}).get("bars") or {}).get("last")
+        if last:
+            moments.append(datetime.fromisoformat(last))
+        moments.append(version.train_end)
+    known = [m for m in moments if m is not None]
+    return max(known) if known else timezone.now()
+
+
+# ---------------------------------------------------------------------------------------------
+# Series storage
+
+
+def pack_floats(values: np.ndarray) -> bytes:
+    return np.ascontiguousarray(values, dtype="<f8").tobytes()
+
+
+def pack_times(values: np.ndarray) -> bytes:
+    return np.ascontiguousarray(values.astype("datetime64[s]").astype("<i8")).tobytes()
+
+
+def unpack_floats(blob: bytes | memoryview) -> np.ndarray:
+    return np.frombuffer(bytes(blob), dtype="<f8")
+
+
+def unpack_times(blob: bytes | memoryview) -> np.ndarray:
+    return np.frombuffer(bytes(blob), dtype="<i8").astype("datetime64[s]")
+
+
+@dataclass(frozen=True)
+class ShadowSeries:
+    timestamps: np.ndarray
+    shadow: np.ndarray
+    production: np.ndarray
+
+
+def shadow_series(comparison: ShadowComparison) -> ShadowSeries:
+    """The comparison's stored per-bar returns, every step's chunk in order."""
+    rows = comparison.observations.order_by("id").values_list(
+        "bar_times", "shadow_returns", "production_returns"
+    )
+    times, shadow, production = [], [], []
+    for bar_times, s, p in rows:
+        times.append(unpack_times(bar_times))
+        shadow.append(unpack_floats(s))
+        production.append(unpack_floats(p))
+    if not times:
+        return ShadowSeries(np.empty(0, "datetime64[s]"), np.empty(0), np.empty(0))
+    return ShadowSeries(np.concatenate(times), np.concatenate(shadow), np.concatenate(production))
+
+
+# ---------------------------------------------------------------------------------------------
+# Policy and start
+
+
+def shadow_policy_for(model_type: str) -> ShadowPolicy:
+    return ShadowPolicy.objects.filter(model_type=model_type).first() or ShadowPolicy.default_for(
+        model_type
+    )
+
+
+def shadow_wanted(policy: ShadowPolicy, *, sharpe: float, production_sharpe: float) -> str | None:
+    """Why a gate-passing version should shadow production first, or None (promote/candidate)."""
+    if policy.mode == ShadowMode.ALL:
+        return "every new version shadows production first"
+    if policy.mode == ShadowMode.UNLESS_CLEARLY_BETTER:
+        if sharpe >= production_sharpe + policy.clear_margin:
+            return None
+        return (
+            f"Sharpe {sharpe:.3f} does not clearly beat production's {production_sharpe:.3f} "
+            f"(margin {policy.clear_margin:g})"
+        )
+    return None
+
+
+def _auto_promotion_on(model_type: str) -> bool:
+    """Promotion policy's switch and CLM_AUTO_PROMOTE, read when the decision is taken."""
+    return evaluation_policy_for(
+        model_type, auto_promote_default=settings.CLM_AUTO_PROMOTE
+    ).auto_promote
+
+
+def shadow_start(
+    *,
+    model_id: str,
+    version: int,
+    actor: str,
+    reason: str = "",
+    auto_promote: bool | None = None,
+    from_training: bool = False,
+) -> ShadowComparison:
+    """Put a version in shadow against the current production version and open its comparison.
+
+    A candidate (or a shadow version without a comparison) may start; `from_training` lets the
+    pipeline start one that has just passed its gates. One transaction: the status change (with
+    its audit row) and the comparison commit together.
+    """
+    with transaction.atomic():
+        try:
+            model = RegisteredModel.objects.select_for_update().get(model_id=model_id)
+        except RegisteredModel.DoesNotExist:
+            raise NotFound(f"unknown model {model_id!r}") from None
+        target = ModelVersion.objects.filter(model=model, version=version).first()
+        if target is None:
+            raise NotFound(f"model {model_id} has no version {version}")
+        production = ModelVersion.objects.filter(model=model, status=ModelStatus.PRODUCTION).first()
+        if production is None:
+            raise DomainError(f"{model_id} has no production version to shadow")
+        allowed = (*SHADOWABLE, ModelStatus.TRAINING) if from_training else SHADOWABLE
+        if target.status not in allowed:
+            raise DomainError(
+                f"cannot shadow {model_id} v{version}: it is {target.status}; only candidate or "
+                "shadow versions can shadow production"
+            )
+        if target.shadow_comparisons.filter(status=ComparisonStatus.ACTIVE).exists():
+            raise DomainError(f"{model_id} v{version} is already being shadowed")
+        if not target.artifact_path:
+            raise DomainError(f"{model_id} v{version} has no artifact to paper-trade")
+        if target.status != ModelStatus.SHADOW:
+            services.model_version_set_status(
+                model_id=model_id, version=version, status=ModelStatus.SHADOW, actor=actor,
+                reason=reason or f"shadows production v{production.version}",
+            )  # fmt: skip
+        policy = shadow_policy_for(model.model_type)
+        design = dict(
+            min_bars=policy.min_bars, max_bars=policy.max_bars, looks=policy.looks,
+            alpha=policy.alpha, spending=policy.spending,
+        )  # fmt: skip
+        sequential_design(**design)  # refuses a design it cannot plan before anything is written
+        try:
+            with transaction.atomic():
+                comparison = ShadowComparison.objects.create(
+                    model=model,
+                    shadow=target,
+                    production=production,
+                    started_by=actor,
+                    reason=reason,
+                    start_after=shadow_start_after(model, target, production),
+                    fee=evaluation_policy_for(model.model_type, auto_promote_default=True).fee,
+                    periods_per_year=PERIODS_PER_YEAR[model.timeframe],
+                    auto_promote=policy.auto_promote if auto_promote is None else auto_promote,
+                    min_trades=policy.min_trades,
+                    **design,
+                )
+        except IntegrityError:
+            raise DomainError(f"{model_id} v{version} is already being shadowed") from None
+    return comparison
+
+
+def shadow_stop(*, comparison_id: int, actor: str, reason: str = "") -> ShadowComparison:
+    """End a comparison by hand; the version goes back to candidate (with its audit row)."""
+    with transaction.atomic():
+        comparison = _lock_comparison(comparison_id)
+        if comparison.status != ComparisonStatus.ACTIVE:
+            raise DomainError(f"shadow comparison {comparison_id} is already {comparison.status}")
+        why = f"stopped by {actor or 'unknown'}" + (f": {reason}" if reason else "")
+        _finish(comparison, ShadowDecision.STOPPED, why, status=ComparisonStatus.STOPPED)
+        shadow = comparison.shadow
+        if shadow.status == ModelStatus.SHADOW:
+            services.model_version_set_status(
+                model_id=comparison.model.model_id, version=shadow.version,
+                status=ModelStatus.CANDIDATE, actor=actor, reason=f"shadow comparison {why}",
+            )  # fmt: skip
+    return comparison
+
+
+def _lock_comparison(comparison_id: int) -> ShadowComparison:
+    """Lock the comparison's model row, then the comparison: the order every writer of a model's
+    versions uses (registry.services locks the model first), so two writers never deadlock."""
+    model_pk = (
+        ShadowComparison.objects.filter(pk=comparison_id).values_list("model_id", flat=True).first()
+    )
+    if model_pk is None:
+        raise NotFound(f"unknown shadow comparison {comparison_id}")
+    RegisteredModel.objects.select_for_update().filter(pk=model_pk).first()
+    return (
+        ShadowComparison.objects.select_for_update(of=("self",))
+        .select_related("model", "shadow", "production")
+        .get(pk=comparison_id)
+    )
+
+
+def _finish(
+    comparison: ShadowComparison,
+    decision: str,
+    reason: str,
+    *,
+    status: str = ComparisonStatus.COMPLETED,
+) -> None:
+    comparison.status = status
+    comparison.decision = decision
+    comparison.reason = reason
+    comparison.ended_at = timezone.now()
+    comparison.save(update_fields=["status", "decision", "reason", "ended_at"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation steps
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What the test says at one evaluation step (pure: no database).
+
+    `look` is the last planned look taken at this step (1-based; None between looks) and `test`
+    its test; between looks `test` is the whole series against the next look's boundary, for the
+    record only. `looks_done` counts the looks taken so far.
+    """
+
+    decision: str
+    reason: str
+    look: int | None
+    looks_done: int
+    tested_bars: int
+    test: PairedTest | None
+    shadow_trades: int
+    production_trades: int
+
+
+def decide(
+    *,
+    shadow: np.ndarray,
+    production: np.ndarray,
+    close: np.ndarray,
+    shadow_positions: np.ndarray,
+    production_positions: np.ndarray,
+    design: SequentialDesign,
+    looks_done: int,
+    min_trades: int,
+) -> StepOutcome:
+    """Take every planned look the series has reached and not yet taken, in order, on exactly its
+    first n_k bars, stopping at a crossing. A look where the shadow version has made fewer than
+    `min_trades` trades is passed over, which can only make a false promotion less likely; at
+    the last look that means retirement."""
+    n, total = len(shadow), len(design.looks)
+    k = looks_done
+    taken: tuple[int, PairedTest, int, int, str] | None = None
+    while k < total and design.looks[k] <= n:
+        n_k, c_k = design.looks[k], design.boundaries[k]
+        test = diebold_mariano(shadow[:n_k], production[:n_k], critical=c_k)
+        trades = trades_of(close[:n_k], shadow_positions[:n_k])
+        prod_trades = trades_of(close[:n_k], production_positions[:n_k])
+        where = f"look {k + 1}/{total} at {n_k} bars"
+        k += 1
+        final: tuple[str, str] | None = None
+        if trades < min_trades:
+            note = f"{where}: only {trades} trades, fewer than the {min_trades} required"
+            if k == total:
+                final = (ShadowDecision.RETIRE, f"{note} by the maximum duration")
+            taken = (k, test, trades, prod_trades, f"{note}, passed over")
+        elif test.rejects:
+            final = (ShadowDecision.PROMOTE, f"{where}: better than production")
+        elif k == total:
+            final = (ShadowDecision.RETIRE, f"{where} (the maximum duration): not proved better")
+        else:
+            taken = (k, test, trades, prod_trades, f"{where}: not proved better yet")
+        if final is not None:
+            decision, note = final
+            return StepOutcome(
+                decision, f"{note}; {_summary(test)}", k, k, n_k, test, trades, prod_trades
+            )
+    following = f"next decision at {design.looks[k]} bars"
+    if taken is not None:
+        look, test, trades, prod_trades, note = taken
+        reason = f"{note}; {following}; {_summary(test)}"
+        return StepOutcome(
+            ShadowDecision.CONTINUE, reason, look, k, design.looks[look - 1], test, trades,
+            prod_trades,
+        )  # fmt: skip
+    test = diebold_mariano(shadow, production, critical=design.boundaries[k]) if n >= 3 else None
+    trades = trades_of(close, shadow_positions)
+    reason = f"{n} bars, {trades} trades; {following}"
+    if test is not None:
+        reason = f"{reason}; {_summary(test)}"
+    return StepOutcome(
+        ShadowDecision.CONTINUE, reason, None, k, n, test, trades,
+        trades_of(close, production_positions),
+    )  # fmt: skip
+
+
+def _summary(test: PairedTest) -> str:
+    return (
+        f"DM statistic {test.statistic:.3f} vs boundary {test.critical:.3f}, one-sided p = "
+        f"{test.p_value:.4f}, mean difference {test.estimate:+.3e} per bar "
+        f"[{test.ci_low:+.3e}, {test.ci_high:+.3e}]"
+    )
+
+
+def shadow_evaluate(*, comparison_id: int) -> ShadowObservation | None:
+    """One evaluation step of an active comparison; None when there is nothing new to record.
+
+    The paper trading runs outside any transaction; the step is written in one short transaction
+    that first checks nobody else took it (compare-and-set on the bar count).
+    """
+    comparison = (
+        ShadowComparison.objects.select_related("model", "shadow", "production")
+        .filter(pk=comparison_id, status=ComparisonStatus.ACTIVE)
+        .first()
+    )
+    if comparison is None:
+        return None
+    if comparison.shadow.status != ModelStatus.SHADOW:
+        return _end_outside(
+            comparison, ShadowDecision.STOPPED,
+            f"v{comparison.shadow.version} left shadow (now {comparison.shadow.status})",
+        )  # fmt: skip
+    if comparison.production.status != ModelStatus.PRODUCTION:
+        return _end_outside(
+            comparison, ShadowDecision.SUPERSEDED,
+            f"production v{comparison.production.version} is now "
+            f"{comparison.production.status}; v{comparison.shadow.version} will be compared "
+            "with the new production version",
+        )  # fmt: skip
+
+    trades = paper_trade(
+        [comparison.shadow, comparison.production], after=comparison.start_after, fee=comparison.fee
+    )
+    n_prev = comparison.n_bars
+    if len(trades) <= n_prev:
+        return None
+    stored = shadow_series(comparison)
+    shadow_all = np.concatenate([stored.shadow, trades.returns[comparison.shadow_id][n_prev:]])
+    prod_all = np.concatenate(
+        [stored.production, trades.returns[comparison.production_id][n_prev:]]
+    )
+    design = sequential_design(
+        min_bars=comparison.min_bars, max_bars=comparison.max_bars, looks=comparison.looks,
+        alpha=comparison.alpha, spending=comparison.spending,
+    )  # fmt: skip
+    outcome = decide(
+        shadow=shadow_all,
+        production=prod_all,
+        close=trades.close,
+        shadow_positions=trades.positions[comparison.shadow_id],
+        production_positions=trades.positions[comparison.production_id],
+        design=design,
+        looks_done=comparison.looks_done,
+        min_trades=comparison.min_trades,
+    )
+    return _record_step(comparison, trades, n_prev, shadow_all, prod_all, outcome)
+
+
+def _end_outside(comparison: ShadowComparison, decision: str, reason: str) -> None:
+    """The versions changed outside the comparison: end it, leave their statuses alone."""
+    with transaction.atomic():
+        locked = _lock_comparison(comparison.pk)
+        if locked.status == ComparisonStatus.ACTIVE:
+            _finish(locked, decision, reason)
+    return None
+
+
+def _record_step(
+    comparison: ShadowComparison,
+    trades: PaperTrades,
+    n_prev: int,
+    shadow_all: np.ndarray,
+    prod_all: np.ndarray,
+    outcome: StepOutcome,
+) -> ShadowObservation | None:
+    model_id = comparison.model.model_id
+    periods = comparison.periods_per_year
+    new = slice(n_prev, len(shadow_all))
+    test = outcome.test
+    with transaction.atomic():
+        locked = _lock_comparison(comparison.pk)
+        stale = (
+            locked.status != ComparisonStatus.ACTIVE
+            or locked.n_bars != n_prev
+            or ModelVersion.objects.get(pk=locked.shadow_id).status != ModelStatus.SHADOW
+            or ModelVersion.objects.get(pk=locked.production_id).status != ModelStatus.PRODUCTION
+        )
+        if stale:  # another step got here first, or the versions changed: the next run decides
+            return None
+        decision, reason = outcome.decision, outcome.reason
+        if decision == ShadowDecision.PROMOTE and not (
+            locked.auto_promote and _auto_promotion_on(comparison.model.model_type)
+        ):
+            decision, reason = ShadowDecision.READY, f"{reason}; auto-promotion is off"
+        stats_fields = {
+            "estimate": test.estimate if test else None,
+            "statistic": test.statistic if test else None,
+            "p_value": test.p_value if test else None,
+            "ci_low": test.ci_low if test else None,
+            "ci_high": test.ci_high if test else None,
+        }
+        sharpes = {
+            "shadow_sharpe": annualized_sharpe(shadow_all, periods),
+            "production_sharpe": annualized_sharpe(prod_all, periods),
+        }
+        observation = ShadowObservation.objects.create(
+            comparison=locked,
+            first_bar_at=as_datetime(trades.timestamps[new.start]),
+            last_bar_at=as_datetime(trades.timestamps[new.stop - 1]),
+            n_new=new.stop - new.start,
+            n_bars=len(shadow_all),
+            bar_times=pack_times(trades.timestamps[new]),
+            shadow_returns=pack_floats(shadow_all[new]),
+            production_returns=pack_floats(prod_all[new]),
+            shadow_trades=outcome.shadow_trades,
+            production_trades=outcome.production_trades,
+            look=outcome.look,
+            tested_bars=outcome.tested_bars,
+            se=test.se if test else None,
+            boundary=test.critical if test else None,
+            decision=decision,
+            reason=reason,
+            **stats_fields,
+            **sharpes,
+        )
+        locked.n_bars = len(shadow_all)
+        locked.last_bar_at = observation.last_bar_at
+        locked.shadow_trades = outcome.shadow_trades
+        locked.production_trades = outcome.production_trades
+        locked.looks_done = outcome.looks_done
+        for name, value in {**stats_fields, **sharpes}.items():
+            setattr(locked, name, value)
+        locked.last_error = ""
+        locked.save()
+        version = locked.shadow.version
+        if decision == ShadowDecision.PROMOTE:
+            services.model_version_promote(
+                model_id=model_id, version=version, actor=ACTOR,
+                reason=f"shadow comparison {locked.pk} against v{locked.production.version}: "
+                f"{reason}",
+            )  # fmt: skip
+        elif decision == ShadowDecision.READY:
+            services.model_version_set_status(
+                model_id=model_id, version=version, status=ModelStatus.CANDIDATE, actor=ACTOR,
+                reason=f"ready for promotion: shadow comparison {locked.pk}: {reason}",
+            )  # fmt: skip
+        elif decision == ShadowDecision.RETIRE:
+            services.model_version_set_status(
+                model_id=model_id, version=version, status=ModelStatus.RETIRED, actor=ACTOR,
+                reason=f"shadow comparison {locked.pk}: {reason}",
+            )  # fmt: skip
+        if decision != ShadowDecision.CONTINUE:
+            _finish(locked, decision, reason)
+    return observation
+
+
+def shadow_evaluate_all() -> dict[str, int]:
+    """The periodic task: open comparisons for shadow versions without one, then step each active
+    comparison. One model's trouble is logged on its comparison and never stops the others."""
+    counts: Counter[str] = Counter()
+    orphans = (
+        ModelVersion.objects.filter(status=ModelStatus.SHADOW)
+        .exclude(shadow_comparisons__status=ComparisonStatus.ACTIVE)
+        .filter(model__versions__status=ModelStatus.PRODUCTION)
+        .select_related("model")
+        .distinct()
+    )
+    for version in orphans:
+        try:
+            shadow_start(
+                model_id=version.model.model_id, version=version.version, actor=ACTOR,
+                reason="shadow version without an active comparison",
+            )  # fmt: skip
+            counts["started"] += 1
+        except DomainError as exc:
+            logger.warning("could not start shadowing %s: %s", version, exc.message)
+            counts["failed"] += 1
+    for comparison_id in ShadowComparison.objects.filter(
+        status=ComparisonStatus.ACTIVE
+    ).values_list("pk", flat=True):
+        try:
+            observation = shadow_evaluate(comparison_id=comparison_id)
+        except Exception as exc:  # a broken artifact or bad bars for one model
+            logger.exception("shadow step of comparison %s failed", comparison_id)
+            ShadowComparison.objects.filter(pk=comparison_id).update(
+                last_error=f"{exc.__class__.__name__}: {exc}"[:2_000]
+            )
+            counts["failed"] += 1
+            continue
+        counts[observation.decision if observation else "unchanged"] += 1
+    return dict(counts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reads
+
+
+def shadow_comparisons_list(
+    *,
+    model_id: str | None = None,
+    version: int | None = None,
+    status: str | None = None,
+    decision: str | None = None,
+) -> QuerySet[ShadowComparison]:
+    qs = ShadowComparison.objects.select_related("model", "shadow", "production")
+    if model_id:
+        qs = qs.filter(model__model_id=model_id)
+    if version is not None:
+        qs = qs.filter(shadow__version=version)
+    if status:
+        qs = qs.filter(status=status)
+    if decision:
+        qs = qs.filter(decision=decision)
+    return qs.order_by("-created_at", "-id")
+
+
+def shadow_comparison_get(*, comparison_id: int) -> ShadowComparison:
+    try:
+        return ShadowComparison.objects.select_related("model", "shadow", "production").get(
+            pk=comparison_id
+        )
+    except ShadowComparison.DoesNotExist:
+        raise NotFound(f"unknown shadow comparison {comparison_id}") from None
+
+
+def shadow_design(comparison: ShadowComparison) -> SequentialDesign:
+    return sequential_design(
+        min_bars=comparison.min_bars, max_bars=comparison.max_bars, looks=comparison.looks,
+        alpha=comparison.alpha, spending=comparison.spending,
+    )  # fmt: skip
