@@ -191,6 +191,9 @@ def _delete_own_queues() -> Iterator[None]:
 
     names = [queue.name for queue in settings.CELERY_TASK_QUEUES]
     for url in _used_brokers:
+        if url.startswith("redis"):
+            _redis_forget(url, settings.CLM_QUEUE_PREFIX)
+            continue
         try:
             with Connection(url, connect_timeout=2) as conn:
                 conn.ensure_connection(max_retries=1)
@@ -201,6 +204,28 @@ def _delete_own_queues() -> Iterator[None]:
                     channel.exchange_delete(exchange)
         except Exception as exc:  # a broker that went away: nothing to tidy there
             print(f"could not delete this run's queues on {url}: {exc}")
+
+
+def _redis_forget(url: str, prefix: str) -> None:
+    """Delete this run's lists and bindings from the Redis database it uses as a broker.
+
+    kombu's Redis transport forgets a binding only when the channel that made it deletes a queue
+    that still holds messages; the keys are named after the queues and exchanges, so the run's
+    prefix finds exactly its own.
+    """
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    try:
+        for pattern in (
+            f"{prefix}*",
+            f"_kombu.binding.{prefix}*",
+            f"_kombu.binding_permanent.{prefix}*",
+        ):
+            for key in client.scan_iter(match=pattern):
+                client.delete(key)
+    except redis.RedisError as exc:
+        print(f"could not delete this run's keys on {url}: {exc}")
 
 
 @pytest.fixture

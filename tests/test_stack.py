@@ -112,7 +112,7 @@ def stack(purge_queues) -> Iterator[Stack]:
     log = Path(tempfile.gettempdir()) / f"clm-stack-{uuid.uuid4().hex[:8]}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [str(ROOT / ".venv/bin/honcho"), "start", "-f", "Procfile", "--no-prefix"],
+            [str(ROOT / ".venv/bin/honcho"), "start", "-f", "Procfile", "-p", str(port)],
             cwd=ROOT,
             env=env,
             stdout=out,
