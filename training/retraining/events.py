@@ -251,15 +251,15 @@ def _relay_batch(producer: Producer, confirms: _Confirms | None, batch_size: int
             for position, row in enumerate(rows, start=1):
                 _publish(producer, row)
                 sent[confirms.published() if confirms else position] = row.pk
-            if confirms is not None:
-                confirms.wait(PUBLISH_TIMEOUT_S)
         except Exception as exc:
             failure = exc
-            if confirms is not None and confirms.outstanding:
-                # What went out before the failure may still be confirmed (a dead connection
-                # answers nothing, and those rows simply go again).
-                with contextlib.suppress(Exception):
-                    confirms.wait(PUBLISH_TIMEOUT_S)
+        if confirms is not None and confirms.outstanding:
+            # Also after a failed publish: what went out before it may still be confirmed (a dead
+            # connection answers nothing, and those rows simply go again).
+            try:
+                confirms.wait(PUBLISH_TIMEOUT_S)
+            except Exception as exc:
+                failure = failure or exc
         taken = [pk for tag, pk in sent.items() if confirms is None or tag in confirms.acked]
         if taken:
             services.outbox_events_mark_published(event_ids=taken)
