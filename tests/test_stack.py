@@ -15,6 +15,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -82,7 +83,8 @@ def _environment(port: int) -> dict[str, str]:
         "SECRET_KEY": secrets.token_urlsafe(48),
         "DEBUG": "false",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SECURE_SSL_REDIRECT": "false",  # plain HTTP on loopback; TLS ends at a proxy in prod
+        "BEHIND_TLS_PROXY": "false",  # plain HTTP on loopback; TLS ends at a proxy in prod
+        "STATIC_ROOT": str(Path(settings.ARTIFACT_ROOT).parent / "clm-stack-static"),
         "DATABASE_URL": f"postgres://{db['USER']}@{host}:{db['PORT'] or 5432}/{db['NAME']}",
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "CELERY_RESULT_BACKEND": settings.CELERY_RESULT_BACKEND,
@@ -101,7 +103,8 @@ def _descendants(pid: int) -> set[int]:
 
 @pytest.fixture
 def stack(purge_queues) -> Iterator[Stack]:
-    """`honcho start` in the repository root, stopped (SIGTERM, as honcho stops) at the end."""
+    """The release step, then `honcho start` in the repository root; stopped at the end (SIGTERM,
+    as honcho stops)."""
     call_command("setup_schedules", stdout=open(os.devnull, "w"))  # noqa: SIM115
     user = User.objects.create_user("trader-desk", password=secrets.token_urlsafe(16))
     user.user_permissions.add(Permission.objects.get(codename="request_training"))
@@ -109,6 +112,11 @@ def stack(purge_queues) -> Iterator[Stack]:
 
     port = _free_port()
     env = _environment(port)
+    # The release step the README runs before the stack (migrations: none left; collectstatic).
+    release = subprocess.run(
+        [sys.executable, "-m", "clm_project.release"], cwd=ROOT, env=env, capture_output=True
+    )
+    assert release.returncode == 0, release.stderr.decode()
     log = Path(tempfile.gettempdir()) / f"clm-stack-{uuid.uuid4().hex[:8]}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(

@@ -39,3 +39,6 @@ CLM_TEST_BROKER_URLS = {
 }
 # Nothing runs eagerly: a test that needs the pipeline starts a real worker (tests/conftest.py).
 CELERY_TASK_ALWAYS_EAGER = False
+# Static files straight from the apps, as under runserver: no collectstatic before each run.
+WHITENOISE_AUTOREFRESH = True
+WHITENOISE_USE_FINDERS = True
