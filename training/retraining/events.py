@@ -1,8 +1,8 @@
 """The event bus: CLM's outbox relayed to a topic exchange, and the events other services send CLM.
 
-One topic exchange, `settings.CLM_EVENTS_EXCHANGE` ("clm.events", durable), on the Celery broker.
-Every message on it, in either direction, is one JSON object (UTF-8, content type
-application/json, persistent):
+One topic exchange, `settings.CLM_EVENTS_EXCHANGE` ("clm.events" after CLM_QUEUE_PREFIX, durable),
+on the Celery broker. Every message on it, in either direction, is one JSON object (UTF-8, content
+type application/json, persistent):
 
     {"schema_version": 1,
      "event_id": "0b8f...-uuid",                 unique; consumers deduplicate on it
