@@ -98,3 +98,16 @@ def training_job_observe(*, model_type: str, status: str, seconds: float) -> Non
         TRAINING_JOB_SECONDS.labels(model_type=model_type, status=status).observe(seconds)
     except Exception:
         logger.warning("could not record a job duration", exc_info=True)
+
+
+OUTBOX_RELAY_FAILURES = Counter(
+    "clm_outbox_relay_failures",
+    "Outbox relay runs stopped by a broker error (their events wait for a later run).",
+)
+
+
+def outbox_relay_failure_count() -> None:
+    try:
+        OUTBOX_RELAY_FAILURES.inc()
+    except Exception:
+        logger.warning("could not count a relay failure", exc_info=True)

@@ -16,6 +16,7 @@ figures come in independent sections, so a broken one leaves the others in place
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import product
@@ -428,14 +429,16 @@ def _verdict_families() -> list[Metric]:
 @dataclass(frozen=True)
 class QueueDepth:
     messages: int
-    consumers: int
+    consumers: int | None  # None: the broker could not say
 
 
 def queue_depths(*, url: str, queues: list[str], timeout: float) -> dict[str, QueueDepth | None]:
     """Ask the broker how many messages wait in each queue (passive declare); None: unknown.
 
     A queue the broker does not have yet holds nothing: it is declared by the first message sent
-    to it or the first worker that consumes it.
+    to it or the first worker that consumes it. Redis keeps no consumers (it always reports 0), so
+    there the workers are asked which queues they consume, over Celery's broadcast (remote
+    control, on by default): one reply per worker, as RabbitMQ counts one consumer per worker.
     """
     from kombu import Connection
 
@@ -451,6 +454,8 @@ def queue_depths(*, url: str, queues: list[str], timeout: float) -> dict[str, Qu
             conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
             for name in queues:
                 depths[name] = _queue_depth(conn, name)
+            if conn.transport.driver_type == "redis":
+                depths = _with_worker_consumers(conn, depths, timeout)
     except Exception as exc:  # any transport error: unknown depths, never a failed scrape
         logger.warning("queue depths unavailable: %s: %s", exc.__class__.__name__, exc)
     return depths
@@ -468,8 +473,34 @@ def _queue_depth(conn: Any, name: str) -> QueueDepth | None:
     return QueueDepth(messages, consumers)
 
 
+def _with_worker_consumers(
+    conn: Any, depths: dict[str, QueueDepth | None], timeout: float
+) -> dict[str, QueueDepth | None]:
+    """Consumers per queue as the workers that answer within `timeout` report them."""
+    from clm_project.celery import app
+
+    try:
+        replies = app.control.inspect(timeout=timeout, connection=conn).active_queues() or {}
+    except Exception as exc:
+        logger.warning("workers' queues unavailable: %s: %s", exc.__class__.__name__, exc)
+        replies = None
+    counts: Counter[str] = Counter()
+    for worker_queues in (replies or {}).values():
+        counts.update({queue["name"] for queue in worker_queues or []})
+    return {
+        name: None
+        if depth is None
+        else QueueDepth(depth.messages, None if replies is None else counts[name])
+        for name, depth in depths.items()
+    }
+
+
 class BrokerQueueCollector:
-    """Messages waiting and consumers per Celery queue (CELERY_TASK_QUEUES), asked at scrape."""
+    """Messages waiting and consumers per Celery queue (CELERY_TASK_QUEUES), asked at scrape.
+
+    The `queue` label is the queue's name without CLM_QUEUE_PREFIX ("default", "training"), so
+    dashboards and alerts read the same whatever prefix a deployment uses.
+    """
 
     def collect(self) -> Iterator[Metric]:
         url = settings.CELERY_BROKER_URL
@@ -481,16 +512,22 @@ class BrokerQueueCollector:
             "clm_queue_messages", "Messages waiting in the Celery queue (ready).", ["queue"]
         )
         consumers = _gauge(
-            "clm_queue_consumers", "Consumers (worker processes) on the Celery queue.", ["queue"]
+            "clm_queue_consumers",
+            "Workers consuming the Celery queue (RabbitMQ: its consumers; Redis: the workers that "
+            "answered a broadcast). Absent when the broker could not say.",
+            ["queue"],
         )
         error = _gauge(
             "clm_queue_depth_error",
             "1 when the broker could not tell this queue's depth at this scrape.",
             ["queue"],
         )
+        prefix = settings.CLM_QUEUE_PREFIX
         for name, depth in depths.items():
-            error.add_metric([name], 1 if depth is None else 0)
+            label = name.removeprefix(prefix) if prefix else name
+            error.add_metric([label], 1 if depth is None else 0)
             if depth is not None:
-                messages.add_metric([name], depth.messages)
-                consumers.add_metric([name], depth.consumers)
+                messages.add_metric([label], depth.messages)
+                if depth.consumers is not None:
+                    consumers.add_metric([label], depth.consumers)
         yield from (messages, consumers, error)

@@ -118,7 +118,12 @@ def scan_due_models() -> dict[str, int]:
 
 @shared_task(name="training.relay_outbox", ignore_result=True)
 def relay_outbox() -> dict[str, Any]:
+    """A run that could not publish everything fails (the next tick retries those events)."""
     result = events.outbox_relay()
+    if result.error:
+        raise events.OutboxRelayError(
+            f"outbox relay stopped after {result.published} events: {result.error}"
+        )
     return {"published": result.published, "error": result.error}
 
 

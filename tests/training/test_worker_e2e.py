@@ -7,6 +7,7 @@ import time
 import pytest
 
 from registry.models import EvaluationResult, JobStatus, ModelStatus, OutboxEvent, TrainingJob
+from training.trainers import DEMO_PARAMS
 
 from .conftest import store_bars
 
@@ -47,3 +48,20 @@ def test_post_train_runs_the_pipeline_on_a_worker(live_worker, operator_client):
     assert ("model_promoted" in events) == evaluation.passed
     detail = operator_client.get(f"/clm/jobs/{job.pk}").json()
     assert detail["status"] == "completed" and detail["progress"] == 1.0
+
+
+@pytest.mark.parametrize("family", ["nhits", "patchtst"])
+def test_deep_families_train_on_a_worker(live_worker, operator_client, family):
+    """neuralforecast imports ray.tune, which reads sys.stdout.encoding in the worker's child."""
+    store_bars("BTCUSDT", 3_000, seed=11)
+    response = operator_client.post(
+        "/clm/train",
+        {"model_type": family, "symbol": "BTCUSDT", "timeframe": "1h",
+         "params": DEMO_PARAMS[family]},
+        format="json",
+    )  # fmt: skip
+    assert response.status_code == 202, response.content
+    job = wait_for(response.json()["id"], timeout=600)
+    assert job.status == JobStatus.COMPLETED, job.error_message
+    assert job.version.status != ModelStatus.TRAINING
+    assert EvaluationResult.objects.filter(version=job.version).exists()

@@ -323,7 +323,7 @@ def beat_schedules_ensure(*, reset: bool = False) -> list[tuple[str, str]]:
             expire = int(timedelta(**{entry.period: entry.every}).total_seconds())
             code_owned = {
                 "task": entry.task,
-                "queue": "default",
+                "queue": settings.CLM_DEFAULT_QUEUE,
                 "description": entry.description,
                 "expire_seconds": expire,
             }
