@@ -38,6 +38,7 @@ from training.data.prepare import MIN_BARS, leaking_features, prepare_training
 from training.data.split import Split
 from training.evaluation.backtest import PERIODS_PER_YEAR, BacktestResult, backtest, deflated_sharpe
 from training.evaluation.plots import equity_curve_png
+from training.promotion.decision import Outcome, decide, enact
 from training.promotion.gates import apply_gates
 from training.promotion.policies import EvaluationPolicy, evaluation_policy_for
 from training.promotion.shadow import shadow_policy_for, shadow_start, shadow_wanted
@@ -383,15 +384,14 @@ def production_sharpe_on(run: Run) -> float | None:
 
 
 def _apply_gates(run: Run) -> None:
+    """Step 9: the promotion decision (training.promotion.decision) on the evaluation."""
     model_id, number = run.job.model.model_id, run.version.version
     evaluation = run.evaluation
-    if not evaluation.passed:
-        failing = [name for name, gate in evaluation.gates.items() if not gate["passed"]]
+    failing = [name for name, gate in evaluation.gates.items() if not gate["passed"]]
+    if failing:
         ModelVersion.objects.filter(pk=run.version.pk).update(failed_gates=failing)
-        services.model_version_set_status(
-            model_id=model_id, version=number, status=ModelStatus.FAILED, actor="pipeline",
-            reason=f"failed gates: {', '.join(failing)}",
-        )  # fmt: skip
+        enact(decide(basis="", better=False, auto_promote=False, failing_gates=failing),
+              model_id=model_id, version=number, actor="pipeline")  # fmt: skip
         run.decision = f"v{number} failed gates {failing}"
         return
     try:
@@ -399,45 +399,39 @@ def _apply_gates(run: Run) -> None:
     except Exception as exc:  # an unreadable production artifact must not block a good version
         logger.warning("could not score production of %s: %s", model_id, exc)
         incumbent = None
-    if incumbent is not None and _enter_shadow(run, incumbent):
-        return
-    beats = incumbent is None or evaluation.sharpe > incumbent
     against = "no production version" if incumbent is None else f"production Sharpe {incumbent:.3f}"
-    if beats and run.policy.auto_promote:
-        services.model_version_set_status(
-            model_id=model_id, version=number, status=ModelStatus.CANDIDATE, actor="pipeline",
-            reason="passed gates",
-        )  # fmt: skip
-        services.model_version_promote(
-            model_id=model_id, version=number, actor="pipeline",
-            reason=f"passed gates; Sharpe {evaluation.sharpe:.3f} vs {against}",
-        )  # fmt: skip
+    shadow_reason = None
+    if incumbent is not None:
+        shadow_reason = shadow_wanted(
+            shadow_policy_for(run.job.model_type),
+            sharpe=evaluation.sharpe,
+            production_sharpe=incumbent,
+        )
+    if shadow_reason is not None and _enter_shadow(run, shadow_reason):
+        return
+    decision = decide(
+        basis="passed gates",
+        better=incumbent is None or evaluation.sharpe > incumbent,
+        auto_promote=run.policy.auto_promote,
+        against=against,
+        evidence=f"Sharpe {evaluation.sharpe:.3f} vs {against}",
+    )
+    enact(decision, model_id=model_id, version=number, actor="pipeline", from_training=True)
+    if decision.outcome == Outcome.PROMOTE:
         run.decision = f"v{number} promoted"
     else:
-        why = "auto-promotion is off" if beats else f"does not beat {against}"
-        services.model_version_set_status(
-            model_id=model_id, version=number, status=ModelStatus.CANDIDATE, actor="pipeline",
-            reason=f"passed gates; {why}",
-        )  # fmt: skip
-        run.decision = f"v{number} candidate ({why})"
+        run.decision = f"v{number} candidate ({decision.reason.removeprefix('passed gates; ')})"
 
 
-def _enter_shadow(run: Run, production_sharpe: float) -> bool:
-    """Per the model type's shadow policy, a gate-passing version that has not proven itself
-    against production shadows it (training.promotion.shadow); True when it did. A version that
-    cannot start shadowing (production gone meanwhile) falls back to promote-or-candidate."""
-
-    why = shadow_wanted(
-        shadow_policy_for(run.job.model_type),
-        sharpe=run.evaluation.sharpe,
-        production_sharpe=production_sharpe,
-    )
-    if why is None:
-        return False
+def _enter_shadow(run: Run, why: str) -> bool:
+    """A gate-passing version the shadow policy wants proven against production shadows it
+    (training.promotion.shadow); True when it did. A version that cannot start shadowing
+    (production gone meanwhile) falls back to promote-or-candidate."""
     model_id, number = run.job.model.model_id, run.version.version
+    decision = decide(basis="passed gates", better=True, auto_promote=False, shadow_reason=why)
     try:
         comparison = shadow_start(
-            model_id=model_id, version=number, actor="pipeline", reason=f"passed gates; {why}",
+            model_id=model_id, version=number, actor="pipeline", reason=decision.reason,
             from_training=True,
         )  # fmt: skip
     except DomainError as exc:

@@ -27,17 +27,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from clm_project.exceptions import DomainError, InvalidInput, NotFound
-from registry import services
 from registry.models import ModelStatus, ModelVersion, RegisteredModel
 from training.evaluation.backtest import PERIODS_PER_YEAR
 from training.evaluation.stats import PairedTest, SequentialDesign, paired_test, sequential_design
 from training.models import Bar
+from training.promotion.decision import Decision, Outcome, auto_promotion_on, enact
+from training.promotion.decision import decide as decide_promotion
 from training.promotion.models import (
     AlphaSpending,
     ArmRole,
@@ -653,7 +653,8 @@ def _paper_trade_arms(experiment: Experiment, arms: list[ExperimentArm]) -> None
 def _record_step(
     experiment: Experiment, series: PairedSeries, n_prev: int, verdict: Verdict
 ) -> ExperimentEvaluation | None:
-    metric = experiment.metric
+    """Store one step (evaluation row, arm and experiment figures) and carry out its decision, all
+    under the experiment's row lock; None when another step got there first or an arm changed."""
     with transaction.atomic():
         locked = _lock_experiment(experiment.pk)
         if locked.status != ExperimentStatus.RUNNING or locked.n_bars != n_prev:
@@ -661,15 +662,7 @@ def _record_step(
         arms = list(locked.arms.select_related("version"))
         if _arms_changed(arms):
             return None
-        decision, reason = verdict.decision, verdict.reason
-        auto = (
-            locked.auto_promote
-            and evaluation_policy_for(
-                locked.model.model_type, auto_promote_default=settings.CLM_AUTO_PROMOTE
-            ).auto_promote
-        )
-        if decision == ExperimentDecision.PROMOTE and not auto:
-            decision, reason = ExperimentDecision.WINNER, f"{reason}; auto-promotion is off"
+        decision, reason, promotion = _promotion_of(locked, verdict)
         evaluation = ExperimentEvaluation.objects.create(
             experiment=locked,
             n_bars=len(series.control),
@@ -681,28 +674,11 @@ def _record_step(
             decision=decision or "continue",
             reason=reason,
         )
-        periods = locked.periods_per_year
-        for arm in arms:
-            returns = (
-                series.control
-                if arm.role == ArmRole.CONTROL
-                else series.candidates[arm.version.version]
-            )
-            arm.n_bars = len(returns)
-            arm.mean_return = float(returns.mean())
-            arm.sharpe = annualized_sharpe(np.concatenate([[0.0], returns]), periods)
-            arm.save(update_fields=["n_bars", "mean_return", "sharpe"])
+        _arms_update(arms, series, locked.periods_per_year)
         locked.n_bars = len(series.control)
         locked.looks_done = verdict.looks_done
         locked.reason = reason
-        best = verdict.tests.get(verdict.best) if verdict.best is not None else None
-        summary = {
-            "estimate": best.estimate if best else None,
-            "statistic": best.statistic if best else None,
-            "p_value": best.p_value if best else None,
-            "ci_low": best.ci_low if best else None,
-            "ci_high": best.ci_high if best else None,
-        }
+        summary = _summary_of(verdict)
         for name, value in summary.items():
             setattr(locked, name, value)
         if not decision:
@@ -712,12 +688,46 @@ def _record_step(
         if verdict.winner is not None:
             winner = next(a.version for a in arms if a.version.version == verdict.winner)
         _finish(locked, decision, reason, verdict=summary, winner=winner)
-        if decision == ExperimentDecision.PROMOTE:
-            services.model_version_promote(
-                model_id=locked.model.model_id, version=verdict.winner, actor=ACTOR,
-                reason=f"experiment {locked.pk} ({metric}): {reason}",
-            )  # fmt: skip
+        if promotion is not None and promotion.outcome == Outcome.PROMOTE and verdict.winner:
+            enact(promotion, model_id=locked.model.model_id, version=verdict.winner, actor=ACTOR)
     return evaluation
+
+
+def _promotion_of(locked: Experiment, verdict: Verdict) -> tuple[str, str, Decision | None]:
+    """(the step's decision, its reason, the promotion decision): a winner is promoted, or only
+    named when auto-promotion is off, by the one promotion decision."""
+    if verdict.decision != ExperimentDecision.PROMOTE:
+        return verdict.decision, verdict.reason, None
+    promotion = decide_promotion(
+        basis=f"experiment {locked.pk} ({locked.metric}): {verdict.reason}",
+        better=True,
+        auto_promote=auto_promotion_on(locked.model.model_type, flag=locked.auto_promote),
+    )
+    if promotion.outcome == Outcome.PROMOTE:
+        return ExperimentDecision.PROMOTE, verdict.reason, promotion
+    return ExperimentDecision.WINNER, f"{verdict.reason}; auto-promotion is off", promotion
+
+
+def _arms_update(arms: list[ExperimentArm], series: PairedSeries, periods: float) -> None:
+    for arm in arms:
+        control = arm.role == ArmRole.CONTROL
+        returns = series.control if control else series.candidates[arm.version.version]
+        arm.n_bars = len(returns)
+        arm.mean_return = float(returns.mean())
+        arm.sharpe = annualized_sharpe(np.concatenate([[0.0], returns]), periods)
+        arm.save(update_fields=["n_bars", "mean_return", "sharpe"])
+
+
+def _summary_of(verdict: Verdict) -> dict[str, float | None]:
+    """The best candidate's test figures, kept on the experiment."""
+    best = verdict.tests.get(verdict.best) if verdict.best is not None else None
+    return {
+        "estimate": best.estimate if best else None,
+        "statistic": best.statistic if best else None,
+        "p_value": best.p_value if best else None,
+        "ci_low": best.ci_low if best else None,
+        "ci_high": best.ci_high if best else None,
+    }
 
 
 def experiments_evaluate_all() -> dict[str, int]:

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max, QuerySet
 from django.utils import timezone
@@ -45,6 +44,8 @@ from training.evaluation.stats import (
     sequential_design,
 )
 from training.models import Bar
+from training.promotion.decision import Decision, Outcome, auto_promotion_on, enact
+from training.promotion.decision import decide as decide_promotion
 from training.promotion.models import (
     ComparisonStatus,
     ShadowComparison,
@@ -206,13 +207,6 @@ def shadow_wanted(policy: ShadowPolicy, *, sharpe: float, production_sharpe: flo
             f"(margin {policy.clear_margin:g})"
         )
     return None
-
-
-def _auto_promotion_on(model_type: str) -> bool:
-    """Promotion policy's switch and CLM_AUTO_PROMOTE, read when the decision is taken."""
-    return evaluation_policy_for(
-        model_type, auto_promote_default=settings.CLM_AUTO_PROMOTE
-    ).auto_promote
 
 
 def shadow_start(
@@ -492,36 +486,15 @@ def _record_step(
     prod_all: np.ndarray,
     outcome: StepOutcome,
 ) -> ShadowObservation | None:
-    model_id = comparison.model.model_id
-    periods = comparison.periods_per_year
-    new = slice(n_prev, len(shadow_all))
-    test = outcome.test
+    """Store one step (observation and running figures) and carry out its decision, all under the
+    comparison's row lock; None when another step got there first or the versions changed."""
     with transaction.atomic():
         locked = _lock_comparison(comparison.pk)
-        stale = (
-            locked.status != ComparisonStatus.ACTIVE
-            or locked.n_bars != n_prev
-            or ModelVersion.objects.get(pk=locked.shadow_id).status != ModelStatus.SHADOW
-            or ModelVersion.objects.get(pk=locked.production_id).status != ModelStatus.PRODUCTION
-        )
-        if stale:  # another step got here first, or the versions changed: the next run decides
+        if _stale(locked, n_prev):  # the next run decides
             return None
-        decision, reason = outcome.decision, outcome.reason
-        if decision == ShadowDecision.PROMOTE and not (
-            locked.auto_promote and _auto_promotion_on(comparison.model.model_type)
-        ):
-            decision, reason = ShadowDecision.READY, f"{reason}; auto-promotion is off"
-        stats_fields = {
-            "estimate": test.estimate if test else None,
-            "statistic": test.statistic if test else None,
-            "p_value": test.p_value if test else None,
-            "ci_low": test.ci_low if test else None,
-            "ci_high": test.ci_high if test else None,
-        }
-        sharpes = {
-            "shadow_sharpe": annualized_sharpe(shadow_all, periods),
-            "production_sharpe": annualized_sharpe(prod_all, periods),
-        }
+        decision, reason, promotion = _promotion_of(locked, outcome)
+        figures = _step_figures(outcome.test, shadow_all, prod_all, locked.periods_per_year)
+        new = slice(n_prev, len(shadow_all))
         observation = ShadowObservation.objects.create(
             comparison=locked,
             first_bar_at=as_datetime(trades.timestamps[new.start]),
@@ -535,34 +508,24 @@ def _record_step(
             production_trades=outcome.production_trades,
             look=outcome.look,
             tested_bars=outcome.tested_bars,
-            se=test.se if test else None,
-            boundary=test.critical if test else None,
+            se=outcome.test.se if outcome.test else None,
+            boundary=outcome.test.critical if outcome.test else None,
             decision=decision,
             reason=reason,
-            **stats_fields,
-            **sharpes,
+            **figures,
         )
         locked.n_bars = len(shadow_all)
         locked.last_bar_at = observation.last_bar_at
         locked.shadow_trades = outcome.shadow_trades
         locked.production_trades = outcome.production_trades
         locked.looks_done = outcome.looks_done
-        for name, value in {**stats_fields, **sharpes}.items():
+        for name, value in figures.items():
             setattr(locked, name, value)
         locked.last_error = ""
         locked.save()
-        version = locked.shadow.version
-        if decision == ShadowDecision.PROMOTE:
-            services.model_version_promote(
-                model_id=model_id, version=version, actor=ACTOR,
-                reason=f"shadow comparison {locked.pk} against v{locked.production.version}: "
-                f"{reason}",
-            )  # fmt: skip
-        elif decision == ShadowDecision.READY:
-            services.model_version_set_status(
-                model_id=model_id, version=version, status=ModelStatus.CANDIDATE, actor=ACTOR,
-                reason=f"ready for promotion: shadow comparison {locked.pk}: {reason}",
-            )  # fmt: skip
+        model_id, version = comparison.model.model_id, locked.shadow.version
+        if promotion is not None:
+            enact(promotion, model_id=model_id, version=version, actor=ACTOR)
         elif decision == ShadowDecision.RETIRE:
             services.model_version_set_status(
                 model_id=model_id, version=version, status=ModelStatus.RETIRED, actor=ACTOR,
@@ -571,6 +534,49 @@ def _record_step(
         if decision != ShadowDecision.CONTINUE:
             _finish(locked, decision, reason)
     return observation
+
+
+def _stale(locked: ShadowComparison, n_prev: int) -> bool:
+    """Another step got here first, or either version is no longer what the comparison tests."""
+    return (
+        locked.status != ComparisonStatus.ACTIVE
+        or locked.n_bars != n_prev
+        or ModelVersion.objects.get(pk=locked.shadow_id).status != ModelStatus.SHADOW
+        or ModelVersion.objects.get(pk=locked.production_id).status != ModelStatus.PRODUCTION
+    )
+
+
+def _promotion_of(
+    locked: ShadowComparison, outcome: StepOutcome
+) -> tuple[str, str, Decision | None]:
+    """(the step's decision, its reason, the promotion decision to enact): a shadow version the
+    test found better is promoted or kept as a ready candidate by the one promotion decision."""
+    if outcome.decision != ShadowDecision.PROMOTE:
+        return outcome.decision, outcome.reason, None
+    promotion = decide_promotion(
+        basis=f"shadow comparison {locked.pk} against v{locked.production.version}: "
+        f"{outcome.reason}",
+        better=True,
+        auto_promote=auto_promotion_on(locked.model.model_type, flag=locked.auto_promote),
+    )
+    if promotion.outcome == Outcome.PROMOTE:
+        return ShadowDecision.PROMOTE, outcome.reason, promotion
+    return ShadowDecision.READY, f"{outcome.reason}; auto-promotion is off", promotion
+
+
+def _step_figures(
+    test: PairedTest | None, shadow_all: np.ndarray, prod_all: np.ndarray, periods: float
+) -> dict[str, float | None]:
+    """The test's figures and both Sharpe ratios so far, stored on the step and the comparison."""
+    return {
+        "estimate": test.estimate if test else None,
+        "statistic": test.statistic if test else None,
+        "p_value": test.p_value if test else None,
+        "ci_low": test.ci_low if test else None,
+        "ci_high": test.ci_high if test else None,
+        "shadow_sharpe": annualized_sharpe(shadow_all, periods),
+        "production_sharpe": annualized_sharpe(prod_all, periods),
+    }
 
 
 def shadow_evaluate_all() -> dict[str, int]:
