@@ -51,8 +51,8 @@ from training.promotion.models import (
     ReturnSource,
     StoppingRule,
 )
+from training.promotion.paper import annualized_sharpe, latest_bar_at, paper_trade
 from training.promotion.policies import evaluation_policy_for
-from training.promotion.shadow import annualized_sharpe, latest_bar_at, paper_trade
 
 logger = logging.getLogger(__name__)
 

@@ -41,8 +41,8 @@ from training.promotion.models import (
     RollbackOutcome,
     RollbackPolicy,
 )
+from training.promotion.paper import paper_trade
 from training.promotion.policies import evaluation_policy_for
-from training.promotion.shadow import paper_trade
 from training.retraining.monitors.performance import rolling_sharpe
 
 logger = logging.getLogger(__name__)
