@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from clm_project.celery import send_task_by_name
 from clm_project.exceptions import DomainError, InvalidInput, NotFound
+from registry.locks import model_lock
 from registry.models import (
     ACTIVE_JOB_STATUSES,
     EvaluationResult,
@@ -149,13 +150,6 @@ def registered_model_update_notes(
     return model
 
 
-def _lock_model(model_id: str) -> RegisteredModel:
-    try:
-        return RegisteredModel.objects.select_for_update().get(model_id=model_id)
-    except RegisteredModel.DoesNotExist:
-        raise NotFound(f"unknown model {model_id!r}") from None
-
-
 # ---------------------------------------------------------------------------------------------
 # Training jobs
 
@@ -191,7 +185,7 @@ def training_job_create(*, request: JobRequest, dispatch: bool = True) -> tuple[
         model_type=request.model_type, symbol=request.symbol, timeframe=request.timeframe
     )
     with transaction.atomic():
-        model = _lock_model(model.model_id)
+        model = model_lock(model_id=model.model_id)
         active = TrainingJob.objects.filter(model=model, status__in=ACTIVE_JOB_STATUSES).first()
         if active is not None:
             active.joined_triggers = [
@@ -428,7 +422,7 @@ def model_version_register(
 ) -> ModelVersion:
     """Allocate the next version number under the model's row lock and record the version."""
     with transaction.atomic():
-        locked = _lock_model(model.model_id)
+        locked = model_lock(model_id=model.model_id)
         number = locked.next_version
         locked.next_version = number + 1
         locked.save(update_fields=["next_version"])
@@ -518,7 +512,7 @@ def model_version_promote(
 ) -> ModelVersion:
     """Make `version` the production version of `model_id`, atomically, with audit and event."""
     with transaction.atomic():
-        model = _lock_model(model_id)
+        model = model_lock(model_id=model_id)
         target = _get_version_locked(model, version)
         if target.status == ModelStatus.PRODUCTION:
             raise DomainError(f"{model_id} v{version} is already in production")
@@ -562,7 +556,7 @@ def model_version_rollback(
     from registry.artifacts import ArtifactError, artifact_verify
 
     with transaction.atomic():
-        model = _lock_model(model_id)
+        model = model_lock(model_id=model_id)
         target = _get_version_locked(model, target_version)
         if target.status == ModelStatus.PRODUCTION:
             raise DomainError(f"{model_id} v{target_version} is the current production version")
@@ -620,7 +614,7 @@ def model_version_set_status(
     if status not in _SET_STATUS_ACTIONS:
         raise InvalidInput(f"cannot set status {status!r} here", field="status")
     with transaction.atomic():
-        model = _lock_model(model_id)
+        model = model_lock(model_id=model_id)
         target = _get_version_locked(model, version)
         if target.status not in _ALLOWED_FROM[status]:
             raise DomainError(f"cannot move {model_id} v{version} from {target.status} to {status}")

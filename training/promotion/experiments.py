@@ -32,6 +32,7 @@ from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from clm_project.exceptions import DomainError, InvalidInput, NotFound
+from registry.locks import model_lock, row_lock_under_model
 from registry.models import ModelStatus, ModelVersion, RegisteredModel
 from training.evaluation.backtest import PERIODS_PER_YEAR
 from training.evaluation.stats import PairedTest, SequentialDesign, paired_test, sequential_design
@@ -107,7 +108,7 @@ def experiment_start(
     max_bars = min_bars if max_bars is None else max_bars
     _check_design(metric, stopping_rule, returns_source, min_bars, max_bars, looks, alpha, spending)
     with transaction.atomic():
-        model = _lock_model(model_id)
+        model = model_lock(model_id=model_id)
         if Experiment.objects.filter(model=model, status=ExperimentStatus.RUNNING).exists():
             raise DomainError(f"{model_id} already has a running experiment")
         versions = _versions(model, [arm.version for arm in arms])
@@ -211,13 +212,6 @@ def _check_design(
         raise InvalidInput("alpha must be in (0, 0.5)", field="alpha")
 
 
-def _lock_model(model_id: str) -> RegisteredModel:
-    try:
-        return RegisteredModel.objects.select_for_update().get(model_id=model_id)
-    except RegisteredModel.DoesNotExist:
-        raise NotFound(f"unknown model {model_id!r}") from None
-
-
 def _versions(model: RegisteredModel, numbers: list[int]) -> dict[int, ModelVersion]:
     found = {v.version: v for v in ModelVersion.objects.filter(model=model, version__in=numbers)}
     missing = sorted(set(numbers) - set(found))
@@ -244,17 +238,7 @@ def experiment_stop(*, experiment_id: int, actor: str, reason: str = "") -> Expe
 
 def _lock_experiment(experiment_id: int) -> Experiment:
     """Lock the experiment's model row, then the experiment (the services' lock order)."""
-    model_pk = (
-        Experiment.objects.filter(pk=experiment_id).values_list("model_id", flat=True).first()
-    )
-    if model_pk is None:
-        raise NotFound(f"unknown experiment {experiment_id}")
-    RegisteredModel.objects.select_for_update().filter(pk=model_pk).first()
-    return (
-        Experiment.objects.select_for_update(of=("self",))
-        .select_related("model")
-        .get(pk=experiment_id)
-    )
+    return row_lock_under_model(Experiment.objects.all(), experiment_id, what="experiment")
 
 
 def _finish(

@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from clm_project.exceptions import DomainError, NotFound
 from registry import services
+from registry.locks import model_lock, row_lock_under_model
 from registry.models import ModelStatus, ModelVersion, RegisteredModel
 from training.data.bars import as_datetime
 from training.evaluation.backtest import PERIODS_PER_YEAR
@@ -160,10 +161,7 @@ def shadow_start(
     its audit row) and the comparison commit together.
     """
     with transaction.atomic():
-        try:
-            model = RegisteredModel.objects.select_for_update().get(model_id=model_id)
-        except RegisteredModel.DoesNotExist:
-            raise NotFound(f"unknown model {model_id!r}") from None
+        model = model_lock(model_id=model_id)
         target = ModelVersion.objects.filter(model=model, version=version).first()
         if target is None:
             raise NotFound(f"model {model_id} has no version {version}")
@@ -231,16 +229,11 @@ def shadow_stop(*, comparison_id: int, actor: str, reason: str = "") -> ShadowCo
 def _lock_comparison(comparison_id: int) -> ShadowComparison:
     """Lock the comparison's model row, then the comparison: the order every writer of a model's
     versions uses (registry.services locks the model first), so two writers never deadlock."""
-    model_pk = (
-        ShadowComparison.objects.filter(pk=comparison_id).values_list("model_id", flat=True).first()
-    )
-    if model_pk is None:
-        raise NotFound(f"unknown shadow comparison {comparison_id}")
-    RegisteredModel.objects.select_for_update().filter(pk=model_pk).first()
-    return (
-        ShadowComparison.objects.select_for_update(of=("self",))
-        .select_related("model", "shadow", "production")
-        .get(pk=comparison_id)
+    return row_lock_under_model(
+        ShadowComparison.objects.all(),
+        comparison_id,
+        what="shadow comparison",
+        related=("model", "shadow", "production"),
     )
 
 
