@@ -35,14 +35,6 @@ SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
 # Shared
 
 
-class ErrorSerializer(serializers.Serializer):
-    """The body of every 4xx answer (see clm_project.exceptions.api_exception_handler)."""
-
-    detail = serializers.CharField()
-    code = serializers.CharField()
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
-
-
 class FiniteFloatField(serializers.FloatField):
     """A float that refuses NaN and infinities, which have no meaning as a filter."""
 
