@@ -21,6 +21,7 @@ from evolution.models import (
     StrategyCandidate,
 )
 from evolution.search_space import DEFAULT_SPACES
+from evolution.services import evaluation, runs, upkeep
 from registry import services as registry_services
 from registry.models import (
     EvaluationResult,
@@ -186,7 +187,7 @@ def test_a_redelivery_takes_over_and_the_first_claim_cannot_record(make_run):
     assert services.candidate_evaluate(candidate_id=candidate.pk, redelivered=True) == "evaluated"
     candidate.refresh_from_db()
     assert candidate.attempts == 2 and candidate.evaluation_status == EvaluationStatus.EVALUATED
-    assert not services._record_failure(candidate.pk, stale, "late")
+    assert not evaluation._record_failure(candidate.pk, stale, "late")
     assert services.candidate_evaluate(candidate_id=candidate.pk, redelivered=True) == "skipped"
     candidate.refresh_from_db()
     assert candidate.attempts == 2 and candidate.error_message == ""
@@ -265,7 +266,8 @@ def test_the_reaper_continues_stalled_runs_and_releases_dead_claims(
     make_run, monkeypatch, django_capture_on_commit_callbacks
 ):
     sent: list[int] = []
-    monkeypatch.setattr(services, "generation_dispatch", lambda generation_id: sent.append(1))
+    for module in (runs, upkeep):  # the run and upkeep services both dispatch generations
+        monkeypatch.setattr(module, "generation_dispatch", lambda generation_id: sent.append(1))
     run = make_run(population_size=4, generations=2)
     for c in _candidates(run, 1):
         services.candidate_evaluate(candidate_id=c.pk)
