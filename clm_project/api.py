@@ -20,7 +20,10 @@ class ErrorSerializer(serializers.Serializer):
 
     detail = serializers.CharField()
     code = serializers.CharField()
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+    # A field named like Serializer.errors: it only describes the body, never validates one.
+    errors = serializers.DictField(  # type: ignore[assignment]
+        child=serializers.ListField(child=serializers.CharField())
+    )
 
 
 def error_responses(not_found: str) -> Callable[..., dict[int, OpenApiResponse]]:

@@ -128,7 +128,7 @@ def _notes_save(
     tags: Iterable[str] | None,
 ) -> None:
     """Save only the human-edited fields, never a stale copy of the others read earlier."""
-    changes = {"description": description, "notes": notes}
+    changes: dict[str, Any] = {"description": description, "notes": notes}
     if tags is not None:
         changes["tags"] = list(tags)
     fields = [name for name, value in changes.items() if value is not None]
@@ -616,7 +616,7 @@ def model_version_set_status(
     with transaction.atomic():
         model = model_lock(model_id=model_id)
         target = _get_version_locked(model, version)
-        if target.status not in _ALLOWED_FROM[status]:
+        if target.status not in _ALLOWED_FROM[ModelStatus(status)]:
             raise DomainError(f"cannot move {model_id} v{version} from {target.status} to {status}")
         from_status = target.status
         target.status = status
@@ -627,7 +627,7 @@ def model_version_set_status(
         target.save(update_fields=fields)
         _audit(
             version=target,
-            action=_SET_STATUS_ACTIONS[status],
+            action=_SET_STATUS_ACTIONS[ModelStatus(status)],
             from_status=from_status,
             actor=actor,
             reason=reason,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from django.conf import settings
@@ -79,7 +79,7 @@ class UTCDateTimeField(serializers.DateTimeField):
     Rows come back from PostgreSQL aware and in UTC; list pages format hundreds of them.
     """
 
-    def to_representation(self, value: datetime | None) -> str | None:
+    def to_representation(self, value: Any) -> Any:
         if value is None or value.tzinfo is None:
             return super().to_representation(value)
         return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

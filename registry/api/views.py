@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db.models import QuerySet
 from django.http import HttpResponse
@@ -269,7 +271,7 @@ def _png_response(blob: bytes, filename: str) -> HttpResponse:
     return response
 
 
-EQUITY_PNG = {(200, "image/png"): OpenApiTypes.BINARY, **_errors(404)}
+EQUITY_PNG: dict[Any, Any] = {(200, "image/png"): OpenApiTypes.BINARY, **_errors(404)}
 
 
 class EvaluationEquityCurveView(PictureView):

@@ -114,7 +114,7 @@ class ShadowObservationInline(ReadOnlyInline):
     show_change_link = False
 
 
-class StopSelectedMixin:
+class StopSelectedMixin(admin.ModelAdmin):
     """An admin action that stops the selected running rows through their service."""
 
     def has_promote_permission(self, request: HttpRequest) -> bool:
@@ -257,8 +257,8 @@ class VersionExperimentInline(ReadOnlyInline):
         return obj.experiment.reason or "-"
 
 
-ModelVersionAdmin.inlines = (
+ModelVersionAdmin.inlines = [
     *ModelVersionAdmin.inlines,
     ShadowComparisonInline,
     VersionExperimentInline,
-)
+]

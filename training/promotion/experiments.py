@@ -523,12 +523,12 @@ def judge(
             )  # fmt: skip
     if look is None and n >= 8:  # between looks: the record, against the next look's boundary
         tests = _tests(series, n, design.boundaries[min(k, total - 1)], metric, periods_per_year)
-    best = _best(tests) if tests else None
+    leader = _best(tests) if tests else None
     upcoming = design.looks[min(k, total - 1)]
     reason = f"{n} paired bars; next decision at {upcoming} bars"
-    if best is not None:
-        reason = f"{reason}; best v{best}: {_summary(tests[best], metric)}"
-    return Verdict("", reason, look, k, tested, tests, None, best)
+    if leader is not None:
+        reason = f"{reason}; best v{leader}: {_summary(tests[leader], metric)}"
+    return Verdict("", reason, look, k, tested, tests, None, leader)
 
 
 def _tests(

@@ -324,13 +324,13 @@ def decide(
             ShadowDecision.CONTINUE, reason, look, k, design.looks[look - 1], test, trades,
             prod_trades,
         )  # fmt: skip
-    test = diebold_mariano(shadow, production, critical=design.boundaries[k]) if n >= 3 else None
+    latest = diebold_mariano(shadow, production, critical=design.boundaries[k]) if n >= 3 else None
     trades = trades_of(close, shadow_positions)
     reason = f"{n} bars, {trades} trades; {following}"
-    if test is not None:
-        reason = f"{reason}; {_summary(test)}"
+    if latest is not None:
+        reason = f"{reason}; {_summary(latest)}"
     return StepOutcome(
-        ShadowDecision.CONTINUE, reason, None, k, n, test, trades,
+        ShadowDecision.CONTINUE, reason, None, k, n, latest, trades,
         trades_of(close, production_positions),
     )  # fmt: skip
 
@@ -357,17 +357,19 @@ def shadow_evaluate(*, comparison_id: int) -> ShadowObservation | None:
     if comparison is None:
         return None
     if comparison.shadow.status != ModelStatus.SHADOW:
-        return _end_outside(
+        _end_outside(
             comparison, ShadowDecision.STOPPED,
             f"v{comparison.shadow.version} left shadow (now {comparison.shadow.status})",
         )  # fmt: skip
+        return None
     if comparison.production.status != ModelStatus.PRODUCTION:
-        return _end_outside(
+        _end_outside(
             comparison, ShadowDecision.SUPERSEDED,
             f"production v{comparison.production.version} is now "
             f"{comparison.production.status}; v{comparison.shadow.version} will be compared "
             "with the new production version",
         )  # fmt: skip
+        return None
 
     trades = paper_trade(
         [comparison.shadow, comparison.production], after=comparison.start_after, fee=comparison.fee
@@ -403,7 +405,6 @@ def _end_outside(comparison: ShadowComparison, decision: str, reason: str) -> No
         locked = _lock_comparison(comparison.pk)
         if locked.status == ComparisonStatus.ACTIVE:
             _finish(locked, decision, reason)
-    return None
 
 
 def _record_step(

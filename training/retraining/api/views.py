@@ -198,7 +198,7 @@ class ScheduleView(SelectorListView):
     serializer_class = s.ScheduleEntrySerializer
     query_serializer_class = s.ScheduleQuerySerializer
 
-    def get_queryset(self) -> list:
+    def get_queryset(self) -> list:  # type: ignore[override]  # computed entries, not rows
         params = self.query_params()
         entries = scheduler.get_next_training_times(model_type=params.get("model_type") or None)
         if params.get("due") is not None:
