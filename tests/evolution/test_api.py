@@ -13,7 +13,7 @@ from tests.conftest import version_add
 
 from .conftest import SMALL_SPACE, SYMBOL
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]  # a finished run per test
 
 UNKNOWN = str(uuid.UUID(int=1))
 

@@ -98,6 +98,7 @@ def test_the_same_seed_proposes_the_same_first_generation(make_run):
 # A whole run, in this process
 
 
+@pytest.mark.slow
 def test_a_seeded_run_improves_hypervolume_over_generations(make_run):
     run = make_run(population_size=8, generations=3, seed=3)
     run = services.evolution_run_execute(run_id=run.pk)
@@ -206,6 +207,7 @@ def test_an_expired_claim_is_taken_over_and_attempts_are_capped(make_run):
     assert "gave up after 2 attempts" in candidate.error_message
 
 
+@pytest.mark.slow
 def test_a_crash_mid_generation_then_resume_loses_nothing(make_run):
     """In-process version of the worker test: two candidates done, one left running by a dead
     process, the rest pending; resuming finishes every candidate exactly once."""

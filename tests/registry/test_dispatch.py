@@ -11,6 +11,7 @@ from registry.services import JobRequest, training_job_create
 from tests.training.conftest import store_bars
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_a_job_sent_by_name_runs_in_process_when_celery_is_eager(
     monkeypatch, django_capture_on_commit_callbacks

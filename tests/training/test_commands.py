@@ -12,6 +12,7 @@ from registry.models import ModelVersion, TrainingJob
 from .conftest import store_bars
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_train_model_trains_evaluates_and_reports():
     store_bars("BTCUSDT", 4_000, seed=11)
@@ -39,6 +40,7 @@ def test_train_model_refuses_a_series_without_bars_and_bad_params():
     assert TrainingJob.objects.get().error_step == "train"
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_demo_runs_end_to_end_on_a_small_market():
     out = StringIO()

@@ -89,6 +89,7 @@ def test_job_runs_all_ten_steps_and_records_everything(btc_bars):
     assert trainer.params["n_estimators"] == 60
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_passing_version_is_promoted_and_a_worse_one_stays_candidate(btc_bars):
     PromotionPolicy.objects.create(
@@ -111,6 +112,7 @@ def test_passing_version_is_promoted_and_a_worse_one_stays_candidate(btc_bars):
     assert EvaluationResult.objects.get(version=v2).n_trials == 2
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_gates_failing_version_is_failed_with_its_gates(btc_bars):
     PromotionPolicy.objects.create(model_type="xgboost", min_sharpe=50.0, min_trades=1)
@@ -122,6 +124,7 @@ def test_gates_failing_version_is_failed_with_its_gates(btc_bars):
     assert not OutboxEvent.objects.filter(event_type="model_promoted").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_a_job_delivered_twice_trains_once(btc_bars):
     job = make_job()
@@ -150,6 +153,7 @@ def test_too_little_data_fails_at_fetch(db):
     assert "200 bars" in job.error_message
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_a_feature_that_leaks_the_future_is_caught(btc_bars, monkeypatch):
     """A model fed the next bar's return as a feature would score brilliantly; it never gets to."""
@@ -173,6 +177,7 @@ def test_a_feature_that_leaks_the_future_is_caught(btc_bars, monkeypatch):
     assert not EvaluationResult.objects.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_error_after_registration_marks_the_version_failed(btc_bars, monkeypatch):
     def broken(self, dataset, rows):
@@ -186,6 +191,7 @@ def test_error_after_registration_marks_the_version_failed(btc_bars, monkeypatch
     assert job.version.status == ModelStatus.FAILED
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_redelivered_job_of_a_dead_worker_is_retried_then_failed_cleanly(btc_bars):
     job = make_job()
@@ -227,6 +233,7 @@ def test_reaper_requeues_or_fails_stuck_jobs(btc_bars, django_capture_on_commit_
     assert job.status == JobStatus.FAILED and "time limit" in job.error_message
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_error_after_promotion_fails_the_job_and_leaves_production_alone(btc_bars, monkeypatch):
     PromotionPolicy.objects.create(
