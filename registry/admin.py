@@ -94,6 +94,26 @@ def gates_html(gates: dict[str, Any]) -> str:
     return format_html_join(mark_safe("<br>"), "{} {} {} {} {}", rows)
 
 
+def regime_slices_html(slices: dict[str, Any]) -> str:
+    """Each regime as `name: bars, return, Sharpe, drawdown, trades`, or `absent`, one per line."""
+    if not isinstance(slices, dict) or not slices:
+        return "-"
+    rows = []
+    for name, figures in slices.items():
+        if not isinstance(figures, dict) or figures.get("absent"):
+            rows.append((name, "absent"))
+            continue
+        rows.append(
+            (
+                name,
+                f"{figures.get('bars')} bars, return {figures.get('total_return', 0):+.2%}, "
+                f"Sharpe {figures.get('sharpe', 0):.2f}, drawdown "
+                f"{figures.get('max_drawdown', 0):.2%}, {figures.get('trades')} trades",
+            )
+        )
+    return format_html_join(mark_safe("<br>"), "{}: {}", rows)
+
+
 def equity_curve_img(evaluation: EvaluationResult | None, *, width: int = 720) -> str:
     """The evaluation's stored equity-curve PNG, served by EvaluationResultAdmin.equity_curve."""
     if evaluation is None or not evaluation.equity_curve:
@@ -294,11 +314,15 @@ class EvaluationResultAdmin(ReadOnlyAdmin):
     search_fields = ("version__model__model_id",)
     date_hierarchy = "created_at"
     list_select_related = ("version__model",)
-    readonly_fields = ("gate_verdicts", "equity_curve_picture")
+    readonly_fields = ("gate_verdicts", "regimes", "equity_curve_picture")
 
     @admin.display(description="gate verdicts")
     def gate_verdicts(self, obj: EvaluationResult) -> str:
         return gates_html(obj.gates)
+
+    @admin.display(description="by regime")
+    def regimes(self, obj: EvaluationResult) -> str:
+        return regime_slices_html(obj.regime_slices)
 
     @admin.display(description="equity curve")
     def equity_curve_picture(self, obj: EvaluationResult) -> str:

@@ -38,6 +38,7 @@ from training.data.prepare import MIN_BARS, leaking_features, prepare_training
 from training.data.split import Split
 from training.evaluation.backtest import PERIODS_PER_YEAR, BacktestResult, backtest, deflated_sharpe
 from training.evaluation.plots import equity_curve_png
+from training.evaluation.regime_slices import RegimeEvaluation, evaluate_by_regime
 from training.promotion.decision import Outcome, decide, enact
 from training.promotion.gates import apply_gates
 from training.promotion.policies import EvaluationPolicy, evaluation_policy_for
@@ -89,6 +90,14 @@ class Trained:
     split: Split
     trainer: Trainer
     metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """The evaluate step's result: the backtest on the evaluation window and its regime slices."""
+
+    result: BacktestResult
+    regimes: RegimeEvaluation
 
 
 @contextmanager
@@ -173,9 +182,9 @@ def _steps(run: Run, log: logging.LoggerAdapter) -> str:
     with _step(run, "publish_trained"):
         pass  # model_trained was written to the outbox in register's transaction
     with _step(run, "evaluate"):
-        result = _evaluate(job, policy, bars, trained, run.model_seconds)
+        evaluated = _evaluate(job, policy, bars, trained, run.model_seconds)
     with _step(run, "save_evaluation"):
-        evaluation = _save_evaluation(job, policy, bars, trained.split, version, result)
+        evaluation = _save_evaluation(job, policy, bars, trained.split, version, evaluated)
     with _step(run, "publish_evaluated"):
         pass  # model_evaluated was written to the outbox with the evaluation
     with _step(run, "apply_gates"):
@@ -325,7 +334,7 @@ def _evaluate(
     bars: Bars,
     trained: Trained,
     model_seconds: dict[str, float],
-) -> BacktestResult:
+) -> Evaluated:
     window = trained.split.evaluate
     started = time.perf_counter()
     positions = trained.trainer.positions(trained.dataset, window)
@@ -341,7 +350,11 @@ def _evaluate(
             trial_sharpe_variance=float(np.var(trials, ddof=1)),
         )
         result = dataclasses.replace(result, n_trials=len(trials), dsr=dsr)
-    return result
+    regimes = evaluate_by_regime(
+        close=bars.close, window=window, positions=positions, fee=policy.fee,
+        periods_per_year=periods,
+    )  # fmt: skip
+    return Evaluated(result=result, regimes=regimes)
 
 
 def _save_evaluation(
@@ -350,11 +363,11 @@ def _save_evaluation(
     bars: Bars,
     split: Split,
     version: ModelVersion,
-    result: BacktestResult,
+    evaluated: Evaluated,
 ) -> EvaluationResult:
-    window = split.evaluate
+    window, result, regimes = split.evaluate, evaluated.result, evaluated.regimes
     metrics = result.as_dict()
-    gates, passed = apply_gates(metrics, policy.gates)
+    gates, passed = apply_gates(metrics, policy.gates, regime_slices=regimes.slices)
     buy_hold = backtest(
         bars.close[window],
         np.ones(window.stop - window.start),
@@ -366,6 +379,7 @@ def _save_evaluation(
         timestamps=bars.timestamp[window],
         equity=result.equity,
         buy_hold=buy_hold.equity,
+        regimes=regimes.labels,
         title=f"{model_id} v{version.version}: Sharpe {result.sharpe:.2f}, "
         f"max drawdown {result.max_drawdown:.1%} (buy and hold Sharpe {buy_hold.sharpe:.2f})",
     )
@@ -383,6 +397,7 @@ def _save_evaluation(
         passed=passed,
         benchmark_sharpe=buy_hold.sharpe,
         equity_curve=stored.path,
+        regime_slices=regimes.slices,
     )
 
 
