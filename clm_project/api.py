@@ -10,9 +10,12 @@ from typing import Any
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import generics, renderers, serializers
 from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
+
+from clm_project.query import query_validated
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -22,7 +25,8 @@ class ErrorSerializer(serializers.Serializer):
     code = serializers.CharField()
     # A field named like Serializer.errors: it only describes the body, never validates one.
     errors = serializers.DictField(  # type: ignore[assignment]
-        child=serializers.ListField(child=serializers.CharField())
+        child=serializers.JSONField(),
+        help_text="Messages by field: a list of strings, or an object for nested fields.",
     )
 
 
@@ -54,19 +58,24 @@ class Pagination(LimitOffsetPagination):
 
 class SelectorListView(generics.ListAPIView):
     """A paginated list whose rows come from a selector called with validated query parameters
-    (the query serializer validates the filters, the selector applies them)."""
+    (the query serializer validates the filters, strictly: clm_project.query; the selector
+    applies them)."""
 
     filter_backends: list = []
     pagination_class = Pagination
-    query_serializer_class: type[Serializer]
+    query_serializer_class: type[Serializer] | None = None
     # Leave out parameters given empty, so the selector sees only real filters.
     drop_empty_params = False
 
     def query_params(self) -> dict[str, Any]:
-        given = validated(self.query_serializer_class, self.request.query_params)
+        given = query_validated(self.query_serializer_class, self.request.query_params)
         if self.drop_empty_params:
             return {key: value for key, value in given.items() if value not in ("", None)}
         return given
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        self.query_params()  # an unknown parameter is a 400 even where no filter is defined
+        return super().list(request, *args, **kwargs)
 
 
 class BinaryRenderer(renderers.BaseRenderer):

@@ -32,11 +32,13 @@ from registry import services
 from registry.artifacts import artifact_load, artifact_save
 from registry.models import EvaluationResult, JobStatus, ModelStatus, ModelVersion, TrainingJob
 from training.data.bars import as_datetime, get_data_loader
+from training.data.calendars import Annualisation
 from training.data.dataset import Bars, Dataset
 from training.data.features import build_dataset
 from training.data.prepare import MIN_BARS, leaking_features, prepare_training
+from training.data.selectors import series_annualisation
 from training.data.split import Split
-from training.evaluation.backtest import PERIODS_PER_YEAR, BacktestResult, backtest, deflated_sharpe
+from training.evaluation.backtest import BacktestResult, backtest, deflated_sharpe
 from training.evaluation.plots import equity_curve_png
 from training.evaluation.regime_slices import RegimeEvaluation, evaluate_by_regime
 from training.promotion.decision import Outcome, decide, enact
@@ -175,20 +177,24 @@ def _steps(run: Run, log: logging.LoggerAdapter) -> str:
         log.info("training %s (%s)", job.model.model_id, job.trigger_reason)
     with _step(run, "fetch_data"):
         bars = _fetch_data(job)
+        # P of METRICS.md: the symbol's calendar, or bars per year measured over these bars.
+        annualisation = series_annualisation(
+            symbol=job.symbol, timeframe=job.timeframe, timestamps=bars.timestamp
+        )
     with _step(run, "train"):
         trained = _train(job, policy, bars, run.model_seconds)
     with _step(run, "register"):
-        version = run.version = _register(job, bars, trained)
+        version = run.version = _register(job, bars, annualisation, trained)
     with _step(run, "publish_trained"):
         pass  # model_trained was written to the outbox in register's transaction
     with _step(run, "evaluate"):
-        evaluated = _evaluate(job, policy, bars, trained, run.model_seconds)
+        evaluated = _evaluate(job, policy, bars, annualisation, trained, run.model_seconds)
     with _step(run, "save_evaluation"):
         evaluation = _save_evaluation(job, policy, bars, trained.split, version, evaluated)
     with _step(run, "publish_evaluated"):
         pass  # model_evaluated was written to the outbox with the evaluation
     with _step(run, "apply_gates"):
-        return _apply_gates(job, policy, bars, trained.split, version, evaluation)
+        return _apply_gates(job, policy, bars, annualisation, trained.split, version, evaluation)
 
 
 def _observe_job(run: Run, status: str, started: float) -> None:
@@ -263,7 +269,9 @@ def _timestamp(bars: Bars, index: int) -> datetime:
     return as_datetime(bars.timestamp[index])
 
 
-def _manifest(job: TrainingJob, bars: Bars, trained: Trained, blob_sha: str) -> dict[str, Any]:
+def _manifest(
+    job: TrainingJob, bars: Bars, annualisation: Annualisation, trained: Trained, blob_sha: str
+) -> dict[str, Any]:
     split = trained.split
     digest = hashlib.sha256()
     for array in (bars.timestamp.astype("int64"), bars.open, bars.high, bars.low, bars.close,
@@ -289,6 +297,7 @@ def _manifest(job: TrainingJob, bars: Bars, trained: Trained, blob_sha: str) -> 
             "purge": [split.purge.start, split.purge.stop],
             "evaluate": [split.evaluate.start, split.evaluate.stop],
         },
+        "annualisation": annualisation.as_dict(),
         "feature_spec": trained.dataset.spec,
         "params": trained.trainer.params,
         "seed": job.seed,
@@ -298,7 +307,9 @@ def _manifest(job: TrainingJob, bars: Bars, trained: Trained, blob_sha: str) -> 
     }
 
 
-def _register(job: TrainingJob, bars: Bars, trained: Trained) -> ModelVersion:
+def _register(
+    job: TrainingJob, bars: Bars, annualisation: Annualisation, trained: Trained
+) -> ModelVersion:
     stored = artifact_save(model_id=job.model.model_id, blob=trained.trainer.dumps())
     split = trained.split
     return services.model_version_register(
@@ -307,7 +318,7 @@ def _register(job: TrainingJob, bars: Bars, trained: Trained) -> ModelVersion:
         params=trained.trainer.params,
         feature_spec=trained.dataset.spec,
         training_metrics=trained.metrics,
-        manifest=_manifest(job, bars, trained, stored.sha256),
+        manifest=_manifest(job, bars, annualisation, trained, stored.sha256),
         artifact_path=stored.path,
         artifact_sha256=stored.sha256,
         artifact_size=stored.size,
@@ -332,6 +343,7 @@ def _evaluate(
     job: TrainingJob,
     policy: EvaluationPolicy,
     bars: Bars,
+    annualisation: Annualisation,
     trained: Trained,
     model_seconds: dict[str, float],
 ) -> Evaluated:
@@ -339,7 +351,7 @@ def _evaluate(
     started = time.perf_counter()
     positions = trained.trainer.positions(trained.dataset, window)
     model_seconds["evaluate.predict"] = time.perf_counter() - started
-    periods = PERIODS_PER_YEAR[job.timeframe]
+    periods = annualisation.periods_per_year
     result = backtest(bars.close[window], positions, fee=policy.fee, periods_per_year=periods)
     # Deflate by every evaluation of this model line so far, this one included (METRICS.md: K).
     trials = [*_trial_sharpes(job), result.sharpe / np.sqrt(periods)]
@@ -402,7 +414,7 @@ def _save_evaluation(
 
 
 def production_sharpe_on(
-    job: TrainingJob, policy: EvaluationPolicy, bars: Bars, split: Split
+    job: TrainingJob, policy: EvaluationPolicy, bars: Bars, periods_per_year: float, split: Split
 ) -> float | None:
     """The current production version's Sharpe on this job's evaluation window, or None."""
     production = ModelVersion.objects.filter(model=job.model, status=ModelStatus.PRODUCTION).first()
@@ -417,7 +429,7 @@ def production_sharpe_on(
         bars.close[split.evaluate],
         positions,
         fee=policy.fee,
-        periods_per_year=PERIODS_PER_YEAR[job.timeframe],
+        periods_per_year=periods_per_year,
     ).sharpe
 
 
@@ -425,6 +437,7 @@ def _apply_gates(
     job: TrainingJob,
     policy: EvaluationPolicy,
     bars: Bars,
+    annualisation: Annualisation,
     split: Split,
     version: ModelVersion,
     evaluation: EvaluationResult,
@@ -439,7 +452,7 @@ def _apply_gates(
               model_id=model_id, version=number, actor="pipeline")  # fmt: skip
         return f"v{number} failed gates {failing}"
     try:
-        incumbent = production_sharpe_on(job, policy, bars, split)
+        incumbent = production_sharpe_on(job, policy, bars, annualisation.periods_per_year, split)
     except Exception as exc:  # an unreadable production artifact must not block a good version
         logger.warning("could not score production of %s: %s", model_id, exc)
         incumbent = None

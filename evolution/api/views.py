@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import renderers, status
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from clm_project.api import PNGRenderer, SelectorListView, SVGRenderer, error_responses, validated
 from clm_project.exceptions import NotFound
+from clm_project.query import query_validated
 from evolution import selectors, services
 from evolution.api import serializers as s
 from evolution.plots import FORMATS, front_picture
@@ -59,7 +60,7 @@ class CandidateTopView(APIView):
         summary="The best n evaluated candidates: feasible first, then Pareto rank, then crowding.",
     )
     def get(self, request: Request) -> Response:
-        query = validated(s.TopQuerySerializer, request.query_params)
+        query = query_validated(s.TopQuerySerializer, request.query_params)
         filters = {k: v for k, v in query.items() if v not in ("", None)}
         top = selectors.select_top_candidates(**filters)
         rows = []
@@ -76,7 +77,7 @@ class CandidateDetailView(APIView):
         summary="A candidate with its lineage (ancestors to `depth`, children) and its DSR.",
     )
     def get(self, request: Request, candidate_id: str) -> Response:
-        depth = validated(s.DetailQuerySerializer, request.query_params)["depth"]
+        depth = query_validated(s.DetailQuerySerializer, request.query_params)["depth"]
         candidate = selectors.candidate_get(candidate_id=candidate_id)
         context = {
             "request": request,
@@ -147,7 +148,13 @@ class CandidateProposeView(APIView):
 
     @extend_schema(
         request=s.ProposeInputSerializer,
-        responses={201: s.CandidateSerializer(many=True), **_errors(400, 404)},
+        responses={
+            201: s.CandidateSerializer(many=True),
+            200: OpenApiResponse(
+                s.CandidateSerializer(many=True), description="Performing well: none proposed."
+            ),
+            **_errors(400, 404),
+        },
         summary="Given a production model's performance, propose mutations if it does poorly.",
     )
     def post(self, request: Request) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.training.serving_fixtures import fitted, market, stored  # noqa: F401
 from training.data.bars import bars_frame, bars_import
 from training.data.synthetic import generate_bars
 

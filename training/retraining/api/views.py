@@ -56,7 +56,9 @@ class EventView(APIView):
             raise
         data = data.dict() if hasattr(data, "dict") else data
         if isinstance(data, dict):
-            origin = replace(origin, event_id=events.event_id_of(data.get("event_id")))
+            # The body's event_id, else the Idempotency-Key header: a repeat answers as the first.
+            given = data.get("event_id") or request.headers.get("Idempotency-Key", "")
+            origin = replace(origin, event_id=events.event_id_of(given))
         results = events.event_receive(event_type=self.event_type, data=data, origin=origin)
         if len(results) == 1 and results[0].outcome == TriggerOutcome.REJECTED:
             rejected = _rejection(results[0])
