@@ -42,10 +42,18 @@ class IncomingEventsStep(bootsteps.ConsumerStep):
 app.steps["consumer"].add(IncomingEventsStep)
 
 
+def tasks_loaded() -> None:
+    """Import every app's tasks module in this process, as a worker does at start (autodiscovery
+    is lazy), so tasks addressed by name also run here when Celery is eager."""
+    app.loader.import_default_modules()
+
+
 def send_task_by_name(name: str, *, args: list[Any], **options: Any) -> None:
     """Send a task by its registered name, so a lower layer (the registry) can dispatch work of an
     app above it without importing it. A task this process knows runs through its own
     apply_async, which honours CELERY_TASK_ALWAYS_EAGER (send_task would ignore it)."""
+    if name not in app.tasks:
+        tasks_loaded()
     task = app.tasks.get(name)
     if task is not None:
         task.apply_async(args=args, **options)

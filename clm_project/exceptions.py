@@ -22,7 +22,7 @@ from rest_framework.views import exception_handler
 class DomainError(Exception):
     """A request the domain refuses: an illegal transition or a conflicting state (HTTP 409)."""
 
-    status_code = status.HTTP_409_CONFLICT
+    status_code: int = status.HTTP_409_CONFLICT
     code = "conflict"
 
     def __init__(self, message: str, *, extra: dict[str, Any] | None = None) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -68,7 +69,7 @@ JOB_OUTCOMES = ("completed", "failed")
 TASK_STATES = ("success", "failure", "retry")
 
 
-def series_initialise(*, model_types: list[str], tasks: list[str] = ()) -> None:
+def series_initialise(*, model_types: Sequence[str], tasks: Sequence[str] = ()) -> None:
     """Create, at 0, the labelled series the dashboard and the alerts take `increase()` of.
 
     A series born at its first sample has no earlier point, so `increase()` and `rate()` miss

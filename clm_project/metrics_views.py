@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -54,7 +54,7 @@ def metrics_access_allowed(request: HttpRequest) -> bool:
 class _ProcessMetrics:
     """This process's own instruments (single-process mode): the default registry, re-exposed."""
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterable[Metric]:
         return REGISTRY.collect()
 
 

@@ -153,7 +153,7 @@ class StrategyCandidateAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.display(description="generation", ordering="generation__number")
     def generation_no(self, obj: StrategyCandidate) -> Any:
-        return obj.generation.number if obj.generation_id else "-"
+        return obj.generation.number if obj.generation is not None else "-"
 
     @admin.display(description="Sharpe")
     def sharpe(self, obj: StrategyCandidate) -> str:
@@ -230,7 +230,7 @@ class StrategyCandidateAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 def _gen(candidate: StrategyCandidate) -> str:
-    return f"generation {candidate.generation.number}" if candidate.generation_id else "no run"
+    return f"generation {candidate.generation.number}" if candidate.generation else "no run"
 
 
 def _number(value: Any) -> str:

@@ -153,6 +153,10 @@ class Generation(models.Model):
 class StrategyCandidate(models.Model):
     """A strategy genome: model type and params, where it came from, and how it scored."""
 
+    # Set on the rows of a top-candidates read (its NSGA-II standing), never stored.
+    rank: int | None
+    crowding: float | None
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     base_strategy = models.CharField(
         max_length=120, help_text="The model line it would train into (registry model id)."
@@ -251,4 +255,4 @@ class StrategyCandidate(models.Model):
 
     @property
     def generation_number(self) -> int | None:
-        return self.generation.number if self.generation_id else None
+        return self.generation.number if self.generation is not None else None

@@ -13,6 +13,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import URLPattern, path, reverse
@@ -36,7 +37,7 @@ from registry.models import (
 EDITABLE_NOTES = ("description", "tags", "notes")
 
 
-def _all_fields(model: type) -> list[str]:
+def _all_fields(model: type[models.Model]) -> list[str]:
     return [field.name for field in model._meta.fields]
 
 
@@ -187,7 +188,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     search_fields = ("model__model_id", "model__symbol", "description", "notes")
     date_hierarchy = "created_at"
     list_select_related = ("model",)
-    inlines = (EvaluationInline, LifecycleInline)
+    inlines = [EvaluationInline, LifecycleInline]
     actions = ("promote_selected", "rollback_to_selected")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:

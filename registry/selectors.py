@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,7 +32,7 @@ def registered_model_get(*, model_id: str) -> RegisteredModel:
         raise NotFound(f"unknown model {model_id!r}") from None
 
 
-def training_job_get(*, job_id: str) -> TrainingJob:
+def training_job_get(*, job_id: str | uuid.UUID) -> TrainingJob:
     try:
         return TrainingJob.objects.select_related("model", "version").get(pk=job_id)
     except (TrainingJob.DoesNotExist, ValueError, ValidationError):  # malformed UUIDs are unknown

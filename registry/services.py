@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from clm_project.celery import send_task_by_name
 from clm_project.exceptions import DomainError, InvalidInput, NotFound
+from registry.locks import model_lock
 from registry.models import (
     ACTIVE_JOB_STATUSES,
     EvaluationResult,
@@ -145,7 +146,7 @@ def _notes_save(
     tags: Iterable[str] | None,
 ) -> None:
     """Save only the human-edited fields, never a stale copy of the others read earlier."""
-    changes = {"description": description, "notes": notes}
+    changes: dict[str, Any] = {"description": description, "notes": notes}
     if tags is not None:
         changes["tags"] = list(tags)
     fields = [name for name, value in changes.items() if value is not None]
@@ -165,13 +166,6 @@ def registered_model_update_notes(
     """Edit a model line's description, notes and tags (never its stale `next_version`)."""
     _notes_save(model, description=description, notes=notes, tags=tags)
     return model
-
-
-def _lock_model(model_id: str) -> RegisteredModel:
-    try:
-        return RegisteredModel.objects.select_for_update().get(model_id=model_id)
-    except RegisteredModel.DoesNotExist:
-        raise NotFound(f"unknown model {model_id!r}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,7 +203,7 @@ def training_job_create(*, request: JobRequest, dispatch: bool = True) -> tuple[
         model_type=request.model_type, symbol=request.symbol, timeframe=request.timeframe
     )
     with transaction.atomic():
-        model = _lock_model(model.model_id)
+        model = model_lock(model_id=model.model_id)
         active = TrainingJob.objects.filter(model=model, status__in=ACTIVE_JOB_STATUSES).first()
         if active is not None:
             active.joined_triggers = [
@@ -614,7 +608,7 @@ def model_version_register(
     job: an attempt the reaper took back never adds a second version to its job.
     """
     with transaction.atomic():
-        locked = _lock_model(model.model_id)
+        locked = model_lock(model_id=model.model_id)
         if job is not None and job_attempt is not None:
             held = (
                 TrainingJob.objects.select_for_update()
@@ -712,7 +706,7 @@ def model_version_promote(
 ) -> ModelVersion:
     """Make `version` the production version of `model_id`, atomically, with audit and event."""
     with transaction.atomic():
-        model = _lock_model(model_id)
+        model = model_lock(model_id=model_id)
         target = _get_version_locked(model, version)
         if target.status == ModelStatus.PRODUCTION:
             raise DomainError(f"{model_id} v{version} is already in production")
@@ -757,7 +751,7 @@ def model_version_rollback(
     from registry.artifacts import ArtifactError, artifact_verify
 
     with transaction.atomic():
-        model = _lock_model(model_id)
+        model = model_lock(model_id=model_id)
         target = _get_version_locked(model, target_version)
         if target.status == ModelStatus.PRODUCTION:
             raise DomainError(f"{model_id} v{target_version} is the current production version")
@@ -818,9 +812,9 @@ def model_version_set_status(
     if status not in _SET_STATUS_ACTIONS:
         raise InvalidInput(f"cannot set status {status!r} here", field="status")
     with transaction.atomic():
-        model = _lock_model(model_id)
+        model = model_lock(model_id=model_id)
         target = _get_version_locked(model, version)
-        if target.status not in _ALLOWED_FROM[status]:
+        if target.status not in _ALLOWED_FROM[ModelStatus(status)]:
             raise DomainError(f"cannot move {model_id} v{version} from {target.status} to {status}")
         from_status = target.status
         target.status = status
@@ -831,7 +825,7 @@ def model_version_set_status(
         target.save(update_fields=fields)
         _audit(
             version=target,
-            action=_SET_STATUS_ACTIONS[status],
+            action=_SET_STATUS_ACTIONS[ModelStatus(status)],
             from_status=from_status,
             actor=actor,
             reason=reason,

@@ -83,7 +83,7 @@ def liveness_report(db_ok: bool) -> tuple[dict[str, Any], dict[str, Any]]:
         row
         for row in rows
         if row.kind == LivenessKind.WORKER
-        and _age(row.seen_at) <= stale
+        and (_age(row.seen_at) or 0.0) <= stale
         and (not row.info.get("queues") or training_queue in row.info["queues"])
     ]
     freshest = max((row.seen_at for row in live), default=None)
@@ -98,11 +98,12 @@ def liveness_report(db_ok: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     }
     tick = max((row.seen_at for row in rows if row.kind == LivenessKind.BEAT), default=None)
     age = _age(tick)
+    ticking = age is not None and age <= stale
     beat = {
-        "ok": age is not None and age <= stale,
+        "ok": ticking,
         "detail": "never ticked"
-        if tick is None
-        else ("ticking" if age <= stale else f"no tick for {age:.0f} s"),
+        if age is None
+        else ("ticking" if ticking else f"no tick for {age:.0f} s"),
         "last_tick_at": tick,
         "age_s": age,
     }

@@ -217,7 +217,8 @@ def test_gunicorn_serves_production_as_the_readme_says(gunicorn):
     assert b"URLconf" not in missing.body and b"DEBUG = True" not in missing.body
     api_missing = gunicorn.get("/clm/no-such-thing")
     assert api_missing.status == 404
-    assert json.loads(api_missing.body) == {"detail": "Not found.", "code": "not_found"}
+    missing = {"detail": "Not found.", "code": "not_found", "errors": {}}  # the one error shape
+    assert json.loads(api_missing.body) == missing
 
     # Health answers over plain HTTP (probes come from inside); other pages go to HTTPS.
     health = gunicorn.get("/health", https=False)

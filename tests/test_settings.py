@@ -44,12 +44,14 @@ def test_production_settings_refuse_unsafe_configuration(env, message):
     assert "ImproperlyConfigured" in result.stderr and message in result.stderr
 
 
+@pytest.mark.slow
 def test_production_settings_start_with_a_real_key():
     result = load_production(SECRET_KEY=STRONG_KEY, DEBUG="false")
     assert result.returncode == 0, result.stderr
     assert "started" in result.stdout
 
 
+@pytest.mark.slow
 def test_sqlite_is_only_the_fallback_without_database_url(tmp_path):
     code = (
         "import django; from django.conf import settings; django.setup(); "

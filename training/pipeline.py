@@ -43,6 +43,7 @@ from training.data.split import Split
 from training.evaluation.backtest import BacktestResult, backtest, deflated_sharpe
 from training.evaluation.plots import equity_curve_png
 from training.evaluation.regime_slices import RegimeEvaluation, evaluate_by_regime
+from training.promotion.decision import Outcome, decide, enact
 from training.promotion.gates import apply_gates
 from training.promotion.policies import EvaluationPolicy, evaluation_policy_for
 from training.promotion.shadow import shadow_policy_for, shadow_start, shadow_wanted
@@ -76,22 +77,32 @@ class PipelineError(Exception):
 
 @dataclass
 class Run:
+    """What a failure needs to clean up, and what the job records when it completes: the job, its
+    policy, the version once registered, and the model's own wall time in train and evaluate."""
+
     job: TrainingJob
     policy: EvaluationPolicy
     attempt: int = 0
-    bars: Bars | None = None
-    dataset: Dataset | None = None
-    split: Split | None = None
-    trainer: Trainer | None = None
-    training_metrics: dict[str, Any] = field(default_factory=dict)
     version: ModelVersion | None = None
-    regimes: RegimeEvaluation | None = None
-    result: BacktestResult | None = None
-    annualisation: Annualisation | None = None
-    evaluation: EvaluationResult | None = None
-    decision: str = ""
-    # Wall time of the model's own work inside the train and evaluate steps.
     model_seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """The train step's result: the dataset and split it was fitted on, the fitted trainer."""
+
+    dataset: Dataset
+    split: Split
+    trainer: Trainer
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """The evaluate step's result: the backtest on the evaluation window and its regime slices."""
+
+    result: BacktestResult
+    regimes: RegimeEvaluation
 
 
 @contextmanager
@@ -195,24 +206,7 @@ def _run_steps(run: Run, log: logging.LoggerAdapter) -> str:
     job = run.job
     started = time.perf_counter()
     try:
-        with _step(run, "start"):
-            log.info("training %s (%s)", job.model.model_id, job.trigger_reason)
-        with _step(run, "fetch_data"):
-            _fetch_data(run)
-        with _step(run, "train"):
-            _train(run)
-        with _step(run, "register"):
-            _register(run)
-        with _step(run, "publish_trained"):
-            pass  # model_trained was written to the outbox in register's transaction
-        with _step(run, "evaluate"):
-            _evaluate(run)
-        with _step(run, "save_evaluation"):
-            _save_evaluation(run)
-        with _step(run, "publish_evaluated"):
-            pass  # model_evaluated was written to the outbox with the evaluation
-        with _step(run, "apply_gates"):
-            _apply_gates(run)
+        decision = _steps(run, log)
         services.training_job_complete(
             job_id=job.pk, version=run.version, model_seconds=run.model_seconds,
             attempt=run.attempt,
@@ -234,9 +228,36 @@ def _run_steps(run: Run, log: logging.LoggerAdapter) -> str:
         log.error("job failed outside a step: %s", exc, exc_info=True)
         _observe_job(run, JobStatus.FAILED, started)
         raise
-    log.info("job completed: %s", run.decision)
+    log.info("job completed: %s", decision)
     _observe_job(run, JobStatus.COMPLETED, started)
     return JobStatus.COMPLETED
+
+
+def _steps(run: Run, log: logging.LoggerAdapter) -> str:
+    """The 10 steps in order, each passing its typed result on; returns the decision taken."""
+    job, policy = run.job, run.policy
+    with _step(run, "start"):
+        log.info("training %s (%s)", job.model.model_id, job.trigger_reason)
+    with _step(run, "fetch_data"):
+        bars = _fetch_data(job)
+        # P of METRICS.md: the symbol's calendar, or bars per year measured over these bars.
+        annualisation = series_annualisation(
+            symbol=job.symbol, timeframe=job.timeframe, timestamps=bars.timestamp
+        )
+    with _step(run, "train"):
+        trained = _train(job, policy, bars, run.model_seconds)
+    with _step(run, "register"):
+        version = run.version = _register(job, bars, annualisation, trained, attempt=run.attempt)
+    with _step(run, "publish_trained"):
+        pass  # model_trained was written to the outbox in register's transaction
+    with _step(run, "evaluate"):
+        evaluated = _evaluate(job, policy, bars, annualisation, trained, run.model_seconds)
+    with _step(run, "save_evaluation"):
+        evaluation = _save_evaluation(job, policy, bars, trained.split, version, evaluated)
+    with _step(run, "publish_evaluated"):
+        pass  # model_evaluated was written to the outbox with the evaluation
+    with _step(run, "apply_gates"):
+        return _apply_gates(job, policy, bars, annualisation, trained.split, version, evaluation)
 
 
 def _observe_job(run: Run, status: str, started: float) -> None:
@@ -249,25 +270,26 @@ def _fail(run: Run, step: str, error: BaseException) -> None:
     detail = "".join(traceback.format_exception_only(type(error), error)).strip()
     if not isinstance(error, PipelineError):
         detail = f"{detail}\n\n{''.join(traceback.format_tb(error.__traceback__)[-3:])}"
+    version = run.version
     # Read the status afresh: steps change it through services, not through `run.version`.
     current = (
-        ModelVersion.objects.filter(pk=run.version.pk).values_list("status", flat=True).first()
-        if run.version is not None
+        ModelVersion.objects.filter(pk=version.pk).values_list("status", flat=True).first()
+        if version is not None
         else None
     )
-    if current == ModelStatus.TRAINING:
+    if version is not None and current == ModelStatus.TRAINING:
         try:
             services.model_version_set_status(
                 model_id=run.job.model.model_id,
-                version=run.version.version,
+                version=version.version,
                 status=ModelStatus.FAILED,
                 actor="pipeline",
                 reason=f"pipeline error at {step}",
             )
         except Exception:  # the job's own failure below must still be recorded
-            logger.exception("could not mark %s failed", run.version)
+            logger.exception("could not mark %s failed", version)
     services.training_job_fail(
-        job_id=run.job.pk, step=step, error=detail, version=run.version, attempt=run.attempt
+        job_id=run.job.pk, step=step, error=detail, version=version, attempt=run.attempt
     )
 
 
@@ -275,29 +297,25 @@ def _fail(run: Run, step: str, error: BaseException) -> None:
 # Steps
 
 
-def _fetch_data(run: Run) -> None:
-    job = run.job
+def _fetch_data(job: TrainingJob) -> Bars:
     window = (job.window_start, job.window_end) if job.window_start or job.window_end else None
     bars = get_data_loader()(job.symbol, job.timeframe, window)
     if len(bars) < MIN_BARS:
         raise PipelineError(
             f"{len(bars)} bars of {job.symbol} {job.timeframe} in the window; need {MIN_BARS}"
         )
-    run.bars = bars
-    # P of METRICS.md: the symbol's calendar, or bars per year measured over these bars.
-    run.annualisation = series_annualisation(
-        symbol=job.symbol, timeframe=job.timeframe, timestamps=bars.timestamp
-    )
+    return bars
 
 
-def _train(run: Run) -> None:
+def _train(
+    job: TrainingJob, policy: EvaluationPolicy, bars: Bars, model_seconds: dict[str, float]
+) -> Trained:
     try:
-        run.dataset, run.split, params, feature_spec = prepare_training(
-            run.bars, run.job.params, eval_fraction=run.policy.eval_fraction
+        dataset, split, params, feature_spec = prepare_training(
+            bars, job.params, eval_fraction=policy.eval_fraction
         )
-        leaking = leaking_features(run.bars, run.dataset, feature_spec, run.split.train.stop)
-        trainer_cls = trainer_class(run.job.model_type)
-        run.trainer = trainer_cls(params, seed=run.job.seed)
+        leaking = leaking_features(bars, dataset, feature_spec, split.train.stop)
+        trainer = trainer_class(job.model_type)(params, seed=job.seed)
     except (ValueError, TypeError) as exc:
         raise PipelineError(str(exc)) from exc
     if leaking:
@@ -307,16 +325,19 @@ def _train(run: Run) -> None:
             f"{', '.join(leaking)}"
         )
     started = time.perf_counter()
-    run.training_metrics = run.trainer.fit(run.dataset, run.split.train)
-    run.model_seconds["train.fit"] = time.perf_counter() - started
+    fit_metrics = trainer.fit(dataset, split.train)
+    model_seconds["train.fit"] = time.perf_counter() - started
+    return Trained(dataset=dataset, split=split, trainer=trainer, metrics=fit_metrics)
 
 
 def _timestamp(bars: Bars, index: int) -> datetime:
     return as_datetime(bars.timestamp[index])
 
 
-def _manifest(run: Run, blob_sha: str) -> dict[str, Any]:
-    bars, split = run.bars, run.split
+def _manifest(
+    job: TrainingJob, bars: Bars, annualisation: Annualisation, trained: Trained, blob_sha: str
+) -> dict[str, Any]:
+    split = trained.split
     digest = hashlib.sha256()
     for array in (bars.timestamp.astype("int64"), bars.open, bars.high, bars.low, bars.close,
                   bars.volume):  # fmt: skip
@@ -329,8 +350,8 @@ def _manifest(run: Run, blob_sha: str) -> dict[str, Any]:
             continue
     return {
         "data_sha256": digest.hexdigest(),
-        "symbol": run.job.symbol,
-        "timeframe": run.job.timeframe,
+        "symbol": job.symbol,
+        "timeframe": job.timeframe,
         "bars": {
             "first": _timestamp(bars, 0).isoformat(),
             "last": _timestamp(bars, len(bars) - 1).isoformat(),
@@ -341,59 +362,65 @@ def _manifest(run: Run, blob_sha: str) -> dict[str, Any]:
             "purge": [split.purge.start, split.purge.stop],
             "evaluate": [split.evaluate.start, split.evaluate.stop],
         },
-        "annualisation": run.annualisation.as_dict(),
-        "feature_spec": run.dataset.spec,
-        "params": run.trainer.params,
-        "seed": run.job.seed,
+        "annualisation": annualisation.as_dict(),
+        "feature_spec": trained.dataset.spec,
+        "params": trained.trainer.params,
+        "seed": job.seed,
         "artifact_sha256": blob_sha,
         "python": platform.python_version(),
         "libraries": versions,
     }
 
 
-def _register(run: Run) -> None:
-    blob = run.trainer.dumps()
-    stored = artifact_save(model_id=run.job.model.model_id, blob=blob)
-    split, bars = run.split, run.bars
-    run.version = services.model_version_register(
-        model=run.job.model,
-        job=run.job,
-        params=run.trainer.params,
-        feature_spec=run.dataset.spec,
-        training_metrics=run.training_metrics,
-        manifest=_manifest(run, stored.sha256),
+def _register(
+    job: TrainingJob, bars: Bars, annualisation: Annualisation, trained: Trained, *, attempt: int
+) -> ModelVersion:
+    stored = artifact_save(model_id=job.model.model_id, blob=trained.trainer.dumps())
+    split = trained.split
+    return services.model_version_register(
+        model=job.model,
+        job=job,
+        params=trained.trainer.params,
+        feature_spec=trained.dataset.spec,
+        training_metrics=trained.metrics,
+        manifest=_manifest(job, bars, annualisation, trained, stored.sha256),
         artifact_path=stored.path,
         artifact_sha256=stored.sha256,
         artifact_size=stored.size,
         train_start=_timestamp(bars, split.train.start),
         train_end=_timestamp(bars, split.train.stop - 1),
-        job_attempt=run.attempt,
+        job_attempt=attempt,
     )
 
 
-def _trial_sharpes(run: Run) -> list[float]:
+def _trial_sharpes(job: TrainingJob) -> list[float]:
     """Per-bar Sharpe ratios of the DSR's earlier trials: every evaluation of this model line and
-    every strategy candidate evaluated on the same symbol and timeframe (the candidate this job
-    trains, if any, is the trial this evaluation repeats, so it is left out)."""
+    every other trial source's (settings.CLM_TRIAL_SOURCES) on the same symbol and timeframe; the
+    candidate this job trains, if any, is the trial this evaluation repeats, so it is left out."""
     return registry_selectors.trial_sharpes(
-        model_id=run.job.model.model_id,
-        symbol=run.job.symbol,
-        timeframe=run.job.timeframe,
-        exclude=(run.job.trigger_context or {}).get("candidate_id"),
+        model_id=job.model.model_id,
+        symbol=job.symbol,
+        timeframe=job.timeframe,
+        exclude=(job.trigger_context or {}).get("candidate_id"),
     )
 
 
-def _evaluate(run: Run) -> None:
-    window = run.split.evaluate
+def _evaluate(
+    job: TrainingJob,
+    policy: EvaluationPolicy,
+    bars: Bars,
+    annualisation: Annualisation,
+    trained: Trained,
+    model_seconds: dict[str, float],
+) -> Evaluated:
+    window = trained.split.evaluate
     started = time.perf_counter()
-    positions = run.trainer.positions(run.dataset, window)
-    run.model_seconds["evaluate.predict"] = time.perf_counter() - started
-    periods = run.annualisation.periods_per_year
-    result = backtest(
-        run.bars.close[window], positions, fee=run.policy.fee, periods_per_year=periods
-    )
+    positions = trained.trainer.positions(trained.dataset, window)
+    model_seconds["evaluate.predict"] = time.perf_counter() - started
+    periods = annualisation.periods_per_year
+    result = backtest(bars.close[window], positions, fee=policy.fee, periods_per_year=periods)
     # Deflate by every evaluation of this model line so far, this one included (METRICS.md: K).
-    trials = [*_trial_sharpes(run), result.sharpe / np.sqrt(periods)]
+    trials = [*_trial_sharpes(job), result.sharpe / np.sqrt(periods)]
     if len(trials) > 1:
         dsr = deflated_sharpe(
             result.returns[1:],
@@ -401,34 +428,42 @@ def _evaluate(run: Run) -> None:
             trial_sharpe_variance=float(np.var(trials, ddof=1)),
         )
         result = dataclasses.replace(result, n_trials=len(trials), dsr=dsr)
-    run.result = result
-    run.regimes = evaluate_by_regime(
-        close=run.bars.close, window=window, positions=positions, fee=run.policy.fee,
+    regimes = evaluate_by_regime(
+        close=bars.close, window=window, positions=positions, fee=policy.fee,
         periods_per_year=periods,
     )  # fmt: skip
+    return Evaluated(result=result, regimes=regimes)
 
 
-def _save_evaluation(run: Run) -> None:
-    window, bars, result = run.split.evaluate, run.bars, run.result
+def _save_evaluation(
+    job: TrainingJob,
+    policy: EvaluationPolicy,
+    bars: Bars,
+    split: Split,
+    version: ModelVersion,
+    evaluated: Evaluated,
+) -> EvaluationResult:
+    window, result, regimes = split.evaluate, evaluated.result, evaluated.regimes
     metrics = result.as_dict()
-    gates, passed = apply_gates(metrics, run.policy.gates, regime_slices=run.regimes.slices)
+    gates, passed = apply_gates(metrics, policy.gates, regime_slices=regimes.slices)
     buy_hold = backtest(
         bars.close[window],
         np.ones(window.stop - window.start),
         fee=0.0,
         periods_per_year=result.periods_per_year,
     )
+    model_id = job.model.model_id
     picture = equity_curve_png(
         timestamps=bars.timestamp[window],
         equity=result.equity,
         buy_hold=buy_hold.equity,
-        regimes=run.regimes.labels,
-        title=f"{run.job.model.model_id} v{run.version.version}: Sharpe {result.sharpe:.2f}, "
+        regimes=regimes.labels,
+        title=f"{model_id} v{version.version}: Sharpe {result.sharpe:.2f}, "
         f"max drawdown {result.max_drawdown:.1%} (buy and hold Sharpe {buy_hold.sharpe:.2f})",
     )
-    stored = artifact_save(model_id=f"{run.job.model.model_id}/plots", blob=picture, suffix=".png")
-    run.evaluation = services.evaluation_record(
-        version=run.version,
+    stored = artifact_save(model_id=f"{model_id}/plots", blob=picture, suffix=".png")
+    return services.evaluation_record(
+        version=version,
         metrics=metrics,
         window_start=_timestamp(bars, window.start),
         window_end=_timestamp(bars, window.stop - 1),
@@ -440,90 +475,87 @@ def _save_evaluation(run: Run) -> None:
         passed=passed,
         benchmark_sharpe=buy_hold.sharpe,
         equity_curve=stored.path,
-        regime_slices=run.regimes.slices,
+        regime_slices=regimes.slices,
     )
 
 
-def production_sharpe_on(run: Run) -> float | None:
-    """The current production version's Sharpe on this run's evaluation window, or None."""
-    production = ModelVersion.objects.filter(
-        model=run.job.model, status=ModelStatus.PRODUCTION
-    ).first()
+def production_sharpe_on(
+    job: TrainingJob, policy: EvaluationPolicy, bars: Bars, periods_per_year: float, split: Split
+) -> float | None:
+    """The current production version's Sharpe on this job's evaluation window, or None."""
+    production = ModelVersion.objects.filter(model=job.model, status=ModelStatus.PRODUCTION).first()
     if production is None:
         return None
     blob = artifact_load(path=production.artifact_path, sha256=production.artifact_sha256)
-    trainer = trainer_class(run.job.model_type).loads(blob)
+    trainer = trainer_class(job.model_type).loads(blob)
     spec = production.feature_spec or None
-    dataset = build_dataset(run.bars, spec, horizon=(spec or {}).get("horizon"))
-    positions = trainer.positions(dataset, run.split.evaluate)
+    dataset = build_dataset(bars, spec, horizon=(spec or {}).get("horizon"))
+    positions = trainer.positions(dataset, split.evaluate)
     return backtest(
-        run.bars.close[run.split.evaluate],
+        bars.close[split.evaluate],
         positions,
-        fee=run.policy.fee,
-        periods_per_year=run.result.periods_per_year,
+        fee=policy.fee,
+        periods_per_year=periods_per_year,
     ).sharpe
 
 
-def _apply_gates(run: Run) -> None:
-    model_id, number = run.job.model.model_id, run.version.version
-    evaluation = run.evaluation
-    if not evaluation.passed:
-        failing = [name for name, gate in evaluation.gates.items() if not gate["passed"]]
-        ModelVersion.objects.filter(pk=run.version.pk).update(failed_gates=failing)
-        services.model_version_set_status(
-            model_id=model_id, version=number, status=ModelStatus.FAILED, actor="pipeline",
-            reason=f"failed gates: {', '.join(failing)}",
-        )  # fmt: skip
-        run.decision = f"v{number} failed gates {failing}"
-        return
+def _apply_gates(
+    job: TrainingJob,
+    policy: EvaluationPolicy,
+    bars: Bars,
+    annualisation: Annualisation,
+    split: Split,
+    version: ModelVersion,
+    evaluation: EvaluationResult,
+) -> str:
+    """Step 9: the promotion decision (training.promotion.decision) on the evaluation; returns
+    what was decided, for the job's log line."""
+    model_id, number = job.model.model_id, version.version
+    failing = [name for name, gate in evaluation.gates.items() if not gate["passed"]]
+    if failing:
+        ModelVersion.objects.filter(pk=version.pk).update(failed_gates=failing)
+        enact(decide(basis="", better=False, auto_promote=False, failing_gates=failing),
+              model_id=model_id, version=number, actor="pipeline")  # fmt: skip
+        return f"v{number} failed gates {failing}"
     try:
-        incumbent = production_sharpe_on(run)
+        incumbent = production_sharpe_on(job, policy, bars, annualisation.periods_per_year, split)
     except Exception as exc:  # an unreadable production artifact must not block a good version
         logger.warning("could not score production of %s: %s", model_id, exc)
         incumbent = None
-    if incumbent is not None and _enter_shadow(run, incumbent):
-        return
-    beats = incumbent is None or evaluation.sharpe > incumbent
     against = "no production version" if incumbent is None else f"production Sharpe {incumbent:.3f}"
-    if beats and run.policy.auto_promote:
-        services.model_version_set_status(
-            model_id=model_id, version=number, status=ModelStatus.CANDIDATE, actor="pipeline",
-            reason="passed gates",
-        )  # fmt: skip
-        services.model_version_promote(
-            model_id=model_id, version=number, actor="pipeline",
-            reason=f"passed gates; Sharpe {evaluation.sharpe:.3f} vs {against}",
-        )  # fmt: skip
-        run.decision = f"v{number} promoted"
-    else:
-        why = "auto-promotion is off" if beats else f"does not beat {against}"
-        services.model_version_set_status(
-            model_id=model_id, version=number, status=ModelStatus.CANDIDATE, actor="pipeline",
-            reason=f"passed gates; {why}",
-        )  # fmt: skip
-        run.decision = f"v{number} candidate ({why})"
-
-
-def _enter_shadow(run: Run, production_sharpe: float) -> bool:
-    """Per the model type's shadow policy, a gate-passing version that has not proven itself
-    against production shadows it (training.promotion.shadow); True when it did. A version that
-    cannot start shadowing (production gone meanwhile) falls back to promote-or-candidate."""
-
-    why = shadow_wanted(
-        shadow_policy_for(run.job.model_type),
-        sharpe=run.evaluation.sharpe,
-        production_sharpe=production_sharpe,
+    if incumbent is not None:
+        why = shadow_wanted(
+            shadow_policy_for(job.model_type),
+            sharpe=evaluation.sharpe,
+            production_sharpe=incumbent,
+        )
+        shadowing = why is not None and _enter_shadow(model_id, number, why)
+        if shadowing:
+            return shadowing
+    decision = decide(
+        basis="passed gates",
+        better=incumbent is None or evaluation.sharpe > incumbent,
+        auto_promote=policy.auto_promote,
+        against=against,
+        evidence=f"Sharpe {evaluation.sharpe:.3f} vs {against}",
     )
-    if why is None:
-        return False
-    model_id, number = run.job.model.model_id, run.version.version
+    enact(decision, model_id=model_id, version=number, actor="pipeline", from_training=True)
+    if decision.outcome == Outcome.PROMOTE:
+        return f"v{number} promoted"
+    return f"v{number} candidate ({decision.reason.removeprefix('passed gates; ')})"
+
+
+def _enter_shadow(model_id: str, number: int, why: str) -> str:
+    """A gate-passing version the shadow policy wants proven against production shadows it
+    (training.promotion.shadow); returns what was decided, or "" when it could not start
+    shadowing (production gone meanwhile) and falls back to promote-or-candidate."""
+    decision = decide(basis="passed gates", better=True, auto_promote=False, shadow_reason=why)
     try:
         comparison = shadow_start(
-            model_id=model_id, version=number, actor="pipeline", reason=f"passed gates; {why}",
+            model_id=model_id, version=number, actor="pipeline", reason=decision.reason,
             from_training=True,
         )  # fmt: skip
     except DomainError as exc:
         logger.warning("v%s of %s could not enter shadow: %s", number, model_id, exc.message)
-        return False
-    run.decision = f"v{number} shadow ({why}; comparison {comparison.pk})"
-    return True
+        return ""
+    return f"v{number} shadow ({why}; comparison {comparison.pk})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from kombu import Exchange, Queue
@@ -112,7 +113,7 @@ STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", str(VAR_DIR / "static")))
 
 # Model artifacts are written through Django's storage API under ARTIFACT_ROOT.
 ARTIFACT_ROOT = Path(os.environ.get("ARTIFACT_ROOT", str(VAR_DIR / "artifacts")))
-STORAGES = {
+STORAGES: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "artifacts": {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
@@ -147,7 +148,7 @@ REST_FRAMEWORK = {
     ],
 }
 
-SPECTACULAR_SETTINGS = {
+SPECTACULAR_SETTINGS: dict[str, Any] = {
     "TITLE": "CLM - Continuous Learning Manager",
     "DESCRIPTION": "Retrains, evaluates, promotes and rolls back trading models.",
     "VERSION": "3.1.0",

@@ -8,41 +8,25 @@ from django.db.models import QuerySet
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import generics, renderers, status
-from rest_framework.pagination import LimitOffsetPagination
+from rest_framework import renderers, status
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
+from clm_project.api import PNGRenderer, SelectorListView, SVGRenderer, error_responses, validated
 from clm_project.exceptions import NotFound
 from clm_project.query import query_validated
 from evolution import selectors, services
 from evolution.api import serializers as s
 from evolution.plots import FORMATS, front_picture
-from registry.api.serializers import ErrorSerializer
 
 RUN_EVOLUTION = "evolution.run_evolution"
 CANDIDATE_ID = OpenApiParameter("candidate_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
 RUN_ID = OpenApiParameter("run_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
 
 
-ERRORS = {
-    400: OpenApiResponse(ErrorSerializer, description="Invalid input, with field messages."),
-    404: OpenApiResponse(ErrorSerializer, description="Unknown candidate, run or generation."),
-    409: OpenApiResponse(ErrorSerializer, description="Illegal transition or conflict."),
-}
-
-
-def _errors(*codes: int) -> dict[int, OpenApiResponse]:
-    return {code: ERRORS[code] for code in codes}
-
-
-def _validated(serializer_class: type[Serializer], data: Any) -> dict[str, Any]:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
+_errors = error_responses("Unknown candidate, run or generation.")
 
 
 class CanRunEvolution(BasePermission):
@@ -50,22 +34,6 @@ class CanRunEvolution(BasePermission):
 
     def has_permission(self, request: Request, view: APIView) -> bool:
         return request.user.has_perm(RUN_EVOLUTION)
-
-
-class Pagination(LimitOffsetPagination):
-    max_limit = 500
-
-
-class SelectorListView(generics.ListAPIView):
-    """A paginated list whose rows come from a selector called with validated query parameters."""
-
-    filter_backends: list = []
-    pagination_class = Pagination
-    query_serializer_class: type[Serializer]
-
-    def query_params(self) -> dict[str, Any]:
-        given = query_validated(self.query_serializer_class, self.request.query_params)
-        return {key: value for key, value in given.items() if value not in ("", None)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,6 +45,7 @@ class SelectorListView(generics.ListAPIView):
     summary="Strategy candidates, newest first (filters: status, origin, run, generation, ...).",
 )
 class CandidateListView(SelectorListView):
+    drop_empty_params = True
     serializer_class = s.CandidateSerializer
     query_serializer_class = s.CandidateQuerySerializer
 
@@ -129,7 +98,7 @@ class CandidateSelectView(APIView):
         summary="Send an evaluated candidate to training (trigger strategy_evolution).",
     )
     def post(self, request: Request, candidate_id: str) -> Response:
-        data = _validated(s.SelectInputSerializer, request.data)
+        data = validated(s.SelectInputSerializer, request.data)
         candidate, job = services.candidate_select(
             candidate_id=candidate_id, actor=request.user.get_username(), reason=data["reason"]
         )
@@ -151,7 +120,7 @@ class CandidateMutateView(APIView):
         summary="Propose a polynomial mutation of a candidate (evaluated in the background).",
     )
     def post(self, request: Request, candidate_id: str) -> Response:
-        data = _validated(s.MutateInputSerializer, request.data)
+        data = validated(s.MutateInputSerializer, request.data)
         child = services.mutate_strategy(parent_id=candidate_id, seed=data.get("seed"))
         child = selectors.candidate_get(candidate_id=child.pk)
         return Response(s.CandidateSerializer(child).data, status=status.HTTP_201_CREATED)
@@ -166,7 +135,7 @@ class CandidateCrossoverView(APIView):
         summary="Propose an SBX crossover of two candidates (evaluated in the background).",
     )
     def post(self, request: Request) -> Response:
-        data = _validated(s.CrossoverInputSerializer, request.data)
+        data = validated(s.CrossoverInputSerializer, request.data)
         child = services.crossover_strategies(
             first_id=data["first"], second_id=data["second"], seed=data.get("seed")
         )
@@ -189,7 +158,7 @@ class CandidateProposeView(APIView):
         summary="Given a production model's performance, propose mutations if it does poorly.",
     )
     def post(self, request: Request) -> Response:
-        data = dict(_validated(s.ProposeInputSerializer, request.data))
+        data = dict(validated(s.ProposeInputSerializer, request.data))
         n = data.pop("n")
         children = services.propose_new_candidates(performance_data=data, n=n)
         rows = selectors.candidate_list().filter(pk__in=[c.pk for c in children])
@@ -208,6 +177,7 @@ class StatsView(APIView):
 
 
 class RunListCreateView(SelectorListView):
+    drop_empty_params = True
     serializer_class = s.RunSerializer
     query_serializer_class = s.RunQuerySerializer
 
@@ -229,7 +199,7 @@ class RunListCreateView(SelectorListView):
         summary="Start an NSGA-II run; its first generation is dispatched to the workers.",
     )
     def post(self, request: Request) -> Response:
-        data = _validated(s.RunInputSerializer, request.data)
+        data = validated(s.RunInputSerializer, request.data)
         run = services.evolution_run_create(
             request=services.RunRequest(**data, requested_by=request.user.get_username())
         )
@@ -279,27 +249,6 @@ class RunResumeView(APIView):
         run = selectors.run_get(run_id=run.pk)
         body = s.RunDetailSerializer(run, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED)
-
-
-class _PictureRenderer(renderers.BaseRenderer):
-    """Lets clients ask for the picture's media type; errors still go out as JSON text."""
-
-    charset = None
-
-    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context=None):
-        import json
-
-        return data if isinstance(data, bytes) else json.dumps(data).encode()
-
-
-class PNGRenderer(_PictureRenderer):
-    media_type = "image/png"
-    format = "png"
-
-
-class SVGRenderer(_PictureRenderer):
-    media_type = "image/svg+xml"
-    format = "svg"
 
 
 class FrontPictureView(APIView):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from django.conf import settings
@@ -35,17 +35,6 @@ SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
 
 # ---------------------------------------------------------------------------------------------
 # Shared
-
-
-class ErrorSerializer(serializers.Serializer):
-    """The body of every 4xx answer (see clm_project.exceptions.api_exception_handler)."""
-
-    detail = serializers.CharField()
-    code = serializers.CharField()
-    errors = serializers.DictField(
-        child=serializers.JSONField(),
-        help_text="Messages by field: a list of strings, or an object for nested fields.",
-    )
 
 
 class FiniteFloatField(serializers.FloatField):
@@ -131,7 +120,7 @@ class UTCDateTimeField(serializers.DateTimeField):
     Rows come back from PostgreSQL aware and in UTC; list pages format hundreds of them.
     """
 
-    def to_representation(self, value: datetime | None) -> str | None:
+    def to_representation(self, value: Any) -> Any:
         if value is None or value.tzinfo is None:
             return super().to_representation(value)
         return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

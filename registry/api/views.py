@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.conf import settings
@@ -10,15 +9,20 @@ from django.db.models import QuerySet
 from django.http import HttpResponse
 from django.utils.module_loading import import_string
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import generics, renderers, status
-from rest_framework.pagination import LimitOffsetPagination
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import renderers, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
+from clm_project.api import (
+    OctetStreamRenderer,
+    PictureView,
+    SelectorListView,
+    error_responses,
+    validated,
+)
 from clm_project.exceptions import DomainError, NotFound
 from clm_project.query import query_validated
 from registry import selectors, services
@@ -29,40 +33,7 @@ from registry.models import ModelStatus
 from registry.status import clm_status, health_check
 
 JOB_ID = OpenApiParameter("job_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
-ERRORS = {
-    400: OpenApiResponse(s.ErrorSerializer, description="Invalid input, with field messages."),
-    404: OpenApiResponse(s.ErrorSerializer, description="Unknown model, version or job."),
-    409: OpenApiResponse(s.ErrorSerializer, description="Illegal transition or conflict."),
-}
-
-
-def _errors(*codes: int) -> dict[int, OpenApiResponse]:
-    return {code: ERRORS[code] for code in codes}
-
-
-def _validated(serializer_class: type[Serializer], data: Any) -> dict[str, Any]:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
-class Pagination(LimitOffsetPagination):
-    max_limit = 500
-
-
-class RegistryListView(generics.ListAPIView):
-    """A paginated list whose rows come from a selector called with validated query parameters."""
-
-    filter_backends: list = []  # the query serializer validates filters; the selector applies them
-    pagination_class = Pagination
-    query_serializer_class: type[Serializer] | None = None
-
-    def query_params(self) -> dict[str, Any]:
-        return query_validated(self.query_serializer_class, self.request.query_params)
-
-    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        self.query_params()  # an unknown parameter is a 400 even where no filter is defined
-        return super().list(request, *args, **kwargs)
+_errors = error_responses("Unknown model, version or job.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,7 +70,7 @@ class StatusView(APIView):
 
 
 @extend_schema(parameters=[s.JobQuerySerializer])
-class JobListView(RegistryListView):
+class JobListView(SelectorListView):
     serializer_class = s.TrainingJobSerializer
     query_serializer_class = s.JobQuerySerializer
 
@@ -133,7 +104,7 @@ class JobCancelView(APIView):
 
 
 @extend_schema(parameters=[s.ModelQuerySerializer], summary="Query versions (the ModelQuery).")
-class ModelVersionListView(RegistryListView):
+class ModelVersionListView(SelectorListView):
     serializer_class = s.ModelVersionSerializer
     query_serializer_class = s.ModelQuerySerializer
 
@@ -145,7 +116,7 @@ class ModelVersionListView(RegistryListView):
 
 
 @extend_schema(parameters=[s.VersionStatusQuerySerializer], summary="The versions of one model.")
-class ModelVersionsOfModelView(RegistryListView):
+class ModelVersionsOfModelView(SelectorListView):
     serializer_class = s.ModelVersionSerializer
     query_serializer_class = s.VersionStatusQuerySerializer
 
@@ -165,7 +136,7 @@ class ModelVersionDetailView(APIView):
 
 
 @extend_schema(summary="The lifecycle audit of one version, newest first.")
-class ModelVersionAuditView(RegistryListView):
+class ModelVersionAuditView(SelectorListView):
     serializer_class = s.LifecycleEventSerializer
 
     def get_queryset(self) -> QuerySet:
@@ -192,17 +163,6 @@ class ProductionView(APIView):
             raise NotFound(f"model {model_id!r} had no production version at {at.isoformat()}")
         found = selectors.model_version_get(model_id=model_id, version=live.version)
         return Response(s.ModelVersionSerializer(found).data)
-
-
-class OctetStreamRenderer(renderers.BaseRenderer):
-    """Lets clients ask for `application/octet-stream`; errors still go out as JSON text."""
-
-    media_type = "application/octet-stream"
-    format = "bin"
-    charset = None
-
-    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context=None):
-        return data if isinstance(data, bytes) else json.dumps(data).encode()
 
 
 class ArtifactView(APIView):
@@ -240,7 +200,7 @@ class PromoteView(APIView):
         "the production version again is a 200 with changed=false (safe to retry).",
     )
     def post(self, request: Request) -> Response:
-        data = _validated(s.PromoteInputSerializer, request.data)
+        data = validated(s.PromoteInputSerializer, request.data)
         current = selectors.model_version_get(model_id=data["model_id"], version=data["version"])
         changed = current.status != ModelStatus.PRODUCTION
         if changed:
@@ -258,7 +218,7 @@ class RollbackView(APIView):
         summary="Put an earlier, proven version back in production.",
     )
     def post(self, request: Request) -> Response:
-        data = _validated(s.RollbackInputSerializer, request.data)
+        data = validated(s.RollbackInputSerializer, request.data)
         services.model_version_rollback(**data, actor=request.user.get_username())
         found = selectors.model_version_get(
             model_id=data["model_id"], version=data["target_version"]
@@ -271,7 +231,7 @@ class RollbackView(APIView):
 
 
 @extend_schema(parameters=[s.EvaluationQuerySerializer])
-class EvaluationListView(RegistryListView):
+class EvaluationListView(SelectorListView):
     serializer_class = s.EvaluationListSerializer
     query_serializer_class = s.EvaluationQuerySerializer
 
@@ -280,7 +240,7 @@ class EvaluationListView(RegistryListView):
 
 
 @extend_schema(parameters=[s.EventQuerySerializer], summary="The event outbox, newest first.")
-class EventListView(RegistryListView):
+class EventListView(SelectorListView):
     serializer_class = s.OutboxEventSerializer
     query_serializer_class = s.EventQuerySerializer
 
@@ -292,35 +252,13 @@ class EventListView(RegistryListView):
 # Pictures
 
 
-class PNGRenderer(renderers.BaseRenderer):
-    """Lets clients ask for `image/png` (the pictures go out as plain HttpResponses)."""
-
-    media_type = "image/png"
-    format = "png"
-    charset = None
-
-    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context=None):
-        return data if isinstance(data, bytes) else json.dumps(data).encode()
-
-
-class PictureView(APIView):
-    renderer_classes = [renderers.JSONRenderer, PNGRenderer]
-
-    def handle_exception(self, exc: Exception) -> Response:
-        """Errors are JSON whatever the client accepted, never a JSON body labelled image/png."""
-        response = super().handle_exception(exc)
-        self.request.accepted_renderer = renderers.JSONRenderer()
-        self.request.accepted_media_type = renderers.JSONRenderer.media_type
-        return response
-
-
 def _png_response(blob: bytes, filename: str) -> HttpResponse:
     response = HttpResponse(blob, content_type="image/png")
     response["Content-Disposition"] = f'inline; filename="{filename}"'
     return response
 
 
-EQUITY_PNG = {(200, "image/png"): OpenApiTypes.BINARY, **_errors(404)}
+EQUITY_PNG: dict[Any, Any] = {(200, "image/png"): OpenApiTypes.BINARY, **_errors(404)}
 
 
 class EvaluationEquityCurveView(PictureView):

@@ -9,7 +9,7 @@ from django.test import Client
 from evolution import services
 from evolution.models import RunStatus, StrategyCandidate
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]  # a finished run per test
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from training.promotion.models import PromotionPolicy
 
 from .conftest import SMALL_SPACE, SYMBOL
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]  # a finished run per test
 
 UNKNOWN = str(uuid.UUID(int=1))
 

@@ -21,6 +21,7 @@ from evolution.models import (
     StrategyCandidate,
 )
 from evolution.search_space import DEFAULT_SPACES
+from evolution.services import evaluation, runs, upkeep
 from registry import services as registry_services
 from registry.models import (
     EvaluationResult,
@@ -97,6 +98,7 @@ def test_the_same_seed_proposes_the_same_first_generation(make_run):
 # A whole run, in this process
 
 
+@pytest.mark.slow
 def test_a_seeded_run_improves_hypervolume_over_generations(make_run):
     run = make_run(population_size=8, generations=3, seed=3)
     run = services.evolution_run_execute(run_id=run.pk)
@@ -186,7 +188,7 @@ def test_a_redelivery_takes_over_and_the_first_claim_cannot_record(make_run):
     assert services.candidate_evaluate(candidate_id=candidate.pk, redelivered=True) == "evaluated"
     candidate.refresh_from_db()
     assert candidate.attempts == 2 and candidate.evaluation_status == EvaluationStatus.EVALUATED
-    assert not services._record_failure(candidate.pk, stale, "late")
+    assert not evaluation._record_failure(candidate.pk, stale, "late")
     assert services.candidate_evaluate(candidate_id=candidate.pk, redelivered=True) == "skipped"
     candidate.refresh_from_db()
     assert candidate.attempts == 2 and candidate.error_message == ""
@@ -205,6 +207,7 @@ def test_an_expired_claim_is_taken_over_and_attempts_are_capped(make_run):
     assert "gave up after 2 attempts" in candidate.error_message
 
 
+@pytest.mark.slow
 def test_a_crash_mid_generation_then_resume_loses_nothing(make_run):
     """In-process version of the worker test: two candidates done, one left running by a dead
     process, the rest pending; resuming finishes every candidate exactly once."""
@@ -265,7 +268,8 @@ def test_the_reaper_continues_stalled_runs_and_releases_dead_claims(
     make_run, monkeypatch, django_capture_on_commit_callbacks
 ):
     sent: list[int] = []
-    monkeypatch.setattr(services, "generation_dispatch", lambda generation_id: sent.append(1))
+    for module in (runs, upkeep):  # the run and upkeep services both dispatch generations
+        monkeypatch.setattr(module, "generation_dispatch", lambda generation_id: sent.append(1))
     run = make_run(population_size=4, generations=2)
     for c in _candidates(run, 1):
         services.candidate_evaluate(candidate_id=c.pk)

@@ -19,7 +19,7 @@ from tests.training.conftest import store_bars
 from training.pipeline import run_job
 from training.promotion.models import PromotionPolicy
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = [

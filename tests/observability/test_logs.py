@@ -47,15 +47,10 @@ def _job(symbol: str) -> str:
     return str(job.pk)
 
 
-def test_every_line_of_a_pipeline_run_carries_the_job(json_lines, monkeypatch):
+def test_every_line_of_a_pipeline_run_carries_the_job(json_lines, settings):
     store_bars("BTCUSDT", 3_000, seed=11)
-    fetch = pipeline._fetch_data
-
-    def fetch_and_log(run) -> None:  # a module that knows nothing of the job logs a line
-        logging.getLogger("training.data.bars").info("reading bars")
-        fetch(run)
-
-    monkeypatch.setattr(pipeline, "_fetch_data", fetch_and_log)
+    # A loader that knows nothing of the job logs a line.
+    settings.CLM_DATA_LOADER = "tests.loaders.logging_loader"
     job_id = _job("BTCUSDT")
     assert pipeline.run_job(job_id=job_id) == "completed"
 
@@ -66,15 +61,12 @@ def test_every_line_of_a_pipeline_run_carries_the_job(json_lines, monkeypatch):
         assert line["model_id"] == "xgboost-btcusdt-1h", line
         assert {"time", "level", "logger", "message"} <= set(line)
     reading = next(line for line in lines if line["message"] == "reading bars")
-    assert reading["logger"] == "training.data.bars" and reading["step"] == "fetch_data"
+    assert reading["logger"] == "tests.loaders" and reading["step"] == "fetch_data"
     assert lines[-1]["message"].startswith("job completed")
 
 
-def test_a_failed_job_logs_its_step_and_error_on_one_line(json_lines, monkeypatch):
-    def broken(run) -> None:
-        raise RuntimeError("feed down\nsecond line")
-
-    monkeypatch.setattr(pipeline, "_fetch_data", broken)
+def test_a_failed_job_logs_its_step_and_error_on_one_line(json_lines, settings):
+    settings.CLM_DATA_LOADER = "tests.loaders.failing_loader"
     job_id = _job("ETHUSDT")
     assert pipeline.run_job(job_id=job_id) == "failed"
     raw = json_lines.getvalue().splitlines()

@@ -118,11 +118,11 @@ def test_empty_outbox_has_no_lag(staff_client):
     assert value(found, "clm_outbox_lag_seconds") == 0
 
 
-def test_pipeline_steps_and_jobs_fill_the_histograms(staff_client, monkeypatch):
+def test_pipeline_steps_and_jobs_fill_the_histograms(staff_client, settings):
     """Process-local instruments (no multiprocess directory): counted around run_job."""
     from training import pipeline
 
-    monkeypatch.setattr(pipeline, "_fetch_data", _fail_fetch)
+    settings.CLM_DATA_LOADER = "tests.loaders.failing_loader"
     job = _job("xgboost", "SOLUSDT", "manual")
     before = scrape(staff_client)
     assert pipeline.run_job(job_id=str(job.pk)) == "failed"
@@ -137,10 +137,6 @@ def test_pipeline_steps_and_jobs_fill_the_histograms(staff_client, monkeypatch):
     jobs = "clm_training_job_duration_seconds_count"
     assert grew(jobs, model_type="xgboost", status="failed") == 1
     assert grew(jobs, model_type="xgboost", status="completed") == 0
-
-
-def _fail_fetch(run) -> None:
-    raise RuntimeError("no data today")
 
 
 # ---------------------------------------------------------------------------------------------

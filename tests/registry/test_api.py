@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db import connections
@@ -57,7 +58,8 @@ def test_health_needs_no_credentials(anon_client, db):
         assert body[part]["age_s"] == 0.0 and 0 <= body[part]["seconds"] < 2
     # No worker and no beat have recorded themselves in this database.
     assert body["workers"] == {
-        "ok": False, "detail": "no worker consumes 'training'", "count": 0, "hostnames": [],
+        "ok": False, "detail": f"no worker consumes {settings.CLM_TRAINING_QUEUE!r}", "count": 0,
+        "hostnames": [],
         "age_s": None,
     }  # fmt: skip
     assert body["beat"] == {

@@ -13,6 +13,7 @@ from training.models import TriggerRecord
 from .conftest import store_bars
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_train_model_trains_evaluates_and_reports():
     store_bars("BTCUSDT", 4_000, seed=11)
@@ -45,6 +46,7 @@ def test_train_model_refuses_a_series_without_bars_and_bad_params():
     assert not TrainingJob.objects.exists()  # refused before a job was made
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_demo_runs_end_to_end_on_a_small_market():
     out = StringIO()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
+from registry import services
 from registry.artifacts import artifact_load, artifact_storage
 from registry.models import (
     EvaluationResult,
@@ -19,12 +20,12 @@ from registry.models import (
     TrainingJob,
 )
 from registry.services import JobRequest, training_job_create
-from training import pipeline
 from training.data import prepare
 from training.pipeline import STEPS, run_job
 from training.promotion.models import PromotionPolicy
 from training.tasks import reap_stuck_jobs_now
 from training.trainers import trainer_class
+from training.trainers.xgboost import XGBoostTrainer
 
 from .conftest import store_bars
 
@@ -88,6 +89,7 @@ def test_job_runs_all_ten_steps_and_records_everything(btc_bars):
     assert trainer.params["n_estimators"] == 60
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_passing_version_is_promoted_and_a_worse_one_stays_candidate(btc_bars):
     PromotionPolicy.objects.create(
@@ -110,6 +112,7 @@ def test_passing_version_is_promoted_and_a_worse_one_stays_candidate(btc_bars):
     assert EvaluationResult.objects.get(version=v2).n_trials == 2
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_gates_failing_version_is_failed_with_its_gates(btc_bars):
     PromotionPolicy.objects.create(model_type="xgboost", min_sharpe=50.0, min_trades=1)
@@ -121,6 +124,7 @@ def test_gates_failing_version_is_failed_with_its_gates(btc_bars):
     assert not OutboxEvent.objects.filter(event_type="model_promoted").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_a_job_delivered_twice_trains_once(btc_bars):
     job = make_job()
@@ -149,10 +153,11 @@ def test_too_little_data_fails_at_fetch(db):
     assert "200 bars" in job.error_message
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_a_feature_that_leaks_the_future_is_caught(btc_bars, monkeypatch):
     """A model fed the next bar's return as a feature would score brilliantly; it never gets to."""
-    honest = pipeline.build_dataset
+    honest = prepare.build_dataset
 
     def leaky(bars, spec=None, *, horizon=None):
         data = honest(bars, spec, horizon=horizon)
@@ -172,12 +177,13 @@ def test_a_feature_that_leaks_the_future_is_caught(btc_bars, monkeypatch):
     assert not EvaluationResult.objects.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_error_after_registration_marks_the_version_failed(btc_bars, monkeypatch):
-    def broken(run):
-        raise RuntimeError("backtest exploded")
+    def broken(self, dataset, rows):
+        raise RuntimeError("prediction exploded")
 
-    monkeypatch.setattr(pipeline, "_evaluate", broken)
+    monkeypatch.setattr(XGBoostTrainer, "positions", broken)  # the trainer fails in evaluate
     job = make_job()
     run_job(job_id=str(job.pk))
     job.refresh_from_db()
@@ -185,6 +191,7 @@ def test_error_after_registration_marks_the_version_failed(btc_bars, monkeypatch
     assert job.version.status == ModelStatus.FAILED
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_redelivered_job_of_a_dead_worker_is_retried_then_failed_cleanly(btc_bars):
     job = make_job()
@@ -227,19 +234,20 @@ def test_reaper_requeues_or_fails_stuck_jobs(btc_bars, django_capture_on_commit_
     assert job.status == JobStatus.FAILED and "time limit" in job.error_message
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_error_after_promotion_fails_the_job_and_leaves_production_alone(btc_bars, monkeypatch):
     PromotionPolicy.objects.create(
         model_type="xgboost", min_sharpe=-100, min_win_rate=0, min_profit_factor=0,
         max_drawdown=1.0, min_trades=1,
     )  # fmt: skip
-    honest = pipeline._apply_gates
+    honest = services.model_version_promote
 
-    def gates_then_crash(run):
-        honest(run)
+    def promote_then_crash(**kwargs):
+        honest(**kwargs)
         raise RuntimeError("lost the connection after promoting")
 
-    monkeypatch.setattr(pipeline, "_apply_gates", gates_then_crash)
+    monkeypatch.setattr(services, "model_version_promote", promote_then_crash)
     job = make_job()
     assert run_job(job_id=str(job.pk)) == JobStatus.FAILED
     job.refresh_from_db()

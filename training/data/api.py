@@ -279,6 +279,13 @@ class BarSeriesView(generics.ListAPIView):
             symbol=self.kwargs["symbol"], timeframe=self.kwargs["timeframe"], start=start, end=end
         )
 
+    def handle_exception(self, exc: Exception) -> Response:
+        """Errors are JSON whatever the client accepted, never a JSON body labelled text/csv."""
+        response = super().handle_exception(exc)
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return response
+
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         if request.accepted_renderer.format == "csv":
             start, end = self._range()

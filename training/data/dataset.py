@@ -56,7 +56,7 @@ class Dataset:
     bars: Bars
     features: np.ndarray
     feature_names: list[str]
-    label: np.ndarray
+    label: np.ndarray | HiddenLabels
     horizon: int
     spec: dict = field(default_factory=dict)
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 
 class Progress:
-    def __init__(self, label: str, total: float = 1.0, *, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, label: str, total: float = 1.0, *, stream: TextIO | Any | None = None
+    ) -> None:
         self.label = label
         self.total = total or 1.0
         self.stream = stream or sys.stdout

@@ -48,7 +48,7 @@ class PromotionPolicyForm(forms.ModelForm):
         return value
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         bars, loss = cleaned.get("regime_min_bars"), cleaned.get("regime_max_loss")
         if (bars is None) != (loss is None) and not self.errors:
             raise forms.ValidationError(
@@ -130,7 +130,7 @@ class ShadowObservationInline(ReadOnlyInline):
     show_change_link = False
 
 
-class StopSelectedMixin:
+class StopSelectedMixin(admin.ModelAdmin):
     """An admin action that stops the selected running rows through their service."""
 
     def has_promote_permission(self, request: HttpRequest) -> bool:
@@ -273,8 +273,8 @@ class VersionExperimentInline(ReadOnlyInline):
         return obj.experiment.reason or "-"
 
 
-ModelVersionAdmin.inlines = (
+ModelVersionAdmin.inlines = [
     *ModelVersionAdmin.inlines,
     ShadowComparisonInline,
     VersionExperimentInline,
-)
+]

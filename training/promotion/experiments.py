@@ -27,17 +27,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from clm_project.exceptions import DomainError, InvalidInput, NotFound
-from registry import services
+from registry.locks import model_lock, row_lock_under_model
 from registry.models import ModelStatus, ModelVersion, RegisteredModel
 from training.evaluation.backtest import PERIODS_PER_YEAR
 from training.evaluation.stats import PairedTest, SequentialDesign, paired_test, sequential_design
 from training.models import Bar
+from training.promotion.decision import Decision, Outcome, auto_promotion_on, enact
+from training.promotion.decision import decide as decide_promotion
 from training.promotion.models import (
     AlphaSpending,
     ArmRole,
@@ -51,8 +52,8 @@ from training.promotion.models import (
     ReturnSource,
     StoppingRule,
 )
+from training.promotion.paper import annualized_sharpe, latest_bar_at, paper_trade
 from training.promotion.policies import evaluation_policy_for
-from training.promotion.shadow import annualized_sharpe, latest_bar_at, paper_trade
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def experiment_start(
     max_bars = min_bars if max_bars is None else max_bars
     _check_design(metric, stopping_rule, returns_source, min_bars, max_bars, looks, alpha, spending)
     with transaction.atomic():
-        model = _lock_model(model_id)
+        model = model_lock(model_id=model_id)
         if Experiment.objects.filter(model=model, status=ExperimentStatus.RUNNING).exists():
             raise DomainError(f"{model_id} already has a running experiment")
         versions = _versions(model, [arm.version for arm in arms])
@@ -211,13 +212,6 @@ def _check_design(
         raise InvalidInput("alpha must be in (0, 0.5)", field="alpha")
 
 
-def _lock_model(model_id: str) -> RegisteredModel:
-    try:
-        return RegisteredModel.objects.select_for_update().get(model_id=model_id)
-    except RegisteredModel.DoesNotExist:
-        raise NotFound(f"unknown model {model_id!r}") from None
-
-
 def _versions(model: RegisteredModel, numbers: list[int]) -> dict[int, ModelVersion]:
     found = {v.version: v for v in ModelVersion.objects.filter(model=model, version__in=numbers)}
     missing = sorted(set(numbers) - set(found))
@@ -244,17 +238,7 @@ def experiment_stop(*, experiment_id: int, actor: str, reason: str = "") -> Expe
 
 def _lock_experiment(experiment_id: int) -> Experiment:
     """Lock the experiment's model row, then the experiment (the services' lock order)."""
-    model_pk = (
-        Experiment.objects.filter(pk=experiment_id).values_list("model_id", flat=True).first()
-    )
-    if model_pk is None:
-        raise NotFound(f"unknown experiment {experiment_id}")
-    RegisteredModel.objects.select_for_update().filter(pk=model_pk).first()
-    return (
-        Experiment.objects.select_for_update(of=("self",))
-        .select_related("model")
-        .get(pk=experiment_id)
-    )
+    return row_lock_under_model(Experiment.objects.all(), experiment_id, what="experiment")
 
 
 def _finish(
@@ -539,12 +523,12 @@ def judge(
             )  # fmt: skip
     if look is None and n >= 8:  # between looks: the record, against the next look's boundary
         tests = _tests(series, n, design.boundaries[min(k, total - 1)], metric, periods_per_year)
-    best = _best(tests) if tests else None
+    leader = _best(tests) if tests else None
     upcoming = design.looks[min(k, total - 1)]
     reason = f"{n} paired bars; next decision at {upcoming} bars"
-    if best is not None:
-        reason = f"{reason}; best v{best}: {_summary(tests[best], metric)}"
-    return Verdict("", reason, look, k, tested, tests, None, best)
+    if leader is not None:
+        reason = f"{reason}; best v{leader}: {_summary(tests[leader], metric)}"
+    return Verdict("", reason, look, k, tested, tests, None, leader)
 
 
 def _tests(
@@ -653,7 +637,8 @@ def _paper_trade_arms(experiment: Experiment, arms: list[ExperimentArm]) -> None
 def _record_step(
     experiment: Experiment, series: PairedSeries, n_prev: int, verdict: Verdict
 ) -> ExperimentEvaluation | None:
-    metric = experiment.metric
+    """Store one step (evaluation row, arm and experiment figures) and carry out its decision, all
+    under the experiment's row lock; None when another step got there first or an arm changed."""
     with transaction.atomic():
         locked = _lock_experiment(experiment.pk)
         if locked.status != ExperimentStatus.RUNNING or locked.n_bars != n_prev:
@@ -661,15 +646,7 @@ def _record_step(
         arms = list(locked.arms.select_related("version"))
         if _arms_changed(arms):
             return None
-        decision, reason = verdict.decision, verdict.reason
-        auto = (
-            locked.auto_promote
-            and evaluation_policy_for(
-                locked.model.model_type, auto_promote_default=settings.CLM_AUTO_PROMOTE
-            ).auto_promote
-        )
-        if decision == ExperimentDecision.PROMOTE and not auto:
-            decision, reason = ExperimentDecision.WINNER, f"{reason}; auto-promotion is off"
+        decision, reason, promotion = _promotion_of(locked, verdict)
         evaluation = ExperimentEvaluation.objects.create(
             experiment=locked,
             n_bars=len(series.control),
@@ -681,28 +658,11 @@ def _record_step(
             decision=decision or "continue",
             reason=reason,
         )
-        periods = locked.periods_per_year
-        for arm in arms:
-            returns = (
-                series.control
-                if arm.role == ArmRole.CONTROL
-                else series.candidates[arm.version.version]
-            )
-            arm.n_bars = len(returns)
-            arm.mean_return = float(returns.mean())
-            arm.sharpe = annualized_sharpe(np.concatenate([[0.0], returns]), periods)
-            arm.save(update_fields=["n_bars", "mean_return", "sharpe"])
+        _arms_update(arms, series, locked.periods_per_year)
         locked.n_bars = len(series.control)
         locked.looks_done = verdict.looks_done
         locked.reason = reason
-        best = verdict.tests.get(verdict.best) if verdict.best is not None else None
-        summary = {
-            "estimate": best.estimate if best else None,
-            "statistic": best.statistic if best else None,
-            "p_value": best.p_value if best else None,
-            "ci_low": best.ci_low if best else None,
-            "ci_high": best.ci_high if best else None,
-        }
+        summary = _summary_of(verdict)
         for name, value in summary.items():
             setattr(locked, name, value)
         if not decision:
@@ -712,12 +672,46 @@ def _record_step(
         if verdict.winner is not None:
             winner = next(a.version for a in arms if a.version.version == verdict.winner)
         _finish(locked, decision, reason, verdict=summary, winner=winner)
-        if decision == ExperimentDecision.PROMOTE:
-            services.model_version_promote(
-                model_id=locked.model.model_id, version=verdict.winner, actor=ACTOR,
-                reason=f"experiment {locked.pk} ({metric}): {reason}",
-            )  # fmt: skip
+        if promotion is not None and promotion.outcome == Outcome.PROMOTE and verdict.winner:
+            enact(promotion, model_id=locked.model.model_id, version=verdict.winner, actor=ACTOR)
     return evaluation
+
+
+def _promotion_of(locked: Experiment, verdict: Verdict) -> tuple[str, str, Decision | None]:
+    """(the step's decision, its reason, the promotion decision): a winner is promoted, or only
+    named when auto-promotion is off, by the one promotion decision."""
+    if verdict.decision != ExperimentDecision.PROMOTE:
+        return verdict.decision, verdict.reason, None
+    promotion = decide_promotion(
+        basis=f"experiment {locked.pk} ({locked.metric}): {verdict.reason}",
+        better=True,
+        auto_promote=auto_promotion_on(locked.model.model_type, flag=locked.auto_promote),
+    )
+    if promotion.outcome == Outcome.PROMOTE:
+        return ExperimentDecision.PROMOTE, verdict.reason, promotion
+    return ExperimentDecision.WINNER, f"{verdict.reason}; auto-promotion is off", promotion
+
+
+def _arms_update(arms: list[ExperimentArm], series: PairedSeries, periods: float) -> None:
+    for arm in arms:
+        control = arm.role == ArmRole.CONTROL
+        returns = series.control if control else series.candidates[arm.version.version]
+        arm.n_bars = len(returns)
+        arm.mean_return = float(returns.mean())
+        arm.sharpe = annualized_sharpe(np.concatenate([[0.0], returns]), periods)
+        arm.save(update_fields=["n_bars", "mean_return", "sharpe"])
+
+
+def _summary_of(verdict: Verdict) -> dict[str, float | None]:
+    """The best candidate's test figures, kept on the experiment."""
+    best = verdict.tests.get(verdict.best) if verdict.best is not None else None
+    return {
+        "estimate": best.estimate if best else None,
+        "statistic": best.statistic if best else None,
+        "p_value": best.p_value if best else None,
+        "ci_low": best.ci_low if best else None,
+        "ci_high": best.ci_high if best else None,
+    }
 
 
 def experiments_evaluate_all() -> dict[str, int]:

@@ -86,8 +86,11 @@ def _regime_gate(
 ) -> dict[str, Any]:
     if regime_slices is None:
         raise ValueError("the regime gate is on but the evaluation has no regime slices")
-    worst = worst_regime_loss(regime_slices, min_bars=int(thresholds.regime_min_bars))
-    threshold = -float(thresholds.regime_max_loss)
+    min_bars, max_loss = thresholds.regime_min_bars, thresholds.regime_max_loss
+    if min_bars is None or max_loss is None:
+        raise ValueError("the regime gate needs both regime_min_bars and regime_max_loss")
+    worst = worst_regime_loss(regime_slices, min_bars=int(min_bars))
+    threshold = -float(max_loss)
     gate = {"threshold": threshold, "op": ">=", "min_bars": thresholds.regime_min_bars}
     if worst is None:
         return {**gate, "value": None, "regime": None, "passed": True}

@@ -31,6 +31,7 @@ from django.utils import timezone
 from clm_project.exceptions import DomainError
 from registry import services
 from registry.artifacts import ArtifactError, artifact_verify
+from registry.locks import model_lock
 from registry.models import ModelStatus, ModelVersion, RegisteredModel
 from training.data.bars import as_datetime
 from training.evaluation.backtest import PERIODS_PER_YEAR
@@ -41,8 +42,8 @@ from training.promotion.models import (
     RollbackOutcome,
     RollbackPolicy,
 )
+from training.promotion.paper import paper_trade
 from training.promotion.policies import evaluation_policy_for
-from training.promotion.shadow import paper_trade
 from training.retraining.monitors.performance import rolling_sharpe
 
 logger = logging.getLogger(__name__)
@@ -190,7 +191,7 @@ def _decide(
         f"({live.source} results)"
     )
     with transaction.atomic():
-        model = RegisteredModel.objects.select_for_update().get(pk=production.model_id)
+        model = model_lock(pk=production.model_id)
         current = ModelVersion.objects.filter(model=model, status=ModelStatus.PRODUCTION).first()
         if current is None or current.pk != production.pk:
             return None  # production changed while we measured: the next run reads the new one

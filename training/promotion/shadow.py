@@ -20,31 +20,29 @@ ends as superseded and the next run compares the shadow version with the new pro
 from __future__ import annotations
 
 import logging
-import math
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from clm_project.exceptions import DomainError, NotFound
 from registry import services
-from registry.artifacts import artifact_load
+from registry.locks import model_lock, row_lock_under_model
 from registry.models import ModelStatus, ModelVersion, RegisteredModel
-from training.data.bars import as_datetime, as_datetime64, bars_last, load_bars
-from training.data.features import build_dataset, validate_feature_spec
-from training.evaluation.backtest import PERIODS_PER_YEAR, backtest
+from training.data.bars import as_datetime
+from training.evaluation.backtest import PERIODS_PER_YEAR
 from training.evaluation.stats import (
     PairedTest,
     SequentialDesign,
     diebold_mariano,
     sequential_design,
 )
-from training.models import Bar
+from training.promotion.decision import Decision, Outcome, auto_promotion_on, enact
+from training.promotion.decision import decide as decide_promotion
 from training.promotion.models import (
     ComparisonStatus,
     ShadowComparison,
@@ -53,80 +51,19 @@ from training.promotion.models import (
     ShadowObservation,
     ShadowPolicy,
 )
+from training.promotion.paper import (
+    PaperTrades,
+    annualized_sharpe,
+    latest_bar_at,
+    paper_trade,
+    trades_of,
+)
 from training.promotion.policies import evaluation_policy_for
-from training.trainers import trainer_class
 
 logger = logging.getLogger(__name__)
 
 ACTOR = "shadow"
 SHADOWABLE = (ModelStatus.CANDIDATE, ModelStatus.SHADOW)
-
-
-# ---------------------------------------------------------------------------------------------
-# Paper trading (shared with experiments and rollback)
-
-
-@dataclass(frozen=True)
-class PaperTrades:
-    """Positions and per-bar strategy returns of several versions on the bars after a time.
-
-    `returns[pk]` is the backtest's s[0..n-1] (s[0] is the entry cost) over `timestamps`.
-    """
-
-    timestamps: np.ndarray
-    close: np.ndarray
-    positions: dict[int, np.ndarray]
-    returns: dict[int, np.ndarray]
-
-    def __len__(self) -> int:
-        return len(self.timestamps)
-
-
-def paper_trade(versions: list[ModelVersion], *, after: datetime, fee: float) -> PaperTrades:
-    """Backtest each version's positions on the stored bars after `after`, as the performance
-    monitor does for production: bars from the features' look-back before `after`, the version's
-    own feature spec, its artifact (sha256-verified), and the METRICS.md backtest with `fee`."""
-    model = versions[0].model
-    specs = {v.pk: validate_feature_spec(v.feature_spec or None) for v in versions}
-    lookback = max(spec["lookback"] for spec in specs.values())
-    history = bars_last(model.symbol, model.timeframe, lookback + 1, end=after)
-    start = as_datetime(history.timestamp[0]) if len(history) else after
-    bars = load_bars(model.symbol, model.timeframe, start, None)
-    live = np.flatnonzero(bars.timestamp > as_datetime64(after))
-    if len(live) < 2:  # a backtest needs two bars
-        empty = np.empty(0)
-        return PaperTrades(live.astype("datetime64[s]"), empty, {}, {})
-    window = slice(int(live[0]), len(bars))
-    periods = PERIODS_PER_YEAR[model.timeframe]
-    positions, returns = {}, {}
-    for version in versions:
-        trainer = trainer_class(model.model_type).loads(
-            artifact_load(path=version.artifact_path, sha256=version.artifact_sha256)
-        )
-        w = np.asarray(trainer.positions(build_dataset(bars, specs[version.pk]), window))
-        positions[version.pk] = w
-        returns[version.pk] = backtest(
-            bars.close[window], w, fee=fee, periods_per_year=periods
-        ).returns
-    return PaperTrades(bars.timestamp[window], bars.close[window], positions, returns)
-
-
-def trades_of(close: np.ndarray, positions: np.ndarray) -> int:
-    """METRICS.md trades of `positions` over `close` (0 with fewer than two bars)."""
-    return backtest(close, positions).trades if len(close) >= 2 else 0
-
-
-def annualized_sharpe(returns: np.ndarray, periods_per_year: float) -> float | None:
-    """METRICS.md Sharpe of a paper account's s[0..n-1] (over s[1..n-1]); None below 3 bars."""
-    body = np.asarray(returns)[1:]
-    if len(body) < 2:
-        return None
-    std = body.std(ddof=1)
-    return float(body.mean() / std * math.sqrt(periods_per_year)) if std > 0 else 0.0
-
-
-def latest_bar_at(symbol: str, timeframe: str) -> datetime | None:
-    return Bar.objects.filter(symbol=symbol, timeframe=timeframe).aggregate(t=Max("timestamp"))["t"]
 
 
 def shadow_start_after(model: RegisteredModel, *versions: ModelVersion) -> datetime:
@@ -208,13 +145,6 @@ def shadow_wanted(policy: ShadowPolicy, *, sharpe: float, production_sharpe: flo
     return None
 
 
-def _auto_promotion_on(model_type: str) -> bool:
-    """Promotion policy's switch and CLM_AUTO_PROMOTE, read when the decision is taken."""
-    return evaluation_policy_for(
-        model_type, auto_promote_default=settings.CLM_AUTO_PROMOTE
-    ).auto_promote
-
-
 def shadow_start(
     *,
     model_id: str,
@@ -231,10 +161,7 @@ def shadow_start(
     its audit row) and the comparison commit together.
     """
     with transaction.atomic():
-        try:
-            model = RegisteredModel.objects.select_for_update().get(model_id=model_id)
-        except RegisteredModel.DoesNotExist:
-            raise NotFound(f"unknown model {model_id!r}") from None
+        model = model_lock(model_id=model_id)
         target = ModelVersion.objects.filter(model=model, version=version).first()
         if target is None:
             raise NotFound(f"model {model_id} has no version {version}")
@@ -302,16 +229,11 @@ def shadow_stop(*, comparison_id: int, actor: str, reason: str = "") -> ShadowCo
 def _lock_comparison(comparison_id: int) -> ShadowComparison:
     """Lock the comparison's model row, then the comparison: the order every writer of a model's
     versions uses (registry.services locks the model first), so two writers never deadlock."""
-    model_pk = (
-        ShadowComparison.objects.filter(pk=comparison_id).values_list("model_id", flat=True).first()
-    )
-    if model_pk is None:
-        raise NotFound(f"unknown shadow comparison {comparison_id}")
-    RegisteredModel.objects.select_for_update().filter(pk=model_pk).first()
-    return (
-        ShadowComparison.objects.select_for_update(of=("self",))
-        .select_related("model", "shadow", "production")
-        .get(pk=comparison_id)
+    return row_lock_under_model(
+        ShadowComparison.objects.all(),
+        comparison_id,
+        what="shadow comparison",
+        related=("model", "shadow", "production"),
     )
 
 
@@ -402,13 +324,13 @@ def decide(
             ShadowDecision.CONTINUE, reason, look, k, design.looks[look - 1], test, trades,
             prod_trades,
         )  # fmt: skip
-    test = diebold_mariano(shadow, production, critical=design.boundaries[k]) if n >= 3 else None
+    latest = diebold_mariano(shadow, production, critical=design.boundaries[k]) if n >= 3 else None
     trades = trades_of(close, shadow_positions)
     reason = f"{n} bars, {trades} trades; {following}"
-    if test is not None:
-        reason = f"{reason}; {_summary(test)}"
+    if latest is not None:
+        reason = f"{reason}; {_summary(latest)}"
     return StepOutcome(
-        ShadowDecision.CONTINUE, reason, None, k, n, test, trades,
+        ShadowDecision.CONTINUE, reason, None, k, n, latest, trades,
         trades_of(close, production_positions),
     )  # fmt: skip
 
@@ -435,17 +357,19 @@ def shadow_evaluate(*, comparison_id: int) -> ShadowObservation | None:
     if comparison is None:
         return None
     if comparison.shadow.status != ModelStatus.SHADOW:
-        return _end_outside(
+        _end_outside(
             comparison, ShadowDecision.STOPPED,
             f"v{comparison.shadow.version} left shadow (now {comparison.shadow.status})",
         )  # fmt: skip
+        return None
     if comparison.production.status != ModelStatus.PRODUCTION:
-        return _end_outside(
+        _end_outside(
             comparison, ShadowDecision.SUPERSEDED,
             f"production v{comparison.production.version} is now "
             f"{comparison.production.status}; v{comparison.shadow.version} will be compared "
             "with the new production version",
         )  # fmt: skip
+        return None
 
     trades = paper_trade(
         [comparison.shadow, comparison.production], after=comparison.start_after, fee=comparison.fee
@@ -481,7 +405,6 @@ def _end_outside(comparison: ShadowComparison, decision: str, reason: str) -> No
         locked = _lock_comparison(comparison.pk)
         if locked.status == ComparisonStatus.ACTIVE:
             _finish(locked, decision, reason)
-    return None
 
 
 def _record_step(
@@ -492,36 +415,15 @@ def _record_step(
     prod_all: np.ndarray,
     outcome: StepOutcome,
 ) -> ShadowObservation | None:
-    model_id = comparison.model.model_id
-    periods = comparison.periods_per_year
-    new = slice(n_prev, len(shadow_all))
-    test = outcome.test
+    """Store one step (observation and running figures) and carry out its decision, all under the
+    comparison's row lock; None when another step got there first or the versions changed."""
     with transaction.atomic():
         locked = _lock_comparison(comparison.pk)
-        stale = (
-            locked.status != ComparisonStatus.ACTIVE
-            or locked.n_bars != n_prev
-            or ModelVersion.objects.get(pk=locked.shadow_id).status != ModelStatus.SHADOW
-            or ModelVersion.objects.get(pk=locked.production_id).status != ModelStatus.PRODUCTION
-        )
-        if stale:  # another step got here first, or the versions changed: the next run decides
+        if _stale(locked, n_prev):  # the next run decides
             return None
-        decision, reason = outcome.decision, outcome.reason
-        if decision == ShadowDecision.PROMOTE and not (
-            locked.auto_promote and _auto_promotion_on(comparison.model.model_type)
-        ):
-            decision, reason = ShadowDecision.READY, f"{reason}; auto-promotion is off"
-        stats_fields = {
-            "estimate": test.estimate if test else None,
-            "statistic": test.statistic if test else None,
-            "p_value": test.p_value if test else None,
-            "ci_low": test.ci_low if test else None,
-            "ci_high": test.ci_high if test else None,
-        }
-        sharpes = {
-            "shadow_sharpe": annualized_sharpe(shadow_all, periods),
-            "production_sharpe": annualized_sharpe(prod_all, periods),
-        }
+        decision, reason, promotion = _promotion_of(locked, outcome)
+        figures = _step_figures(outcome.test, shadow_all, prod_all, locked.periods_per_year)
+        new = slice(n_prev, len(shadow_all))
         observation = ShadowObservation.objects.create(
             comparison=locked,
             first_bar_at=as_datetime(trades.timestamps[new.start]),
@@ -535,34 +437,24 @@ def _record_step(
             production_trades=outcome.production_trades,
             look=outcome.look,
             tested_bars=outcome.tested_bars,
-            se=test.se if test else None,
-            boundary=test.critical if test else None,
+            se=outcome.test.se if outcome.test else None,
+            boundary=outcome.test.critical if outcome.test else None,
             decision=decision,
             reason=reason,
-            **stats_fields,
-            **sharpes,
+            **figures,
         )
         locked.n_bars = len(shadow_all)
         locked.last_bar_at = observation.last_bar_at
         locked.shadow_trades = outcome.shadow_trades
         locked.production_trades = outcome.production_trades
         locked.looks_done = outcome.looks_done
-        for name, value in {**stats_fields, **sharpes}.items():
+        for name, value in figures.items():
             setattr(locked, name, value)
         locked.last_error = ""
         locked.save()
-        version = locked.shadow.version
-        if decision == ShadowDecision.PROMOTE:
-            services.model_version_promote(
-                model_id=model_id, version=version, actor=ACTOR,
-                reason=f"shadow comparison {locked.pk} against v{locked.production.version}: "
-                f"{reason}",
-            )  # fmt: skip
-        elif decision == ShadowDecision.READY:
-            services.model_version_set_status(
-                model_id=model_id, version=version, status=ModelStatus.CANDIDATE, actor=ACTOR,
-                reason=f"ready for promotion: shadow comparison {locked.pk}: {reason}",
-            )  # fmt: skip
+        model_id, version = comparison.model.model_id, locked.shadow.version
+        if promotion is not None:
+            enact(promotion, model_id=model_id, version=version, actor=ACTOR)
         elif decision == ShadowDecision.RETIRE:
             services.model_version_set_status(
                 model_id=model_id, version=version, status=ModelStatus.RETIRED, actor=ACTOR,
@@ -571,6 +463,49 @@ def _record_step(
         if decision != ShadowDecision.CONTINUE:
             _finish(locked, decision, reason)
     return observation
+
+
+def _stale(locked: ShadowComparison, n_prev: int) -> bool:
+    """Another step got here first, or either version is no longer what the comparison tests."""
+    return (
+        locked.status != ComparisonStatus.ACTIVE
+        or locked.n_bars != n_prev
+        or ModelVersion.objects.get(pk=locked.shadow_id).status != ModelStatus.SHADOW
+        or ModelVersion.objects.get(pk=locked.production_id).status != ModelStatus.PRODUCTION
+    )
+
+
+def _promotion_of(
+    locked: ShadowComparison, outcome: StepOutcome
+) -> tuple[str, str, Decision | None]:
+    """(the step's decision, its reason, the promotion decision to enact): a shadow version the
+    test found better is promoted or kept as a ready candidate by the one promotion decision."""
+    if outcome.decision != ShadowDecision.PROMOTE:
+        return outcome.decision, outcome.reason, None
+    promotion = decide_promotion(
+        basis=f"shadow comparison {locked.pk} against v{locked.production.version}: "
+        f"{outcome.reason}",
+        better=True,
+        auto_promote=auto_promotion_on(locked.model.model_type, flag=locked.auto_promote),
+    )
+    if promotion.outcome == Outcome.PROMOTE:
+        return ShadowDecision.PROMOTE, outcome.reason, promotion
+    return ShadowDecision.READY, f"{outcome.reason}; auto-promotion is off", promotion
+
+
+def _step_figures(
+    test: PairedTest | None, shadow_all: np.ndarray, prod_all: np.ndarray, periods: float
+) -> dict[str, float | None]:
+    """The test's figures and both Sharpe ratios so far, stored on the step and the comparison."""
+    return {
+        "estimate": test.estimate if test else None,
+        "statistic": test.statistic if test else None,
+        "p_value": test.p_value if test else None,
+        "ci_low": test.ci_low if test else None,
+        "ci_high": test.ci_high if test else None,
+        "shadow_sharpe": annualized_sharpe(shadow_all, periods),
+        "production_sharpe": annualized_sharpe(prod_all, periods),
+    }
 
 
 def shadow_evaluate_all() -> dict[str, int]:

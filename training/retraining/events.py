@@ -245,10 +245,11 @@ def outbox_relay(
                 if count < batch_size:
                     break
     except Exception as exc:  # any broker failure: keep the rows, report, let the next run retry
+        cause: BaseException = exc
         if isinstance(exc, _PublishFailed):
             published += exc.published
-            exc = exc.cause
-        error = f"{exc.__class__.__name__}: {exc}"
+            cause = exc.cause
+        error = f"{cause.__class__.__name__}: {cause}"
         logger.warning("outbox relay stopped after %d events: %s", published, error)
         metrics.outbox_relay_failure_count()
         _note_failure(batch_size, error)

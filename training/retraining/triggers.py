@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from clm_project.exceptions import DomainError
 from registry import services
+from registry.locks import model_lock
 from registry.models import (
     ACTIVE_JOB_STATUSES,
     JobStatus,
@@ -420,7 +421,7 @@ def _automatic(
     priority = trigger_priority(policy, reason)
     with transaction.atomic():
         # Triggers of one model are decided one at a time (services lock the same row again).
-        model = RegisteredModel.objects.select_for_update().get(pk=model.pk)
+        model = model_lock(pk=model.pk)
         skip = _policy_skip(policy, reason, gate)
         if skip is None and not _has_active_job(model):
             skip = _pace_skip(model, policy, timezone.now())

@@ -223,6 +223,7 @@ def clopper_pearson(hits: int, n: int, level: float = 0.95) -> tuple[float, floa
     return float(low), float(high)
 
 
+@pytest.mark.slow
 def test_equally_good_models_are_promoted_at_most_alpha_of_the_time():
     """12,000 shadow periods of the default policy (500 to 3,000 bars, 4 looks, 5 %,
     O'Brien-Fleming type) where both models earn the same: the design promotes fewer than alpha

@@ -264,7 +264,7 @@ def test_the_pipeline_puts_a_gate_passing_version_in_shadow_per_policy(db):
 
     PromotionPolicy.objects.create(
         model_type="xgboost", min_sharpe=-100, min_win_rate=0, min_profit_factor=0,
-        max_drawdown=1.0, min_trades=1,
+        max_drawdown=1.0, min_trades=1, min_dsr=None,  # every gate passes, the DSR's too
     )  # fmt: skip
     ShadowPolicy.objects.create(
         model_type="xgboost", mode="unless_clearly_better", clear_margin=0.5, min_bars=100,

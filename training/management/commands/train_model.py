@@ -74,7 +74,9 @@ class Command(BaseCommand):
         if job.status != JobStatus.COMPLETED:
             raise CommandError(f"job {job.pk} failed at {job.error_step}: {job.error_message}")
         version = job.version
-        evaluation = version.evaluations.order_by("-created_at").first()
+        evaluation = version.evaluations.order_by("-created_at").first() if version else None
+        if version is None or evaluation is None:  # a completed job has both
+            raise CommandError(f"job {job.pk} completed without an evaluated version")
         self.stdout.write(
             self.style.SUCCESS(
                 f"{version.model.model_id} v{version.version}: {version.status}; "

@@ -14,12 +14,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from clm_project.api import PictureView, SelectorListView, error_responses, validated
 from clm_project.exceptions import NotFound
 from registry.api.permissions import CanPromote
-from registry.api.views import PictureView, RegistryListView, _errors, _validated
 from training.evaluation.plots import shadow_curve_png
 from training.promotion import experiments, rollback, shadow
 from training.promotion.api import serializers as s
+
+_errors = error_responses("Unknown model, version, shadow comparison or experiment.")
 
 
 class WritesNeedPromote(BasePermission):
@@ -33,7 +35,7 @@ class WritesNeedPromote(BasePermission):
         return CanPromote().has_permission(request, view)
 
 
-class LifecycleListView(RegistryListView):
+class LifecycleListView(SelectorListView):
     permission_classes = [IsAuthenticated, WritesNeedPromote]
 
 
@@ -66,7 +68,7 @@ class ShadowListView(LifecycleListView):
         summary="Start shadowing a version (candidate or shadow) against production.",
     )
     def post(self, request: Request) -> Response:
-        data = _validated(s.ShadowStartInputSerializer, request.data)
+        data = validated(s.ShadowStartInputSerializer, request.data)
         comparison = shadow.shadow_start(**data, actor=request.user.get_username())
         found = shadow.shadow_comparison_get(comparison_id=comparison.pk)
         return Response(
@@ -94,7 +96,7 @@ class ShadowStopView(CommandView):
         summary="Stop an active comparison; the version goes back to candidate.",
     )
     def post(self, request: Request, comparison_id: int) -> Response:
-        data = _validated(s.StopInputSerializer, request.data)
+        data = validated(s.StopInputSerializer, request.data)
         shadow.shadow_stop(
             comparison_id=comparison_id, actor=request.user.get_username(), reason=data["reason"]
         )
@@ -156,7 +158,7 @@ class ExperimentListView(LifecycleListView):
         summary="Start an experiment: production and candidates with capital weights summing to 1.",
     )
     def post(self, request: Request) -> Response:
-        data = _validated(s.ExperimentStartInputSerializer, request.data)
+        data = validated(s.ExperimentStartInputSerializer, request.data)
         arms = [experiments.ArmRequest(**arm) for arm in data.pop("arms")]
         experiment = experiments.experiment_start(
             **data, arms=arms, actor=request.user.get_username()
@@ -182,7 +184,7 @@ class ExperimentStopView(CommandView):
         summary="Stop a running experiment; nothing is promoted.",
     )
     def post(self, request: Request, experiment_id: int) -> Response:
-        data = _validated(s.StopInputSerializer, request.data)
+        data = validated(s.StopInputSerializer, request.data)
         experiments.experiment_stop(
             experiment_id=experiment_id, actor=request.user.get_username(), reason=data["reason"]
         )
@@ -208,7 +210,7 @@ class ResultsView(CommandView):
         "none stored; a bar reported again is replaced).",
     )
     def post(self, request: Request, model_id: str) -> Response:
-        data = _validated(s.ResultsInputSerializer, request.data)
+        data = validated(s.ResultsInputSerializer, request.data)
         rows = [
             experiments.ResultRow(
                 version=row["version"], timestamp=row["timestamp"], value=row["return"]
@@ -237,7 +239,7 @@ class ResultsView(CommandView):
     parameters=[s.RollbackQuerySerializer],
     summary="Automatic rollback decisions (breaches of production's live limits), newest first.",
 )
-class RollbackListView(RegistryListView):
+class RollbackListView(SelectorListView):
     """What CLM decided each time a production version breached its live limits."""
 
     serializer_class = s.RollbackDecisionSerializer

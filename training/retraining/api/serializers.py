@@ -89,8 +89,9 @@ class RegimeChangeSerializer(EventInputSerializer):
 class ManualTrainingSerializer(TrainInputSerializer):
     """The fields of POST /clm/train; the trigger reason is always manual."""
 
-    trigger_reason = None
-    trigger_context = None
+    # DRF drops a declared field set to None on a subclass.
+    trigger_reason = None  # type: ignore[assignment]
+    trigger_context = None  # type: ignore[assignment]
     event_id = serializers.CharField(required=False, allow_blank=True, max_length=64)
 
 
@@ -127,7 +128,7 @@ class EventAcceptedSerializer(serializers.Serializer):
 class EventRejectedSerializer(serializers.Serializer):
     detail = serializers.CharField()
     code = serializers.CharField()
-    errors = serializers.DictField(required=False)
+    errors = serializers.DictField(required=False)  # type: ignore[assignment]
     trigger_id = serializers.IntegerField(
         required=False, help_text="The rejected trigger's record (absent for unparsable bodies)."
     )
@@ -156,7 +157,7 @@ class TriggerQuerySerializer(serializers.Serializer):
     model_id = serializers.CharField(required=False, allow_blank=True, max_length=120)
     outcome = _optional_choice(TriggerOutcome.choices)
     trigger_reason = _optional_choice(TriggerReason.choices)
-    source = _optional_choice(TriggerSource.choices)
+    source = _optional_choice(TriggerSource.choices)  # type: ignore[assignment]
     code = serializers.CharField(required=False, allow_blank=True, max_length=32)
 
 

@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from clm_project.api import ErrorSerializer
 from clm_project.exceptions import InvalidInput
 from registry import selectors as registry_selectors
 from registry.api import serializers as rs
@@ -39,7 +40,7 @@ IDEMPOTENCY_KEY = OpenApiParameter(
 
 
 def _error(description: str) -> OpenApiResponse:
-    return OpenApiResponse(rs.ErrorSerializer, description=description)
+    return OpenApiResponse(ErrorSerializer, description=description)
 
 
 TRAIN_ERRORS = {

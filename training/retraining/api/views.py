@@ -7,16 +7,14 @@ from typing import Any
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import generics, status
+from rest_framework import status
 from rest_framework.exceptions import ParseError
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
-from clm_project.query import query_validated
+from clm_project.api import SelectorListView
 from registry import selectors as registry_selectors
 from registry.api.permissions import CanRequestTraining
 from training.models import TriggerOutcome, TriggerSource
@@ -31,27 +29,6 @@ REJECTION_STATUS = {
     "unknown_event_type": status.HTTP_400_BAD_REQUEST,
     "unknown_model": status.HTTP_404_NOT_FOUND,
 }
-
-
-class Pagination(LimitOffsetPagination):
-    max_limit = 500
-
-
-def _validated(serializer_class: type[Serializer], data: Any) -> dict[str, Any]:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
-class ListView(generics.ListAPIView):
-    """A paginated list from a selector called with validated query parameters."""
-
-    filter_backends: list = []
-    pagination_class = Pagination
-    query_serializer_class: type[Serializer]
-
-    def query_params(self) -> dict[str, Any]:
-        return query_validated(self.query_serializer_class, self.request.query_params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,7 +157,7 @@ class ManualTrainingView(EventView):
 
 
 @extend_schema(parameters=[s.TriggerQuerySerializer], summary="Every trigger and what it caused.")
-class TriggerListView(ListView):
+class TriggerListView(SelectorListView):
     serializer_class = s.TriggerRecordSerializer
     query_serializer_class = s.TriggerQuerySerializer
 
@@ -189,7 +166,7 @@ class TriggerListView(ListView):
 
 
 @extend_schema(parameters=[s.MonitorQuerySerializer], summary="Drift reports, newest first.")
-class DriftReportListView(ListView):
+class DriftReportListView(SelectorListView):
     serializer_class = s.DriftReportSerializer
     query_serializer_class = s.MonitorQuerySerializer
 
@@ -198,7 +175,7 @@ class DriftReportListView(ListView):
 
 
 @extend_schema(parameters=[s.MonitorQuerySerializer], summary="Live performance, newest first.")
-class PerformanceReportListView(ListView):
+class PerformanceReportListView(SelectorListView):
     serializer_class = s.PerformanceReportSerializer
     query_serializer_class = s.MonitorQuerySerializer
 
@@ -207,7 +184,7 @@ class PerformanceReportListView(ListView):
 
 
 @extend_schema(parameters=[s.RegimeQuerySerializer], summary="Regime readings, newest first.")
-class RegimeStateListView(ListView):
+class RegimeStateListView(SelectorListView):
     serializer_class = s.RegimeStateSerializer
     query_serializer_class = s.RegimeQuerySerializer
 
@@ -219,11 +196,11 @@ class RegimeStateListView(ListView):
     parameters=[s.ScheduleQuerySerializer],
     summary="Next periodic training per model, soonest first (get_next_training_times).",
 )
-class ScheduleView(ListView):
+class ScheduleView(SelectorListView):
     serializer_class = s.ScheduleEntrySerializer
     query_serializer_class = s.ScheduleQuerySerializer
 
-    def get_queryset(self) -> list:
+    def get_queryset(self) -> list:  # type: ignore[override]  # computed entries, not rows
         params = self.query_params()
         entries = scheduler.get_next_training_times(model_type=params.get("model_type") or None)
         if params.get("due") is not None:

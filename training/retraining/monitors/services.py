@@ -92,7 +92,7 @@ def drift_monitor_run(*, version: ModelVersion) -> DriftReport:
     if report.drifted:
         result = handle_drift_detected(
             model.model_id,
-            report.drift_score,
+            report.drift_score or 0.0,  # set whenever the report says drifted
             origin=_monitor_origin(drift_report_id=report.pk, version=version.version),
         )
         report.trigger = result.record
@@ -161,7 +161,7 @@ def performance_monitor_run(*, version: ModelVersion) -> PerformanceReport:
     if report.degraded:
         result = handle_performance_degraded(
             model.model_id,
-            report.rolling_sharpe,
+            report.rolling_sharpe or 0.0,  # set whenever the report says degraded
             origin=_monitor_origin(performance_report_id=report.pk, version=version.version),
         )
         report.trigger = result.record

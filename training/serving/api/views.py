@@ -10,8 +10,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from clm_project.api import ErrorSerializer
 from clm_project.query import query_validated
-from registry.api.serializers import ErrorSerializer
 from training.data.bars import as_datetime
 from training.serving import services as serving
 
