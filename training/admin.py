@@ -6,11 +6,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
-from django.http import HttpRequest
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+from django.utils.http import urlencode
 
-from registry.admin import ReadOnlyAdmin
+from registry import display
+from registry.admin import ReadOnlyAdmin, RegisteredModelAdmin
+from registry.models import ModelType, RegisteredModel
+from training.data.selectors import Market, markets_list
 from training.models import (
     Bar,
     DriftReport,
@@ -19,9 +28,14 @@ from training.models import (
     RetrainPolicy,
     ScheduledModel,
     SchedulerScan,
+    TriggerOutcome,
     TriggerRecord,
+    TriggerSource,
 )
+from training.retraining import triggers
 from training.retraining.scheduler import schedule_entries, scheduler_status
+from training.retraining.triggers import Origin, retrain_policy_for
+from training.trainers import TRAINABLE_TYPES, TrainerError, trainer_class
 
 DRIFT_FIELDS = (
     "auto_train_on_drift", "drift_threshold", "psi_threshold", "ks_alpha", "drift_window_bars",
@@ -65,6 +79,11 @@ class TriggerRecordAdmin(ReadOnlyAdmin):
     search_fields = ("model_key", "event_id", "reason", "requested_by")
     date_hierarchy = "created_at"
     list_select_related = ("job__model",)
+
+    def get_urls(self) -> list[URLPattern]:
+        # /admin/training/train/ would be taken for an app index; it lives under the records.
+        train = path("train/", self.admin_site.admin_view(train_view), name="training_train")
+        return [train, *super().get_urls()]
 
 
 class _MonitorAdmin(ReadOnlyAdmin):
@@ -177,3 +196,143 @@ class BarAdmin(ReadOnlyAdmin):
     list_filter = ("timeframe", "symbol")
     search_fields = ("symbol",)
     show_full_result_count = False  # counting millions of bars on every page costs seconds
+
+
+# ---------------------------------------------------------------------------------------------
+# Train from the admin: a form over the same trigger handler as the API's manual trigger
+
+
+def _param_help() -> list[dict[str, Any]]:
+    """Each family's tunable params with default and range, from the trainer's own spec."""
+    families = []
+    for model_type in TRAINABLE_TYPES:
+        spec = getattr(trainer_class(model_type), "param_spec", {})
+        params = []
+        for name, param in spec.items():
+            if param.choices:
+                allowed = " | ".join(map(str, param.choices))
+            else:
+                low = "" if param.low is None else f"{param.low:g}"
+                high = "" if param.high is None else f"{param.high:g}"
+                allowed = f"{low} to {high}" if low or high else ""
+            params.append({"name": name, "default": param.default, "allowed": allowed})
+        families.append({"model_type": model_type, "params": params})
+    return families
+
+
+class TrainForm(forms.Form):
+    model_type = forms.ChoiceField(
+        choices=[(v, label) for v, label in ModelType.choices if v in TRAINABLE_TYPES]
+    )
+    market = forms.ChoiceField(
+        label="Symbol and timeframe", help_text="Markets with stored bars, with their bar counts."
+    )
+    params = forms.JSONField(
+        required=False,
+        initial=dict,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
+        help_text='A JSON object, e.g. {"n_estimators": 200}; empty: the trainer\'s defaults. '
+        "Checked by the trainer before the job is queued.",
+    )
+    seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0)
+
+    def __init__(self, *args: Any, markets: list[Market], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["market"].choices = [
+            (f"{m.symbol}|{m.timeframe}",
+             f"{m.symbol} {m.timeframe}: {m.bars:,} bars, {m.first:%Y-%m-%d} to {m.last:%Y-%m-%d}")
+            for m in markets
+        ]  # fmt: skip
+
+    def clean_params(self) -> dict[str, Any]:
+        params = self.cleaned_data.get("params")
+        if params in (None, ""):
+            return {}
+        if not isinstance(params, dict):
+            raise forms.ValidationError('Enter a JSON object, e.g. {"max_depth": 4}.')
+        return params
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        market = data.get("market")
+        if market:
+            data["symbol"], data["timeframe"] = market.split("|", 1)
+        model_type, params = data.get("model_type"), data.get("params")
+        if model_type and params is not None and "seed" in data:
+            try:
+                trainer_class(model_type)(params, seed=data["seed"])
+            except TrainerError as exc:
+                self.add_error("params", str(exc))
+        return data
+
+
+def train_view(request: HttpRequest) -> HttpResponse:
+    """GET: the form (model type, market and params may be given in the query); POST: the
+    manual trigger, recorded as a TriggerRecord like every other, then the job's page."""
+    if not request.user.has_perm("registry.request_training"):
+        raise PermissionDenied
+    markets = markets_list()
+    if request.method == "POST":
+        form = TrainForm(request.POST, markets=markets)
+    else:
+        form = TrainForm(initial=request.GET.dict(), markets=markets)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        result = triggers.trigger_training(
+            model_type=data["model_type"],
+            symbol=data["symbol"],
+            timeframe=data["timeframe"],
+            params=data["params"],
+            seed=data["seed"],
+            origin=Origin(
+                source=TriggerSource.INTERNAL,
+                requested_by=request.user.get_username(),
+                context={"door": "admin"},
+            ),
+        )
+        job = result.job
+        if result.outcome == TriggerOutcome.REJECTED or job is None:
+            form.add_error(None, result.record.reason)
+        else:
+            text = (
+                f"Training job {str(job.pk)[:8]} queued for {job.model.model_id}."
+                if result.outcome == TriggerOutcome.CREATED
+                else f"{job.model.model_id} already has an active job ({str(job.pk)[:8]}): "
+                "this request joined it."
+            )
+            messages.success(request, text)
+            return HttpResponseRedirect(reverse("admin:registry_trainingjob_change", args=[job.pk]))
+    context = {
+        **admin.site.each_context(request),
+        "title": "Train a model",
+        "form": form,
+        "families": _param_help(),
+        "no_markets": not markets,
+        "opts": TriggerRecord._meta,
+    }
+    return TemplateResponse(request, "admin/training/train_form.html", context)
+
+
+def retraining_section(request: HttpRequest, model: RegisteredModel) -> str:
+    """The model's retrain policy, its triggers and the door to train it now."""
+    policy = retrain_policy_for(model.model_type)
+    parts = [f"periodic every {policy.periodic_interval_hours:g} h" if policy.enabled else "off"]
+    if policy.enabled and policy.auto_train_on_drift:
+        parts.append(f"on drift over {policy.drift_threshold:g}")
+    if policy.enabled and policy.auto_train_on_performance:
+        parts.append(f"on rolling Sharpe under {display.ratio(policy.sharpe_threshold)}")
+    parts.append(f"cooldown {policy.cooldown_hours:g} h")
+    parts.append(f"at most {policy.max_retrains_per_day} a day")
+    text = "; ".join(parts)
+    triggers_url = reverse("admin:training_triggerrecord_changelist") + f"?q={model.model_id}"
+    query = {"model_type": model.model_type, "market": f"{model.symbol}|{model.timeframe}"}
+    train_url = f"{reverse('admin:training_train')}?{urlencode(query)}"
+    count = TriggerRecord.objects.filter(model=model).count()
+    return format_html(
+        '<p>Retrain policy: {}.</p><p class="clm-links"><a href="{}">Triggers ({})</a>'
+        '<a href="{}" class="button" id="train-link">Train a new version…</a></p>',
+        text, triggers_url, count, train_url,
+    )  # fmt: skip
+
+
+RegisteredModelAdmin.sections += [("Retraining", retraining_section)]

@@ -59,7 +59,8 @@ def test_model_page_shows_versions_history_and_links(admin_client, history):
     assert "2.40" in html and "8.0 %" in html and "56.0 %" in html  # Sharpe, drawdown, win rate
     assert "rolled back to" in html and "from v2" in html and "“v2 lost money”" in html
     assert "by alice: “better”" in html
-    assert "Policies in force" in html  # added by the promotion app
+    assert "Policies in force" in html and "Sharpe ≥ 1.00" in html  # the promotion app's
+    assert "/admin/training/triggerrecord/train/?model_type=xgboost&amp;market=BTCUSDT%7C1h" in html
     assert reverse("admin:registry_modelversion_compare") in html
     assert f"?model__id__exact={model.pk}" in html  # the model's jobs
 
