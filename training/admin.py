@@ -1,9 +1,13 @@
 """Retraining in the admin: retrain policies are edited here; trigger records, monitor results,
 scheduler scans, the schedule and market data are read-only. celery-beat's entries are under
-Periodic tasks (created by `manage.py setup_schedules`)."""
+Periodic tasks (created by `manage.py setup_schedules`).
+
+The registry's pages gain what training owns: a form that trains through the manual trigger, the
+model page's retraining panel, and the comparison's versions re-run on one window."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from django import forms
@@ -13,13 +17,17 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
+from django.utils.safestring import mark_safe
 
 from registry import display
-from registry.admin import ReadOnlyAdmin, RegisteredModelAdmin
+from registry.admin import ModelVersionAdmin, ReadOnlyAdmin, RegisteredModelAdmin, when
 from registry.models import ModelType, RegisteredModel
+from registry.selectors import VersionComparison
 from training.data.selectors import Market, markets_list
+from training.evaluation.plots import equity_curves_png
+from training.evaluation.rescore import versions_rescore
 from training.models import (
     Bar,
     DriftReport,
@@ -336,3 +344,63 @@ def retraining_section(request: HttpRequest, model: RegisteredModel) -> str:
 
 
 RegisteredModelAdmin.sections += [("Retraining", retraining_section)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparing versions: all of them re-run on the newest one's evaluation window
+
+COMMON_WINDOW_METRICS = ("sharpe", "max_drawdown", "total_return", "win_rate", "trades")
+
+
+def common_window_panel(request: HttpRequest, comparison: VersionComparison) -> str | None:
+    """The compared versions backtested on the same bars: figures and overlaid equity curves."""
+    window = comparison.window
+    if window is None:
+        newest = comparison.versions[-1].version
+        return format_html("<h2>Common window</h2><p>v{} has no evaluation yet.</p>", newest)
+    rescored = versions_rescore(versions=comparison.versions, window=window)
+    header = format_html_join(
+        "", '<th class="num">v{}</th>', ((v.version,) for v in comparison.versions)
+    )
+    rows = []
+    for name in COMMON_WINDOW_METRICS:
+        cells = []
+        for version in comparison.versions:
+            result = rescored.results.get(version.version)
+            cells.append(display.metric(name, getattr(result, name)) if result else "-")
+        rows.append(
+            format_html(
+                '<tr class="{}"><th>{}</th>{}</tr>',
+                "differs" if len(set(cells)) > 1 else "",
+                display.metric_label(name),
+                format_html_join("", '<td class="num">{}</td>', ((c,) for c in cells)),
+            )
+        )
+    errors = format_html_join(
+        "", "<li>v{} could not be re-run: {}</li>", sorted(rescored.errors.items())
+    )
+    picture = ""
+    if rescored.results:
+        png = equity_curves_png(
+            timestamps=rescored.timestamps,
+            curves={f"v{n}": r.equity for n, r in sorted(rescored.results.items())},
+            buy_hold=rescored.buy_hold.equity if rescored.buy_hold else None,
+            title=f"{comparison.model.model_id} on the evaluation window of "
+            f"v{comparison.versions[-1].version} ({len(rescored.timestamps):,} bars)",
+        )
+        picture = format_html(
+            '<img id="compare-curves" src="data:image/png;base64,{}" width="810" '
+            'style="max-width: 100%; height: auto" alt="Equity curves of the compared versions '
+            'on one window, drawdowns below">',
+            base64.b64encode(png).decode("ascii"),
+        )
+    return format_html(
+        "<h2>On one window: {} to {}, fee {}</h2>"
+        '<table class="clm-table clm-side" id="common-window"><thead><tr><th>metric</th>{}</tr>'
+        "</thead><tbody>{}</tbody></table><ul>{}</ul>{}",
+        when(window.window_start), when(window.window_end), display.percent(window.fee, 3),
+        header, mark_safe("".join(rows)), errors, picture,
+    )  # fmt: skip
+
+
+ModelVersionAdmin.compare_panels += [common_window_panel]

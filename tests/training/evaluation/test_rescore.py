@@ -1,0 +1,78 @@
+"""Versions re-run on one window: a version re-run on its own window repeats its evaluation."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from registry.models import ModelVersion
+from registry.services import JobRequest, training_job_create
+from tests.training.conftest import store_bars
+from training.evaluation.rescore import versions_rescore
+from training.pipeline import run_job
+from training.promotion.models import PromotionPolicy
+
+pytestmark = pytest.mark.django_db
+
+
+def train_versions(*depths: int, symbol: str = "BTCUSDT") -> list[ModelVersion]:
+    """One xgboost version per depth, trained and evaluated by the real pipeline, left
+    candidates (gates lowered, auto-promotion off)."""
+    PromotionPolicy.objects.get_or_create(
+        model_type="xgboost",
+        defaults={"min_sharpe": -100, "min_win_rate": 0, "min_profit_factor": 0,
+                  "max_drawdown": 1.0, "min_trades": 0, "auto_promote": False},
+    )  # fmt: skip
+    versions = []
+    for depth in depths:
+        job, _ = training_job_create(
+            request=JobRequest(
+                model_type="xgboost", symbol=symbol, timeframe="1h",
+                params={"n_estimators": 30, "max_depth": depth},
+            ),
+            dispatch=False,
+        )  # fmt: skip
+        assert run_job(job_id=str(job.pk)) == "completed"
+        job.refresh_from_db()
+        versions.append(job.version)
+    return versions
+
+
+@pytest.fixture
+def versions() -> list[ModelVersion]:
+    store_bars("BTCUSDT", 2_500, seed=11)
+    return train_versions(2, 4)
+
+
+def test_each_version_on_the_newest_window(versions):
+    window = versions[-1].latest_evaluation
+
+    rescored = versions_rescore(versions=versions, window=window)
+
+    assert rescored.errors == {}
+    assert len(rescored.timestamps) == window.n_bars
+    assert rescored.results[2].sharpe == pytest.approx(window.sharpe, abs=1e-9)
+    assert rescored.results[2].trades == window.trades
+    assert rescored.results[1].sharpe != pytest.approx(window.sharpe)
+    assert rescored.buy_hold.sharpe == pytest.approx(window.benchmark_sharpe, abs=1e-9)
+
+
+def test_a_version_without_its_artifact_is_named(versions):
+    v1, v2 = versions
+    ModelVersion.objects.filter(pk=v1.pk).update(artifact_sha256="0" * 64)
+    v1.refresh_from_db()
+    rescored = versions_rescore(versions=[v1, v2], window=v2.latest_evaluation)
+    assert set(rescored.results) == {2}
+    assert "sha256" in rescored.errors[1]
+
+
+def test_the_compare_page_shows_curves_on_the_common_window(admin_client, versions):
+    page = admin_client.get(
+        reverse("admin:registry_modelversion_compare"),
+        {"model": "xgboost-btcusdt-1h", "versions": "1,2"},
+    )
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert 'id="common-window"' in html and 'id="compare-curves"' in html
+    assert "data:image/png;base64," in html
+    assert '<tr class="differs"><th>max_depth</th><td>2</td><td>4</td></tr>' in html
