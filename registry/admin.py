@@ -163,6 +163,9 @@ def pretty_json(value: Any) -> str:
     return format_html("<pre class='clm-json'>{}</pre>", json.dumps(value, indent=2, default=str))
 
 
+OPS = {">=": "≥", "<=": "≤"}
+
+
 def gates_html(gates: dict[str, Any]) -> str:
     """The gate verdicts of one evaluation as a small table: gate, value, rule, verdict."""
     if not isinstance(gates, dict) or not gates:
@@ -172,7 +175,7 @@ def gates_html(gates: dict[str, Any]) -> str:
         label, value, op, threshold, passed = display.gate_line(name, gate)
         mark = "?" if passed is None else ("✔" if passed else "✘")
         verdict = "pass" if passed else "fail"
-        rows.append((verdict, label, value, {">=": "≥", "<=": "≤"}.get(op, op), threshold, mark))
+        rows.append((verdict, label, value, OPS.get(op, op), threshold, mark))
     body = format_html_join(
         "",
         '<tr class="gate-{}"><th>{}</th><td>{}</td><td>{} {}</td><td>{}</td></tr>',
@@ -218,6 +221,27 @@ def metric_rows(
     for name in names:
         values = [display.evaluation_metric(e, name) for e in evaluations]
         rows.append(MetricRow(display.metric_label(name), values, len(set(values)) > 1))
+    return rows
+
+
+def gate_rows(evaluations: list[EvaluationResult | None]) -> list[MetricRow]:
+    """Each gate's verdict in several evaluations ("✔ ≥ 1.00"), side by side, then the overall."""
+    names: list[str] = []
+    for evaluation in evaluations:
+        names += [n for n in (evaluation.gates if evaluation else {}) if n not in names]
+    rows = []
+    for name in names:
+        values = []
+        for evaluation in evaluations:
+            gate = (evaluation.gates if evaluation else {}).get(name)
+            if gate is None:
+                values.append("-")
+                continue
+            _, _, op, threshold, passed = display.gate_line(name, gate)
+            values.append(f"{'✔' if passed else '✘'} {OPS.get(op, op)} {threshold}")
+        rows.append(MetricRow(f"{display.metric_label(name)} gate", values, len(set(values)) > 1))
+    overall = ["-" if e is None else ("passed" if e.passed else "failed") for e in evaluations]
+    rows.append(MetricRow("all gates", overall, len(set(overall)) > 1))
     return rows
 
 
@@ -450,7 +474,7 @@ ComparePanel = Callable[[HttpRequest, "selectors.VersionComparison"], SafeString
 class ModelVersionAdmin(admin.ModelAdmin):
     form = NotesForm
     list_display = (
-        "__str__", "status", "sharpe_shown", "drawdown_shown", "trades_shown", "created",
+        "__str__", "status_shown", "sharpe_shown", "drawdown_shown", "trades_shown", "created",
         "promoted",
     )  # fmt: skip
     list_filter = ("status", "model__model_type", timeframe_filter("model__timeframe"))
@@ -464,7 +488,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     compare_panels: ClassVar[list[ComparePanel]] = []
 
     SUMMARY = (
-        "model_link", "version", "status", "created_at", "promoted_at", "retired_at",
+        "model_link", "version", "status_shown", "created_at", "promoted_at", "retired_at",
         "latest_metrics", "latest_gates", "equity_curve_picture",
     )  # fmt: skip
     TRAINING = (
@@ -486,6 +510,13 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def model_link(self, obj: ModelVersion) -> str:
         url = reverse("admin:registry_registeredmodel_change", args=[obj.model_id])
         return format_html('<a href="{}">{}</a>', url, obj.model.model_id)
+
+    @admin.display(description="status", ordering="status")
+    def status_shown(self, obj: ModelVersion) -> str:
+        """The status as the API writes it ("production"), marked by colour."""
+        return format_html(
+            '<span class="clm-status clm-status-{}">{}</span>', obj.status, obj.status
+        )
 
     @admin.display(description="latest evaluation")
     def latest_metrics(self, obj: ModelVersion) -> str:
@@ -621,10 +652,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             "current": current,
             "columns": compared,
             "rows": metric_rows([v.latest_evaluation for v in compared]),
-            "gates": [
-                gates_html(v.latest_evaluation.gates) if v.latest_evaluation else "-"
-                for v in compared
-            ],
+            "gate_rows": gate_rows([v.latest_evaluation for v in compared]),
             "form": form,
         }
         return TemplateResponse(
@@ -692,7 +720,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             "comparison": comparison,
             "columns": comparison.versions,
             "rows": metric_rows(evaluations),
-            "gates": [gates_html(e.gates) if e else "-" for e in evaluations],
+            "gate_rows": gate_rows(evaluations),
             "window": comparison.window,
             "window_text": (
                 f"{when(comparison.window.window_start)} to {when(comparison.window.window_end)}"

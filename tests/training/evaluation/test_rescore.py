@@ -6,36 +6,10 @@ import pytest
 from django.urls import reverse
 
 from registry.models import ModelVersion
-from registry.services import JobRequest, training_job_create
-from tests.training.conftest import store_bars
+from tests.training.conftest import store_bars, train_versions
 from training.evaluation.rescore import versions_rescore
-from training.pipeline import run_job
-from training.promotion.models import PromotionPolicy
 
 pytestmark = pytest.mark.django_db
-
-
-def train_versions(*depths: int, symbol: str = "BTCUSDT") -> list[ModelVersion]:
-    """One xgboost version per depth, trained and evaluated by the real pipeline, left
-    candidates (gates lowered, auto-promotion off)."""
-    PromotionPolicy.objects.get_or_create(
-        model_type="xgboost",
-        defaults={"min_sharpe": -100, "min_win_rate": 0, "min_profit_factor": 0,
-                  "max_drawdown": 1.0, "min_trades": 0, "auto_promote": False},
-    )  # fmt: skip
-    versions = []
-    for depth in depths:
-        job, _ = training_job_create(
-            request=JobRequest(
-                model_type="xgboost", symbol=symbol, timeframe="1h",
-                params={"n_estimators": 30, "max_depth": depth},
-            ),
-            dispatch=False,
-        )  # fmt: skip
-        assert run_job(job_id=str(job.pk)) == "completed"
-        job.refresh_from_db()
-        versions.append(job.version)
-    return versions
 
 
 @pytest.fixture
