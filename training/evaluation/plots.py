@@ -29,16 +29,26 @@ def _decimate(
     )
 
 
+# Log-axis labels per decade, finer when equity spans less: never a lone "1.0" on the axis.
+LOG_STEPS = (
+    (4.0, (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)),
+    (20.0, (1.0, 2.0, 3.0, 5.0)),
+    (float("inf"), (1.0, 2.0, 5.0)),
+)
+
+
 def _equity_axis(ax: Any) -> None:
-    """Log scale once equity spans more than 3x (compounding reads right), labelled at 1-2-5
-    steps (0.5, 1, 2, 5, 10, ...) in plain numbers, so the axis never shows a lone "1.0"."""
+    """Log scale once equity spans more than 3x (compounding reads right), labelled in plain
+    numbers at steps that give a few labels whatever the span (1, 1.5, 2, 3 or 1, 2, 5, 10)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     values = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()])
     values = values[np.isfinite(values) & (values > 0)]
     if values.size and values.max() / values.min() > 3.0:
+        span = values.max() / values.min()
+        subs = next(steps for limit, steps in LOG_STEPS if span <= limit)
         ax.set_yscale("log")
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
         ax.yaxis.set_minor_formatter(NullFormatter())
 

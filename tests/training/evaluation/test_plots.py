@@ -20,9 +20,10 @@ def _labels(low: float, high: float) -> list[str]:
     return [formatter(y) for y in shown]
 
 
-def test_a_log_axis_is_labelled_at_1_2_5_steps():
-    assert _labels(0.9, 8.0) == ["1", "2", "5"]
-    assert _labels(0.3, 4.0) == ["0.5", "1", "2"]
+def test_a_log_axis_has_a_few_plain_labels_whatever_the_span():
+    assert _labels(0.9, 3.5) == ["1", "1.25", "1.5", "2", "2.5", "3"]
+    assert _labels(0.9, 8.0) == ["1", "2", "3", "5"]
+    assert _labels(0.3, 4.0) == ["0.3", "0.5", "1", "2", "3"]
     assert _labels(1.0, 60.0) == ["1", "2", "5", "10", "20", "50"]
 
 
