@@ -15,7 +15,7 @@ from celery import Celery, bootsteps
 
 from clm_project import celery_metrics
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clm_project.settings.local")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clm_project.settings.production")
 
 app = Celery("clm_project")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from clm_project.metrics_views import metrics_view
 
@@ -13,5 +13,16 @@ urlpatterns = [
     path("", include("training.promotion.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path(
+        "api/redoc/",
+        SpectacularRedocView.as_view(url_name="schema", template_name="api/redoc.html"),
+        name="redoc",
+    ),
     path("api-auth/", include("rest_framework.urls")),
 ]
+
+# JSON for API paths, Django's pages elsewhere (clm_project.errors).
+handler400 = "clm_project.errors.bad_request"
+handler403 = "clm_project.errors.permission_denied"
+handler404 = "clm_project.errors.page_not_found"
+handler500 = "clm_project.errors.server_error"

@@ -1,6 +1,8 @@
+"""The WSGI entry point: production settings unless DJANGO_SETTINGS_MODULE says otherwise."""
+
 import os
 
 from django.core.wsgi import get_wsgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clm_project.settings.local")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clm_project.settings.production")
 application = get_wsgi_application()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-STRONG_KEY = "k" * 50
+STRONG_KEY = "clm-test-key-" + "0123456789abcdef" * 3  # 61 characters, as check --deploy wants
 
 
 def load_production(**env: str) -> subprocess.CompletedProcess:
@@ -33,6 +33,9 @@ def load_production(**env: str) -> subprocess.CompletedProcess:
         ({"SECRET_KEY": STRONG_KEY, "DEBUG": "true"}, "refuse DEBUG"),
         ({}, "SECRET_KEY"),
         ({"SECRET_KEY": "short"}, "SECRET_KEY"),
+        ({"SECRET_KEY": STRONG_KEY[:49]}, "50 characters"),
+        ({"SECRET_KEY": "k" * 60}, "SECRET_KEY"),
+        ({"SECRET_KEY": STRONG_KEY, "DATABASE_URL": ""}, "DATABASE_URL"),
     ],
 )
 def test_production_settings_refuse_unsafe_configuration(env, message):

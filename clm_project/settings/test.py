@@ -26,3 +26,6 @@ CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@127.
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", "redis://127.0.0.1:6379/1")
 # Nothing runs eagerly: a test that needs the pipeline starts a real worker (tests/conftest.py).
 CELERY_TASK_ALWAYS_EAGER = False
+# Static files straight from the apps, as under runserver: no collectstatic before each run.
+WHITENOISE_AUTOREFRESH = True
+WHITENOISE_USE_FINDERS = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +13,7 @@ from django.db import models
 from django.utils.module_loading import import_string
 from rest_framework import serializers
 
+from registry.api.parsers import nesting_depth
 from registry.models import (
     EvaluationResult,
     EventType,
@@ -54,30 +56,66 @@ class FiniteFloatField(serializers.FloatField):
 
 
 class JSONObjectField(serializers.DictField):
-    """A JSON object that PostgreSQL's jsonb can store: no NUL characters, no lone surrogates."""
+    """A JSON object that PostgreSQL's jsonb can store: no NUL characters, no lone surrogates.
+
+    Depth and size are bounded (parameters and trigger context are small), and checked without
+    recursion, so a hostile value is a field error rather than a RecursionError.
+    """
+
+    MAX_DEPTH = 32
+    MAX_BYTES = 64 * 1024
 
     default_error_messages = {
         "unstorable": "Text may not contain NUL characters or unpaired surrogates.",
+        "not_json": "Values must be text, numbers, booleans, null, lists or objects.",
+        "too_deep": "Nested deeper than {limit} levels.",
+        "too_large": "Larger than {limit} bytes as JSON.",
     }
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if nesting_depth(data, limit=self.MAX_DEPTH) > self.MAX_DEPTH:
+            self.fail("too_deep", limit=self.MAX_DEPTH)
         value = super().to_internal_value(data)
+        if not _plain_json(value):
+            self.fail("not_json")
         if not _storable(value):
             self.fail("unstorable")
+        if len(json.dumps(value).encode()) > self.MAX_BYTES:
+            self.fail("too_large", limit=self.MAX_BYTES)
         return value
 
 
-def _storable(value: Any) -> bool:
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")  # fails on unpaired surrogates
-        except UnicodeEncodeError:
+def _plain_json(value: Any) -> bool:
+    """Only what JSON has (a multipart body can slip an uploaded file into a form field)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif not (item is None or isinstance(item, str | int | float | bool)):
             return False
-        return "\x00" not in value
-    if isinstance(value, dict):
-        return all(_storable(key) and _storable(item) for key, item in value.items())
-    if isinstance(value, list):
-        return all(_storable(item) for item in value)
+    return True
+
+
+def _storable(value: Any) -> bool:
+    """Every string in `value` (keys too) is valid UTF-8 without NUL; walked without recursion."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")  # fails on unpaired surrogates
+            except UnicodeEncodeError:
+                return False
+            if "\x00" in item:
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return True
 
 

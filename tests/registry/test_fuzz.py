@@ -3,7 +3,8 @@
 For every operation in the schema, Hypothesis draws path parameters, query parameters and bodies
 that are sometimes valid (from the declared types, enums and known ids) and often hostile: wrong
 types, huge numbers, NaN, NUL and unpaired surrogates, missing or extra fields, malformed or deeply
-nested JSON, form-encoded bodies.
+nested JSON (whole bodies, and values of object fields such as `params` and `trigger_context`
+nested up to 900 levels), form-encoded bodies.
 """
 
 from __future__ import annotations
@@ -49,6 +50,22 @@ hostile_json = st.recursive(
         st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=10), inner, max_size=3)
     ),
     max_leaves=8,
+)
+
+
+def _nest(depth: int, kind: str, leaf: Any) -> Any:
+    for _ in range(depth):
+        leaf = {"k": leaf} if kind == "dict" else [leaf]
+    return leaf
+
+
+# Lists or dicts nested up to 900 levels: from 400 on deep enough to reach Python's recursion
+# limit in anything that walks them recursively, shallow enough for json.dumps to write them.
+deep_json = st.builds(
+    _nest,
+    st.one_of(st.integers(1, 80), st.integers(400, 900)),
+    st.sampled_from(["dict", "list"]),
+    hostile_scalars.map(str),
 )
 
 
@@ -100,9 +117,11 @@ def _hostile(schema: dict[str, Any]) -> st.SearchStrategy:
             st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=20),
             st.sampled_from(["0000-00-00T00:00", "9999-12-31T23:59:59+14:00", "1e400"]),
         )
+    elif kind == "object":
+        odd = st.one_of(deep_json, st.dictionaries(st.text(max_size=4), deep_json, max_size=2))
     else:
         odd = st.one_of(st.text(max_size=20), st.lists(st.integers(), max_size=3))
-    return st.one_of(odd, hostile_json)
+    return st.one_of(odd, hostile_json, deep_json)
 
 
 def _as_text(value: Any) -> str:
@@ -147,7 +166,8 @@ def requests(
     fields = {name: value(name, body_schema["properties"][name]) for name in body_names}
     if mode == "one-bad" and bad is None and fields:  # the hostile input: a missing field
         fields.pop(draw(st.sampled_from(sorted(fields))))
-    kind = draw(st.sampled_from(["json", "json", "json", "json", "form", "any", "raw", "deep"]))
+    kinds = ["json"] * 4 + ["form", "any", "raw", "deep", "deep-field", "deep-field"]
+    kind = draw(st.sampled_from(kinds))
     if kind == "json":
         request.update(data=json.dumps(fields), content_type="application/json")
     elif kind == "form":
@@ -157,6 +177,12 @@ def requests(
         request.update(data=json.dumps(draw(hostile_json)), content_type="application/json")
     elif kind == "deep":
         request.update(data="[" * draw(st.integers(1, 10**5)), content_type="application/json")
+    elif kind == "deep-field":  # the fields as drawn, one object field (if any) nested deeply
+        properties = body_schema.get("properties", {})
+        objects = [n for n in properties if _resolve(properties[n]).get("type") == "object"]
+        name = draw(st.sampled_from(objects or sorted(fields) or ["extra"]))
+        fields[name] = {"k": draw(deep_json)} if name in objects else draw(deep_json)
+        request.update(data=json.dumps(fields), content_type="application/json")
     else:
         request.update(data=draw(st.binary(max_size=60)), content_type="application/json")
     return request

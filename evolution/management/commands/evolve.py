@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -11,8 +12,13 @@ from clm_project.exceptions import DomainError
 from evolution import services
 from evolution.models import EvolutionRun, RunStatus
 from evolution.search_space import supported_model_types
+from registry.api.parsers import nesting_depth
 from registry.models import Timeframe
+from training.management.checks import seed_checked, symbol_checked, text_checked
 from training.management.progress import Progress
+
+# A search space is parameter -> {"low", "high"} or {"choices": [...]} or a value: shallow.
+MAX_SPACE_DEPTH = 8
 
 
 class Command(BaseCommand):
@@ -40,9 +46,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             if options["resume"]:
-                run = services.evolution_run_resume(
-                    run_id=options["resume"], actor="cli", dispatch=False
-                )
+                try:
+                    run_id = uuid.UUID(options["resume"])
+                except ValueError:
+                    raise CommandError(f"--resume {options['resume']!r}: not a run id") from None
+                run = services.evolution_run_resume(run_id=run_id, actor="cli", dispatch=False)
             else:
                 run = self._create(options)
         except DomainError as exc:
@@ -82,18 +90,26 @@ class Command(BaseCommand):
     def _create(self, options: dict[str, Any]) -> EvolutionRun:
         if not options["symbol"]:
             raise CommandError("--symbol is required (or --resume RUN_ID)")
+        symbol = symbol_checked(options["symbol"])
+        seed = seed_checked(options["seed"])
+        if options["min_trades"] is not None:
+            seed_checked(options["min_trades"], option="--min-trades")
         try:
-            space = json.loads(options["space"])
+            space = json.loads(text_checked(options["space"], option="--space"))
         except json.JSONDecodeError as exc:
             raise CommandError(f"--space is not JSON: {exc}") from exc
+        except RecursionError:
+            raise CommandError("--space nests too deeply") from None
+        if nesting_depth(space, limit=MAX_SPACE_DEPTH) > MAX_SPACE_DEPTH:
+            raise CommandError(f"--space nests deeper than {MAX_SPACE_DEPTH} levels")
         return services.evolution_run_create(
             request=services.RunRequest(
                 model_type=options["model_type"],
-                symbol=options["symbol"],
+                symbol=symbol,
                 timeframe=options["timeframe"],
                 population_size=options["population"],
                 generations=options["generations"],
-                seed=options["seed"],
+                seed=seed,
                 min_trades=options["min_trades"],
                 search_space=space,
                 requested_by="cli",

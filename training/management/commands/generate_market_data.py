@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import zlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
 from registry.models import Timeframe
 from training.data.bars import bars_frame, bars_import, load_bars
 from training.data.synthetic import REGIMES, generate_bars, timeframe_seconds
+from training.management.checks import symbol_checked
 from training.management.progress import Progress
+
+# A bound on one run (a million hourly bars is 114 years) that keeps memory and time sane.
+MAX_BARS = 1_000_000
+# Bars live between the Unix epoch and a date every library here can represent (pandas' ns
+# timestamps end in 2262; Python's datetime in year 9999).
+EARLIEST = datetime(1970, 1, 1)
+LATEST = datetime(2200, 1, 1)
 
 
 def parse_regimes(text: str | None) -> list[tuple[str, int]] | None:
@@ -60,45 +69,88 @@ class Command(BaseCommand):
         )  # fmt: skip
 
     def handle(self, *args, **options) -> None:
-        symbols = [s.strip().upper() for raw in options["symbol"] for s in raw.split(",")]
-        symbols = [s for s in symbols if s]
+        symbols = [s for raw in options["symbol"] for s in raw.split(",") if s.strip()]
+        symbols = list(dict.fromkeys(symbol_checked(s) for s in symbols))
         if not symbols:
             raise CommandError("give at least one --symbol")
         n_bars = options["bars"]
-        if n_bars < 2:
-            raise CommandError("--bars must be at least 2")
+        if not 2 <= n_bars <= MAX_BARS:
+            raise CommandError(f"--bars {n_bars}: must be between 2 and {MAX_BARS:,}")
         regimes = parse_regimes(options["regimes"])
         if regimes and sum(n for _, n in regimes) != n_bars:
             raise CommandError(
                 f"--regimes covers {sum(n for _, n in regimes)} bars but --bars is {n_bars}"
             )
         timeframe = options["timeframe"]
+        step = timedelta(seconds=timeframe_seconds(timeframe))
+        start = _start_checked(options["start"])
+
+        # Everything is generated and checked first, then stored in one transaction: a bad
+        # argument or a failure on any symbol writes nothing.
+        series = []
         progress = Progress("generate", len(symbols))
         for i, symbol in enumerate(symbols):
-            start, start_price = options["start"], None
+            first, start_price = start, None
             seed = symbol_seed(options["seed"], symbol)
             if options["append"]:
                 existing = load_bars(symbol, timeframe)
                 if len(existing):
-                    step = timedelta(seconds=timeframe_seconds(timeframe))
                     last = existing.timestamp[-1].astype("datetime64[s]").item()
-                    start = (last + step).isoformat()
+                    first = last + step
                     start_price = float(existing.close[-1])
                     seed = symbol_seed(options["seed"] + len(existing), symbol)
+            _range_check(symbol, first, n_bars, step)
             kwargs = {"start_price": start_price} if start_price else {}
             try:
                 bars, labels = generate_bars(
-                    n_bars, seed=seed, timeframe=timeframe, start=start, regimes=regimes, **kwargs
-                )
+                    n_bars, seed=seed, timeframe=timeframe, start=first.isoformat(),
+                    regimes=regimes, **kwargs,
+                )  # fmt: skip
             except ValueError as exc:
                 raise CommandError(str(exc)) from exc
-            summary = bars_import(frame=bars_frame(bars), symbol=symbol, timeframe=timeframe)
+            series.append((symbol, bars, labels))
+            progress.update(i + 1, symbol)
+        with transaction.atomic():
+            summaries = [
+                bars_import(frame=bars_frame(bars), symbol=symbol, timeframe=timeframe)
+                for symbol, bars, _ in series
+            ]
+        for (symbol, _, labels), summary in zip(series, summaries, strict=True):
             codes, sizes = np.unique(np.asarray(labels), return_counts=True)
             counts = {REGIMES[int(k)]: int(v) for k, v in zip(codes, sizes, strict=True)}
-            progress.update(i + 1, symbol)
             self.stdout.write(
                 f"{symbol} {timeframe}: {summary.rows} bars "
                 f"({summary.inserted} new, {summary.updated} replaced) "
                 f"{summary.first:%Y-%m-%d %H:%M} .. {summary.last:%Y-%m-%d %H:%M}; "
                 f"regimes {counts}"
             )
+
+
+def _start_checked(text: str) -> datetime:
+    """--start as a naive UTC datetime: ISO 8601, without a time zone or with UTC's."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise CommandError(
+            f"--start {text!r}: not an ISO 8601 date/time (e.g. 2023-01-01T00:00:00)"
+        ) from None
+    if value.tzinfo is not None:
+        if value.utcoffset() != timedelta(0):
+            raise CommandError(f"--start {text!r}: give the time in UTC")
+        value = value.replace(tzinfo=None)
+    return value
+
+
+def _range_check(symbol: str, first: datetime, n_bars: int, step: timedelta) -> None:
+    """The series lies between EARLIEST and LATEST (computed without overflowing datetime)."""
+    span = (n_bars - 1) * step
+    if first < EARLIEST or LATEST - first <= span:
+        try:
+            last = f"{first + span:%Y-%m-%d %H:%M}"
+        except OverflowError:
+            last = "beyond the year 9999"
+        raise CommandError(
+            f"{symbol}: the bars would run from {first:%Y-%m-%d %H:%M} to {last}; "
+            f"they must lie between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} "
+            "(choose another --start or fewer --bars)"
+        )

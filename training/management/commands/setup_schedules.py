@@ -7,7 +7,9 @@ expiry are brought up to date. `--reset` puts the default intervals back and ena
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from training.retraining.scheduler import SCHEDULES, beat_schedules_ensure
 
@@ -27,7 +29,16 @@ class Command(BaseCommand):
 
     def handle(self, *args, reset: bool = False, **options) -> None:
         defaults = {entry.name: entry for entry in SCHEDULES}
-        for name, action in beat_schedules_ensure(reset=reset):
+        try:  # one transaction: on any error no entry has changed
+            done = beat_schedules_ensure(reset=reset)
+        except DatabaseError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CommandError(
+                f"no schedule written: the database refused ({first}); has `manage.py migrate` run?"
+            ) from exc
+        except ValidationError as exc:  # an entry edited in the admin into an invalid state
+            raise CommandError(f"no schedule written: {'; '.join(exc.messages)}") from exc
+        for name, action in done:
             entry = defaults[name]
             self.stdout.write(
                 f"{name} ({entry.task}, default every {entry.every} {entry.period}): {action}"

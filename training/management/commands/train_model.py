@@ -10,16 +10,19 @@ from clm_project.exceptions import DomainError
 from registry.models import JobStatus, ModelType, Timeframe, TriggerReason
 from registry.services import JobRequest, training_job_create
 from training.data.selectors import bars_exist
+from training.management.checks import seed_checked, symbol_checked, text_checked
 from training.management.runner import run_job_with_progress
+from training.trainers import TrainerError, trainer_class
 
 
 def parse_param(text: str) -> tuple[str, object]:
+    text_checked(text, option="--param")
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise CommandError(f"--param {text!r}: use key=value")
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         value = raw
     return key.strip(), value
 
@@ -38,12 +41,17 @@ class Command(BaseCommand):
         parser.add_argument("--reason", default=TriggerReason.MANUAL, choices=TriggerReason.values)
 
     def handle(self, *args, **options) -> None:
-        symbol = options["symbol"].upper()
+        symbol = symbol_checked(options["symbol"])
+        seed = seed_checked(options["seed"])
         if not bars_exist(symbol=symbol, timeframe=options["timeframe"]):
             raise CommandError(
                 f"no bars for {symbol} {options['timeframe']}: import or generate them first"
             )
         params = dict(parse_param(p) for p in options["param"])
+        try:  # the trainer checks its params: refuse bad ones before any job exists
+            trainer_class(options["model_type"])(params, seed=seed)
+        except TrainerError as exc:
+            raise CommandError(str(exc)) from exc
         try:
             job, created = training_job_create(
                 request=JobRequest(
@@ -52,7 +60,7 @@ class Command(BaseCommand):
                     timeframe=options["timeframe"],
                     trigger_reason=options["reason"],
                     params=params,
-                    seed=options["seed"],
+                    seed=seed,
                     requested_by="cli",
                 ),
                 dispatch=False,
