@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connections
 
 from registry import services
 from registry.models import JobStatus, LifecycleEvent, ModelStatus, ModelVersion, TrainingJob
@@ -39,7 +40,8 @@ def shots(tmp_path: Path) -> Path:
 @pytest.fixture
 def page(live_server, monkeypatch):
     """A logged-in superuser's page. Playwright's sync API runs an event loop in this thread;
-    the ORM calls the tests make between browser steps are safe (one thread, no concurrency)."""
+    the ORM calls the tests make between browser steps are safe (one thread, no concurrency),
+    hence DJANGO_ALLOW_ASYNC_UNSAFE."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is not installed (Debian package `chromium`)")
     api = pytest.importorskip("playwright.sync_api", reason="playwright (dev extra) not installed")
@@ -58,6 +60,9 @@ def page(live_server, monkeypatch):
             tab.base = live_server.url
             yield tab
         finally:
+            # Inside Playwright's running loop Django keeps the connections the test opened
+            # apart from the thread's own; close them here, or the test database stays in use.
+            connections.close_all()
             browser.close()
 
 
@@ -108,7 +113,7 @@ def fits(page) -> int:
     return width
 
 
-def test_model_page_shows_versions_history_and_policies(page, trained, shots):
+def test_model_page_shows_versions_history_and_policies(trained, page, shots):
     model = trained[0].model
     page.goto(f"{page.base}/admin/registry/registeredmodel/{model.pk}/change/")
 
@@ -143,7 +148,7 @@ def test_model_page_shows_versions_history_and_policies(page, trained, shots):
     assert notes.count() == 2 and "[]" not in page.locator(".field-tags").inner_text()
 
 
-def test_compare_two_versions_from_the_model_page(page, trained, shots):
+def test_compare_two_versions_from_the_model_page(trained, page, shots):
     model = trained[0].model
     page.goto(f"{page.base}/admin/registry/registeredmodel/{model.pk}/change/")
     page.check("input[name=versions][value='1']")
@@ -167,7 +172,7 @@ def test_compare_two_versions_from_the_model_page(page, trained, shots):
                "#compare-params")  # fmt: skip
 
 
-def test_promote_asks_for_a_reason_and_shows_what_changes(page, trained, shots):
+def test_promote_asks_for_a_reason_and_shows_what_changes(trained, page, shots):
     v1, v2 = trained
     page.goto(f"{page.base}/admin/registry/modelversion/{v2.pk}/change/")
     page.click("a.lifecycle-link:has-text('Promote')")
