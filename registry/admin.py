@@ -773,6 +773,34 @@ class TrainingJobAdmin(ReadOnlyAdmin):
             '<progress max="100" value="{}" title="{}%"></progress> {}%', percent, percent, percent
         )
 
+    # On the job's page, fields as people read them; new model fields still appear.
+    SHOWN_AS = {
+        "progress": ("progress_bar",),
+        "step": ("step", "elapsed"),
+        "timeframe": ("timeframe_shown",),
+        "step_durations": ("step_durations_shown",),
+    }
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [
+            shown for name in _all_fields(TrainingJob) for shown in self.SHOWN_AS.get(name, (name,))
+        ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return self.get_fields(request, obj)
+
+    @admin.display(description="timeframe", ordering="timeframe")
+    def timeframe_shown(self, obj: TrainingJob) -> str:
+        return obj.timeframe
+
+    @admin.display(description="step durations")
+    def step_durations_shown(self, obj: TrainingJob) -> str:
+        if not obj.step_durations:
+            return "-"
+        rows = ((step, f"{seconds:.2f} s") for step, seconds in obj.step_durations.items())
+        body = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows)
+        return format_html('<table class="clm-metrics">{}</table>', body)
+
     @admin.display(description="elapsed")
     def elapsed(self, obj: TrainingJob) -> str:
         """Running: time since it started; finished: how long it ran."""

@@ -147,3 +147,19 @@ def test_evaluation_list_shows_percentages(admin_client):
     evaluation_add(version=version_add(passed=None, status="training"), max_drawdown=0.1534)
     html = admin_client.get(reverse("admin:registry_evaluationresult_changelist")).content.decode()
     assert "15.3 %" in html and "0.1534" not in html
+
+
+def test_a_jobs_page_reads_as_people_read_it(admin_client):
+    job, _ = services.training_job_create(
+        request=services.JobRequest(model_type="xgboost", symbol="BTCUSDT", timeframe="1h"),
+        dispatch=False,
+    )
+    TrainingJob.objects.filter(pk=job.pk).update(
+        progress=0.15, step="fetch_data", step_durations={"start": 0.0123, "fetch_data": 1.98765}
+    )
+    html = admin_client.get(reverse("admin:registry_trainingjob_change", args=[job.pk]))
+    page = html.content.decode()
+    assert html.status_code == 200
+    assert f"<title>{MODEL} job {str(job.pk)[:8]} (manual, pending)" in page
+    assert '<progress max="100" value="15"' in page
+    assert "<th>fetch_data</th><td>1.99 s</td>" in page and "1.98765" not in page
