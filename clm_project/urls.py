@@ -10,6 +10,7 @@ urlpatterns = [
     path("", include("evolution.api.urls")),  # before the registry's: serves /clm/candidates
     path("", include("registry.api.urls")),
     path("", include("training.retraining.api.urls")),
+    path("", include("training.data.urls")),
     path("", include("training.promotion.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

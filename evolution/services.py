@@ -953,8 +953,8 @@ def candidate_select(
     One transaction: the training job (trigger strategy_evolution), the strategy_candidate_created
     event and the candidate's move to `training`. Its deflated Sharpe ratio, with K = every
     evaluation and candidate on the same data, is recorded beside its Sharpe; when the model
-    type's promotion policy sets `min_dsr`, a candidate below it is refused here, as its version
-    would be at the gate.
+    type's promotion policy sets `min_dsr` (0.95 by default) and there is more than one trial, a
+    candidate below it is refused here, as its version would be at the gate.
     """
     candidate = selectors.candidate_get(candidate_id=candidate_id)
     _check_selectable(candidate)
@@ -962,7 +962,7 @@ def candidate_select(
     min_dsr = evaluation_policy_for(
         candidate.model_type, auto_promote_default=settings.CLM_AUTO_PROMOTE
     ).gates.min_dsr
-    if min_dsr is not None and (dsr is None or dsr < min_dsr):
+    if min_dsr is not None and trials > 1 and (dsr is None or dsr < min_dsr):
         shown = "unknown" if dsr is None else f"{dsr:.3f}"
         raise DomainError(
             f"candidate {candidate.pk} has a deflated Sharpe ratio of {shown} over {trials} "

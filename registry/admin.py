@@ -30,7 +30,7 @@ from django.urls import NoReverseMatch, URLPattern, path, reverse, reverse_lazy
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 from clm_project.exceptions import DomainError, NotFound
 from registry import display, selectors, services
@@ -184,6 +184,27 @@ def gates_html(gates: dict[str, Any]) -> str:
     return format_html('<table class="clm-gates">{}</table>', body)
 
 
+def regime_slices_html(slices: dict[str, Any]) -> str:
+    """Each regime as `name: bars, return, Sharpe, drawdown, trades`, or `absent`, one per line."""
+    if not isinstance(slices, dict) or not slices:
+        return "-"
+    rows = []
+    for name, figures in slices.items():
+        if not isinstance(figures, dict) or figures.get("absent"):
+            rows.append((name, "absent"))
+            continue
+        rows.append(
+            (
+                name,
+                f"{display.count(figures.get('bars'))} bars, return "
+                f"{display.percent(figures.get('total_return'))}, Sharpe "
+                f"{display.ratio(figures.get('sharpe'))}, drawdown "
+                f"{display.percent(figures.get('max_drawdown'))}, {figures.get('trades')} trades",
+            )
+        )
+    return format_html_join(mark_safe("<br>"), "{}: {}", rows)
+
+
 def equity_curve_img(evaluation: EvaluationResult | None, *, width: int = 720) -> str:
     """The evaluation's stored equity-curve PNG, served by EvaluationResultAdmin.equity_curve."""
     if evaluation is None or not evaluation.equity_curve:
@@ -242,6 +263,30 @@ def gate_rows(evaluations: list[EvaluationResult | None]) -> list[MetricRow]:
         rows.append(MetricRow(f"{display.metric_label(name)} gate", values, len(set(values)) > 1))
     overall = ["-" if e is None else ("passed" if e.passed else "failed") for e in evaluations]
     rows.append(MetricRow("all gates", overall, len(set(overall)) > 1))
+    return rows
+
+
+def regime_rows(evaluations: list[EvaluationResult | None]) -> list[MetricRow]:
+    """Each market regime of the evaluation windows: Sharpe and return per version, side by
+    side ("absent" when the window had no bar of it)."""
+    names: list[str] = []
+    for evaluation in evaluations:
+        slices = (evaluation.regime_slices if evaluation else None) or {}
+        names += [n for n in slices if n not in names]
+    rows = []
+    for name in names:
+        values = []
+        for evaluation in evaluations:
+            figures = ((evaluation.regime_slices if evaluation else None) or {}).get(name)
+            if not isinstance(figures, dict) or figures.get("absent"):
+                values.append("absent" if isinstance(figures, dict) else "-")
+                continue
+            values.append(
+                f"Sharpe {display.ratio(figures.get('sharpe'))}, "
+                f"return {display.percent(figures.get('total_return'))}, "
+                f"{display.count(figures.get('bars'))} bars"
+            )
+        rows.append(MetricRow(name, values, len(set(values)) > 1))
     return rows
 
 
@@ -489,7 +534,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     SUMMARY = (
         "model_link", "version", "status_shown", "created_at", "promoted_at", "retired_at",
-        "latest_metrics", "latest_gates", "equity_curve_picture",
+        "latest_metrics", "latest_gates", "latest_regimes", "equity_curve_picture",
     )  # fmt: skip
     TRAINING = (
         "params_shown", "feature_spec_shown", "training_metrics_shown", "train_start",
@@ -525,6 +570,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.display(description="gates")
     def latest_gates(self, obj: ModelVersion) -> str:
         return gates_html(obj.latest_evaluation.gates) if obj.latest_evaluation else "-"
+
+    @admin.display(description="by regime")
+    def latest_regimes(self, obj: ModelVersion) -> str:
+        evaluation = obj.latest_evaluation
+        return regime_slices_html(evaluation.regime_slices) if evaluation else "-"
 
     @admin.display(description="equity curve")
     def equity_curve_picture(self, obj: ModelVersion) -> str:
@@ -721,6 +771,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             "columns": comparison.versions,
             "rows": metric_rows(evaluations),
             "gate_rows": gate_rows(evaluations),
+            "regime_rows": regime_rows(evaluations),
             "window": comparison.window,
             "window_text": (
                 f"{when(comparison.window.window_start)} to {when(comparison.window.window_end)}"
@@ -843,7 +894,7 @@ class EvaluationResultAdmin(ReadOnlyAdmin):
     search_fields = ("version__model__model_id",)
     date_hierarchy = "created_at"
     list_select_related = ("version__model",)
-    readonly_fields = ("version", "metrics", "gate_verdicts", "equity_curve_picture")
+    readonly_fields = ("version", "metrics", "gate_verdicts", "regimes", "equity_curve_picture")
     fields = readonly_fields
 
     @admin.display(description="created", ordering="created_at")
@@ -857,6 +908,10 @@ class EvaluationResultAdmin(ReadOnlyAdmin):
     @admin.display(description="gate verdicts")
     def gate_verdicts(self, obj: EvaluationResult) -> str:
         return gates_html(obj.gates)
+
+    @admin.display(description="by regime")
+    def regimes(self, obj: EvaluationResult) -> str:
+        return regime_slices_html(obj.regime_slices)
 
     @admin.display(description="equity curve")
     def equity_curve_picture(self, obj: EvaluationResult) -> str:

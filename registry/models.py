@@ -233,6 +233,12 @@ class EvaluationResult(models.Model):
         null=True, blank=True, help_text="Buy and hold, same bars."
     )
     gates = models.JSONField(default=dict, blank=True)
+    regime_slices = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Per regime of the window's bars: bars, share, sharpe, total_return, "
+        "max_drawdown, trades; absent regimes as {bars: 0, absent: true}.",
+    )
     passed = models.BooleanField()
     equity_curve = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

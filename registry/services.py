@@ -671,6 +671,7 @@ def evaluation_record(
     passed: bool,
     benchmark_sharpe: float | None = None,
     equity_curve: str = "",
+    regime_slices: dict[str, Any] | None = None,
 ) -> EvaluationResult:
     fields = {
         name: metrics[name]
@@ -694,6 +695,7 @@ def evaluation_record(
             passed=passed,
             benchmark_sharpe=benchmark_sharpe,
             equity_curve=equity_curve,
+            regime_slices=regime_slices or {},
             **fields,
         )
         ModelVersion.objects.filter(pk=version.pk).update(

@@ -1,6 +1,6 @@
-"""Retraining in the admin: retrain policies are edited here; trigger records, monitor results,
-scheduler scans, the schedule and market data are read-only. celery-beat's entries are under
-Periodic tasks (created by `manage.py setup_schedules`).
+"""Retraining in the admin: retrain policies and symbols' calendars are edited here; trigger
+records, monitor results, scheduler scans, the schedule and market data are read-only.
+celery-beat's entries are under Periodic tasks (created by `manage.py setup_schedules`).
 
 The registry's pages gain what training owns: a form that trains through the manual trigger, the
 model page's retraining panel, and the comparison's versions re-run on one window."""
@@ -36,6 +36,7 @@ from training.models import (
     RetrainPolicy,
     ScheduledModel,
     SchedulerScan,
+    Symbol,
     TriggerOutcome,
     TriggerRecord,
     TriggerSource,
@@ -196,6 +197,16 @@ class ScheduledModelAdmin(ReadOnlyAdmin):
     def due(self, obj: ScheduledModel) -> bool:
         entry = getattr(obj, "schedule", None)
         return bool(entry and entry.due)
+
+
+@admin.register(Symbol)
+class SymbolAdmin(admin.ModelAdmin):
+    """Each symbol's calendar: what its evaluations annualise with (auto: measured from bars)."""
+
+    list_display = ("symbol", "calendar", "updated_at")
+    list_editable = ("calendar",)
+    list_filter = ("calendar",)
+    search_fields = ("symbol",)
 
 
 @admin.register(Bar)

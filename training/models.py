@@ -42,6 +42,36 @@ class Bar(models.Model):
         return f"{self.symbol} {self.timeframe} {self.timestamp:%Y-%m-%d %H:%M}"
 
 
+class Calendar(models.TextChoices):
+    """When a market trades (training.data.calendars): what annualises its Sharpe ratios."""
+
+    AUTO = "auto", "auto: bars per year as the bars show them"
+    CRYPTO = "crypto", "crypto, 24/7"
+    FX = "fx", "FX, 24/5"
+    XNYS = "xnys", "equities: NYSE / Nasdaq sessions"
+    XLON = "xlon", "equities: London Stock Exchange sessions"
+    XETR = "xetr", "equities: Xetra sessions"
+    XTKS = "xtks", "equities: Tokyo Stock Exchange sessions"
+
+
+class Symbol(models.Model):
+    """A traded symbol's calendar; a symbol without a row is `auto`."""
+
+    symbol = models.CharField(max_length=32, unique=True)
+    calendar = models.CharField(max_length=8, choices=Calendar.choices, default=Calendar.AUTO)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["symbol"]
+
+    def __str__(self) -> str:
+        return f"{self.symbol} ({self.calendar})"
+
+    def save(self, *args, **kwargs) -> None:
+        self.symbol = self.symbol.strip().upper()  # bars are stored under upper-case symbols
+        super().save(*args, **kwargs)
+
+
 # ---------------------------------------------------------------------------------------------
 # Retraining: policies, the record of every trigger, monitor results and scheduler scans.
 

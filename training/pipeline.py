@@ -32,12 +32,15 @@ from registry import services
 from registry.artifacts import artifact_load, artifact_save
 from registry.models import EvaluationResult, JobStatus, ModelStatus, ModelVersion, TrainingJob
 from training.data.bars import as_datetime, get_data_loader
+from training.data.calendars import Annualisation
 from training.data.dataset import Bars, Dataset
 from training.data.features import build_dataset
 from training.data.prepare import MIN_BARS, leaking_features, prepare_training
+from training.data.selectors import series_annualisation
 from training.data.split import Split
-from training.evaluation.backtest import PERIODS_PER_YEAR, BacktestResult, backtest, deflated_sharpe
+from training.evaluation.backtest import BacktestResult, backtest, deflated_sharpe
 from training.evaluation.plots import equity_curve_png
+from training.evaluation.regime_slices import RegimeEvaluation, evaluate_by_regime
 from training.promotion.gates import apply_gates
 from training.promotion.policies import EvaluationPolicy, evaluation_policy_for
 from training.promotion.shadow import shadow_policy_for, shadow_start, shadow_wanted
@@ -79,7 +82,9 @@ class Run:
     trainer: Trainer | None = None
     training_metrics: dict[str, Any] = field(default_factory=dict)
     version: ModelVersion | None = None
+    regimes: RegimeEvaluation | None = None
     result: BacktestResult | None = None
+    annualisation: Annualisation | None = None
     evaluation: EvaluationResult | None = None
     decision: str = ""
     # Wall time of the model's own work inside the train and evaluate steps.
@@ -214,6 +219,10 @@ def _fetch_data(run: Run) -> None:
             f"{len(bars)} bars of {job.symbol} {job.timeframe} in the window; need {MIN_BARS}"
         )
     run.bars = bars
+    # P of METRICS.md: the symbol's calendar, or bars per year measured over these bars.
+    run.annualisation = series_annualisation(
+        symbol=job.symbol, timeframe=job.timeframe, timestamps=bars.timestamp
+    )
 
 
 def _train(run: Run) -> None:
@@ -267,6 +276,7 @@ def _manifest(run: Run, blob_sha: str) -> dict[str, Any]:
             "purge": [split.purge.start, split.purge.stop],
             "evaluate": [split.evaluate.start, split.evaluate.stop],
         },
+        "annualisation": run.annualisation.as_dict(),
         "feature_spec": run.dataset.spec,
         "params": run.trainer.params,
         "seed": run.job.seed,
@@ -312,7 +322,7 @@ def _evaluate(run: Run) -> None:
     started = time.perf_counter()
     positions = run.trainer.positions(run.dataset, window)
     run.model_seconds["evaluate.predict"] = time.perf_counter() - started
-    periods = PERIODS_PER_YEAR[run.job.timeframe]
+    periods = run.annualisation.periods_per_year
     result = backtest(
         run.bars.close[window], positions, fee=run.policy.fee, periods_per_year=periods
     )
@@ -326,12 +336,16 @@ def _evaluate(run: Run) -> None:
         )
         result = dataclasses.replace(result, n_trials=len(trials), dsr=dsr)
     run.result = result
+    run.regimes = evaluate_by_regime(
+        close=run.bars.close, window=window, positions=positions, fee=run.policy.fee,
+        periods_per_year=periods,
+    )  # fmt: skip
 
 
 def _save_evaluation(run: Run) -> None:
     window, bars, result = run.split.evaluate, run.bars, run.result
     metrics = result.as_dict()
-    gates, passed = apply_gates(metrics, run.policy.gates)
+    gates, passed = apply_gates(metrics, run.policy.gates, regime_slices=run.regimes.slices)
     buy_hold = backtest(
         bars.close[window],
         np.ones(window.stop - window.start),
@@ -342,6 +356,7 @@ def _save_evaluation(run: Run) -> None:
         timestamps=bars.timestamp[window],
         equity=result.equity,
         buy_hold=buy_hold.equity,
+        regimes=run.regimes.labels,
         title=f"{run.job.model.model_id} v{run.version.version}: Sharpe {result.sharpe:.2f}, "
         f"max drawdown {result.max_drawdown:.1%} (buy and hold Sharpe {buy_hold.sharpe:.2f})",
     )
@@ -359,6 +374,7 @@ def _save_evaluation(run: Run) -> None:
         passed=passed,
         benchmark_sharpe=buy_hold.sharpe,
         equity_curve=stored.path,
+        regime_slices=run.regimes.slices,
     )
 
 

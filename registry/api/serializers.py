@@ -245,7 +245,7 @@ EVALUATION_FIELDS = [
     "id", "window_start", "window_end", "n_bars", "fee", "periods_per_year", "n_trials",
     "sharpe", "sortino", "max_drawdown", "total_return", "cagr", "calmar", "exposure", "trades",
     "win_rate", "profit_factor", "profit_factor_infinite", "avg_trade_return", "avg_bars_held",
-    "psr", "dsr", "benchmark_sharpe", "gates", "passed", "created_at",
+    "psr", "dsr", "benchmark_sharpe", "gates", "regime_slices", "passed", "created_at",
 ]  # fmt: skip
 
 

@@ -10,6 +10,7 @@ from evolution import services
 from evolution.models import EvaluationStatus, RunStatus, StrategyCandidate
 from registry.models import ModelStatus
 from tests.conftest import version_add
+from training.promotion.models import PromotionPolicy
 
 from .conftest import SMALL_SPACE, SYMBOL
 
@@ -149,6 +150,7 @@ def test_top_candidates(reader_client, finished):
 
 def test_select_sends_a_candidate_to_training(evolver_client, finished):
     candidate = _evaluated(finished)
+    PromotionPolicy.objects.create(model_type="xgboost", min_dsr=None)  # selection, not DSR
     response = evolver_client.post(
         f"/clm/candidates/{candidate.pk}/select", {"reason": "best front"}, format="json"
     )

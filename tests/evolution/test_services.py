@@ -292,8 +292,20 @@ def test_the_reaper_continues_stalled_runs_and_releases_dead_claims(
 
 @pytest.fixture
 def evaluated(make_run):
+    """An evaluated candidate of a 4-candidate run; the DSR gate is off so that selection itself
+    is what the tests see (its DSR over the 4 trials is below the default 0.95)."""
     run = services.evolution_run_execute(run_id=make_run(population_size=4, generations=1).pk)
+    PromotionPolicy.objects.create(model_type="xgboost", min_dsr=None)
     return _candidates(run).filter(evaluation_status=EvaluationStatus.EVALUATED).first()
+
+
+def test_by_default_a_candidate_below_dsr_095_is_refused(evaluated):
+    PromotionPolicy.objects.filter(model_type="xgboost").delete()  # the defaults apply
+    dsr, trials = selectors.candidate_deflated_sharpe(candidate=evaluated)
+    assert trials == 4 and dsr < 0.95
+    with pytest.raises(DomainError, match=r"require at least 0\.95"):
+        services.candidate_select(candidate_id=evaluated.pk, actor="alice")
+    assert not TrainingJob.objects.exists()
 
 
 def test_selecting_creates_a_training_job_and_an_event_at_once(evaluated):
@@ -330,7 +342,7 @@ def test_selection_refuses_unevaluated_candidates_and_a_busy_model(evaluated, ma
 
 
 def test_the_gates_can_require_a_deflated_sharpe_ratio(evaluated):
-    PromotionPolicy.objects.create(model_type="xgboost", min_dsr=0.999999)
+    PromotionPolicy.objects.filter(model_type="xgboost").update(min_dsr=0.999999)
     with pytest.raises(DomainError, match="deflated Sharpe ratio") as caught:
         services.candidate_select(candidate_id=evaluated.pk, actor="alice")
     assert caught.value.extra["min_dsr"] == 0.999999 and caught.value.extra["dsr_trials"] == 4
@@ -349,7 +361,7 @@ def test_pipeline_trials_count_candidates_on_the_same_data(evaluated):
 
 def test_the_selected_candidates_version_is_deflated_by_every_trial_on_its_data(evaluated):
     """The pipeline's DSR counts the run's other candidates as trials, and the gate applies."""
-    PromotionPolicy.objects.create(model_type="xgboost", min_dsr=0.0, min_trades=5)
+    PromotionPolicy.objects.filter(model_type="xgboost").update(min_dsr=0.0, min_trades=5)
     candidate, job = services.candidate_select(candidate_id=evaluated.pk, actor="alice")
     assert run_job(job_id=str(job.pk)) == JobStatus.COMPLETED
     evaluation = EvaluationResult.objects.get(version__produced_by=job)

@@ -285,3 +285,23 @@ def test_policy_is_editable(admin_client, registry_rows):
     assert admin_client.post(_url(PromotionPolicy, "change", policy.pk), data).status_code == 302
     policy.refresh_from_db()
     assert (policy.min_sharpe, policy.min_dsr, policy.auto_promote) == (1.4, 0.9, False)
+
+
+def test_policy_regime_gate_takes_both_settings_or_neither(admin_client, registry_rows):
+    policy = PromotionPolicy.objects.get()
+    data = {
+        "model_type": "xgboost", "min_sharpe": 1.0, "min_win_rate": 0.52,
+        "min_profit_factor": 1.3, "max_drawdown": 0.15, "min_trades": 50, "min_dsr": "",
+        "fee": 0.0005, "eval_fraction": 0.25, "regime_min_bars": 200, "regime_max_loss": "",
+    }  # fmt: skip
+    url = _url(PromotionPolicy, "change", policy.pk)
+    response = admin_client.post(url, data)
+    assert response.status_code == 200
+    assert "both its minimum bars and its maximum loss" in str(
+        response.context["adminform"].form.non_field_errors()
+    )
+    response = admin_client.post(url, {**data, "regime_max_loss": "1.5"})
+    assert response.context["adminform"].form.errors.keys() == {"regime_max_loss"}
+    assert admin_client.post(url, {**data, "regime_max_loss": "0.05"}).status_code == 302
+    policy.refresh_from_db()
+    assert (policy.regime_min_bars, policy.regime_max_loss) == (200, 0.05)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -60,3 +62,45 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.bars)
+
+    def unlabelled(self) -> Dataset:
+        """The same bars and features with the label replaced by HiddenLabels."""
+        if isinstance(self.label, HiddenLabels):
+            return self
+        return dataclasses.replace(self, label=HiddenLabels(len(self.label)))
+
+
+class LabelsHidden(Exception):
+    """Code that must not see the future (positions for an evaluation window) read a label."""
+
+
+class HiddenLabels:
+    """Stands in for the label array where reading it would be look-ahead: every use raises.
+
+    Indexing, iteration, len(), numpy conversion, arithmetic and comparisons all raise
+    LabelsHidden, so a model that peeks fails loudly instead of scoring on bars it could not know.
+    """
+
+    __slots__ = ("n_rows",)
+
+    def __init__(self, n_rows: int) -> None:
+        self.n_rows = n_rows
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise LabelsHidden(
+            "labels are hidden here: positions may use features and bars up to each row, never "
+            "the forward-return label"
+        )
+
+    __getitem__ = __iter__ = __len__ = __bool__ = _refuse
+    __array__ = __array_ufunc__ = __array_function__ = _refuse  # numpy conversions and calls
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _refuse
+    __truediv__ = __rtruediv__ = __pow__ = __neg__ = __abs__ = _refuse
+    __lt__ = __le__ = __gt__ = __ge__ = __eq__ = __ne__ = _refuse
+    __hash__ = None  # type: ignore[assignment]
+
+    def __getattr__(self, name: str) -> NoReturn:
+        self._refuse()
+
+    def __repr__(self) -> str:
+        return f"HiddenLabels({self.n_rows} rows)"

@@ -1,4 +1,4 @@
-"""Vectorized backtest of target positions, with the metrics defined in design/METRICS.md.
+"""Vectorized backtest of target positions, with the metrics defined in docs/METRICS.md.
 
 Every evaluation, promotion gate and fitness score in CLM goes through `backtest`, so the
 definitions live here once. The code is pure numpy (scipy only for the normal distribution): no loop

@@ -1,4 +1,8 @@
-"""Pictures of an evaluation: equity against buy and hold, drawdown below (matplotlib, PNG)."""
+"""Pictures of an evaluation: equity against buy and hold, drawdown below (matplotlib, PNG).
+
+The equity panel can be shaded by each bar's market regime (training.evaluation.regime_slices),
+one colour per regime, so a reader sees where the strategy earns and where it loses.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,28 @@ from typing import Any
 import numpy as np
 
 MAX_POINTS = 1_500  # about two per pixel column of the default picture
+# One light colour per regime of the classifier (REGIMES of training.retraining.monitors.regime):
+# greens for low, yellows for normal and reds for high volatility, darker with a trend.
+REGIME_COLOURS: dict[str, str] = {
+    "uptrend:low_vol": "#74c476", "uptrend:normal_vol": "#fdd835", "uptrend:high_vol": "#ef5350",
+    "downtrend:low_vol": "#238b45", "downtrend:normal_vol": "#f9a825",
+    "downtrend:high_vol": "#b71c1c", "range:low_vol": "#c7e9c0", "range:normal_vol": "#fff59d",
+    "range:high_vol": "#ffcdd2", "unclassified": "#e0e0e0",
+}  # fmt: skip
 
 
 def _decimate(
-    timestamps: np.ndarray, equity: np.ndarray, buy_hold: np.ndarray, drawdown: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """At most MAX_POINTS points: each bucket keeps its last equity values and its deepest
-    drawdown, so the picture is the same and rendering stays fast on long windows."""
+    timestamps: np.ndarray,
+    equity: np.ndarray,
+    buy_hold: np.ndarray,
+    drawdown: np.ndarray,
+    regimes: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """At most MAX_POINTS points: each bucket keeps its last equity values (and regime) and its
+    deepest drawdown, so the picture is the same and rendering stays fast on long windows."""
     n = len(equity)
     if n <= MAX_POINTS:
-        return timestamps, equity, buy_hold, drawdown
+        return timestamps, equity, buy_hold, drawdown, regimes
     size = -(-n // MAX_POINTS)
     starts = np.arange(0, n, size)
     ends = np.minimum(starts + size, n) - 1
@@ -26,7 +42,27 @@ def _decimate(
         equity[ends],
         buy_hold[ends],
         np.maximum.reduceat(drawdown, starts),
+        regimes[ends],
     )
+
+
+def _shade_regimes(ax: Any, times: np.ndarray, regimes: np.ndarray) -> None:
+    """Fill the panel's height over each regime's bars, one collection per regime present."""
+    from matplotlib.patches import Patch
+
+    handles = []
+    for name, colour in REGIME_COLOURS.items():
+        mine = regimes == name
+        if not mine.any():
+            continue
+        # Bar t's colour reaches to bar t + 1, so a regime of one bar still shows.
+        reach = mine | np.concatenate([[False], mine[:-1]])
+        ax.fill_between(
+            times, 0, 1, where=reach, step="pre", transform=ax.get_xaxis_transform(),
+            color=colour, alpha=0.45, linewidth=0, zorder=0,
+        )  # fmt: skip
+        handles.append(Patch(facecolor=colour, alpha=0.45, label=name))
+    ax.add_artist(ax.legend(handles=handles, loc="lower right", fontsize=7, ncol=3, title=None))
 
 
 # Log-axis labels per decade, finer when equity spans less: never a lone "1.0" on the axis.
@@ -68,22 +104,31 @@ def equity_curve_png(
     equity: np.ndarray,
     buy_hold: np.ndarray,
     title: str,
+    regimes: np.ndarray | None = None,
     width: float = 9.0,
     height: float = 5.0,
 ) -> bytes:
-    """Two stacked panels sharing time: equity vs buy and hold , drawdown in percent."""
+    """Two stacked panels sharing time: equity vs buy and hold (shaded by each bar's regime when
+    `regimes` is given), drawdown in percent."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
     drawdown = 1.0 - equity / np.maximum.accumulate(equity)
-    timestamps, equity, buy_hold, drawdown = _decimate(timestamps, equity, buy_hold, drawdown)
+    labels = np.full(len(equity), "", dtype=object) if regimes is None else np.asarray(regimes)
+    if len(labels) != len(equity):
+        raise ValueError(f"{len(labels)} regime labels for {len(equity)} bars")
+    timestamps, equity, buy_hold, drawdown, labels = _decimate(
+        timestamps, equity, buy_hold, drawdown, labels
+    )
     times = timestamps.astype("datetime64[s]").astype(object)
     fig, (top, bottom) = plt.subplots(
         2, 1, figsize=(width, height), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
     try:
+        if regimes is not None:
+            _shade_regimes(top, times, labels)
         top.plot(times, equity, label="strategy", color="#1f77b4", linewidth=1.2)
         top.plot(times, buy_hold, label="buy and hold", color="#7f7f7f", linewidth=1.0, alpha=0.8)
         _equity_axis(top)
@@ -167,12 +212,16 @@ def equity_curves_png(
         for (label, equity), colour in zip(curves.items(), COMPARE_COLOURS, strict=False):
             drawdown = 1.0 - equity / np.maximum.accumulate(equity)
             reference = buy_hold if buy_hold is not None else equity
-            times, equity, _, drawdown = _decimate(timestamps, equity, reference, drawdown)
+            no_regimes = np.zeros(len(equity))
+            times, equity, _, drawdown, _ = _decimate(
+                timestamps, equity, reference, drawdown, no_regimes
+            )
             times = times.astype("datetime64[s]").astype(object)
             top.plot(times, equity, label=label, color=colour, linewidth=1.2)
             bottom.plot(times, -100 * drawdown, color=colour, linewidth=0.9)
         if buy_hold is not None:
-            times, held, _, _ = _decimate(timestamps, buy_hold, buy_hold, np.zeros(len(buy_hold)))
+            zeros = np.zeros(len(buy_hold))
+            times, held, _, _, _ = _decimate(timestamps, buy_hold, buy_hold, zeros, zeros)
             top.plot(times.astype("datetime64[s]").astype(object), held, label="buy and hold",
                      color="#7f7f7f", linewidth=1.0, linestyle="--")  # fmt: skip
         _equity_axis(top)

@@ -42,8 +42,24 @@ class PromotionPolicyForm(forms.ModelForm):
         model = PromotionPolicy
         fields = (
             "model_type", "min_sharpe", "min_win_rate", "min_profit_factor", "max_drawdown",
-            "min_trades", "min_dsr", "auto_promote", "fee", "eval_fraction",
+            "min_trades", "min_dsr", "regime_min_bars", "regime_max_loss", "auto_promote", "fee",
+            "eval_fraction",
         )  # fmt: skip
+
+    def clean_regime_max_loss(self) -> float | None:
+        value = self.cleaned_data["regime_max_loss"]
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise forms.ValidationError("A regime's loss is a fraction in [0, 1]: 0.05 is 5 %.")
+        return value
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        bars, loss = cleaned.get("regime_min_bars"), cleaned.get("regime_max_loss")
+        if (bars is None) != (loss is None) and not self.errors:
+            raise forms.ValidationError(
+                "The regime gate needs both its minimum bars and its maximum loss (or neither)."
+            )
+        return cleaned
 
     def clean_max_drawdown(self) -> float:
         value = self.cleaned_data["max_drawdown"]

@@ -24,7 +24,23 @@ class PromotionPolicy(models.Model):
     max_drawdown = models.FloatField(default=0.15)
     min_trades = models.PositiveIntegerField(default=50)
     min_dsr = models.FloatField(
-        null=True, blank=True, help_text="Require a deflated Sharpe ratio of at least this (0..1)."
+        null=True,
+        blank=True,
+        default=0.95,  # training.promotion.gates.DEFAULT_MIN_DSR
+        help_text="Require a deflated Sharpe ratio of at least this (0..1) when the evaluation "
+        "has more than one trial; empty: not required.",
+    )
+    regime_min_bars = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Regime gate: regimes with at least this many bars in the window are judged "
+        "(with regime max loss; empty: off).",
+    )
+    regime_max_loss = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Regime gate: fail when a judged regime's total return is below minus this "
+        "(0.05: loses more than 5 %; empty: off).",
     )
     auto_promote = models.BooleanField(default=True)
     fee = models.FloatField(default=0.0005, help_text="Cost per unit of turnover (5 bps = 0.0005).")
@@ -35,6 +51,16 @@ class PromotionPolicy(models.Model):
         db_table = "registry_promotionpolicy"
         verbose_name_plural = "promotion policies"
         constraints = [
+            models.CheckConstraint(
+                condition=Q(regime_max_loss__isnull=True)
+                | (Q(regime_max_loss__gte=0.0) & Q(regime_max_loss__lte=1.0)),
+                name="policy_regime_max_loss_0_1",
+            ),
+            models.CheckConstraint(
+                condition=Q(regime_min_bars__isnull=True, regime_max_loss__isnull=True)
+                | Q(regime_min_bars__isnull=False, regime_max_loss__isnull=False),
+                name="policy_regime_gate_both_or_neither",
+            ),
             models.CheckConstraint(
                 condition=Q(eval_fraction__gt=0.0) & Q(eval_fraction__lt=1.0),
                 name="policy_eval_fraction_0_1",

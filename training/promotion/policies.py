@@ -28,6 +28,8 @@ def evaluation_policy_for(model_type: str, *, auto_promote_default: bool) -> Eva
             max_drawdown=policy.max_drawdown,
             min_trades=policy.min_trades,
             min_dsr=policy.min_dsr,
+            regime_min_bars=policy.regime_min_bars,
+            regime_max_loss=policy.regime_max_loss,
         ),
         auto_promote=policy.auto_promote and auto_promote_default,
         fee=policy.fee,

@@ -35,6 +35,20 @@ The payloads are the REST bodies of /clm/events/<event_type>:
     manual_training       {"model_type", "symbol", "timeframe", "params", "seed",
                            "window_start", "window_end"} as POST /clm/train
 
+Bars arrive the same way: event type `bars` (routing key "bars" or "bars.<anything>", e.g.
+"bars.BTCUSDT.1h"), payload the body of POST /clm/bars:
+
+    bars                  {"symbol": str, "timeframe": str,
+                           "bars": [{"timestamp", "open", "high", "low", "close", "volume"}, ...]
+                                   or [[timestamp, open, high, low, close, volume], ...],
+                           "tz": str (optional), "columns": str (optional), ...}
+                          or {"symbol", "timeframe", "csv": "<the text of a CSV file>"}
+
+A batch is read by training.data.ingest and upserted by (symbol, timeframe, timestamp) in one
+transaction: all of it or none, and a batch sent twice changes nothing. A refused batch (bad rows,
+unknown columns, a spacing that contradicts the timeframe) is recorded as a `rejected` TriggerRecord
+whose reason lists the bad rows by number; nothing of it is stored.
+
 Each message is acknowledged once handled. A malformed one (not JSON, unknown type, invalid fields,
 unknown model) is acknowledged too, and recorded as a `rejected` TriggerRecord with its reason: it
 can never succeed, so it is not redelivered. Only a database outage requeues a message.
@@ -53,8 +67,10 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, transaction
 from kombu import Connection, Consumer, Exchange, Producer, Queue, binding
 
+from clm_project.exceptions import InvalidInput
 from registry import services
 from registry.models import OutboxEvent
+from training.data.bars import bars_ingest
 from training.models import TriggerSource
 from training.retraining import triggers
 from training.retraining.triggers import Origin, TriggerResult, storable
@@ -68,6 +84,7 @@ INCOMING_EVENT_TYPES = (
     "regime_change",
     "manual_training",
 )
+BARS_EVENT = "bars"
 RELAY_BATCH_SIZE = 500
 RELAY_MAX_BATCHES = 100
 CONNECT_TIMEOUT_S = 2.0
@@ -83,7 +100,9 @@ def incoming_queue() -> Queue:
     exchange = events_exchange()
     return Queue(
         settings.CLM_EVENTS_INCOMING_QUEUE,
-        bindings=[binding(exchange, routing_key=f"{t}.#") for t in INCOMING_EVENT_TYPES],
+        bindings=[
+            binding(exchange, routing_key=f"{t}.#") for t in (*INCOMING_EVENT_TYPES, BARS_EVENT)
+        ],
         durable=True,
     )
 
@@ -298,7 +317,39 @@ def message_receive(*, body: bytes | str, routing_key: str) -> list[TriggerResul
         requested_by=sender[:150] if isinstance(sender, str) else "",
         context={"occurred_at": str(envelope.get("occurred_at") or "")},
     )
+    if event_type == BARS_EVENT:
+        return bars_receive(data=data, origin=origin)
     return event_receive(event_type=event_type, data=data, origin=origin)
+
+
+def bars_receive(*, data: dict[str, Any], origin: Origin) -> list[TriggerResult]:
+    """Store a batch of bars from the broker; a refused batch is recorded as rejected, with the
+    reasons of POST /clm/bars (the same serializer and parser), and nothing of it is stored."""
+    from training.data.api import BarsBatchSerializer, BarsOptionsSerializer
+
+    csv = data.get("csv")
+    serializer = (BarsOptionsSerializer if isinstance(csv, str) else BarsBatchSerializer)(data=data)
+    try:
+        if not serializer.is_valid():
+            raise InvalidInput(_error_sentence(storable(serializer.errors)))
+        options = dict(serializer.validated_data)
+        if isinstance(csv, str):
+            options["body"] = csv.encode()
+        else:
+            options["rows"] = options.pop("bars")
+        stored, _ = bars_ingest(**options)
+    except InvalidInput as exc:  # BarImportError is one: bad rows, columns, options
+        summary = {k: storable(data.get(k)) for k in ("symbol", "timeframe") if k in data}
+        payload = {**summary, **storable(exc.extra)}
+        rejected = triggers.trigger_rejected(
+            origin=origin, event_type=BARS_EVENT, code="invalid", text=exc.message, payload=payload
+        )
+        return [rejected]
+    logger.info(
+        "bars from the broker: %s %s, %d rows (%d new, %d replaced)",
+        stored.symbol, stored.timeframe, stored.rows, stored.inserted, stored.updated,
+    )  # fmt: skip
+    return []
 
 
 def _malformed(origin: Origin, event_type: str, text: str, body: bytes | str) -> TriggerResult:

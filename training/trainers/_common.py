@@ -12,6 +12,7 @@ import json
 import platform
 import time
 import zipfile
+import zlib
 from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -134,19 +135,50 @@ def library_versions(*modules: str) -> dict[str, str]:
 
 @contextmanager
 def torch_threads(n: int) -> Iterator[None]:
-    """Run torch on `n` intra-op threads for one call, then restore the process setting.
+    """Run torch on `n` intra-op threads with deterministic algorithms for one call, then restore
+    the process settings.
 
     The networks here are small: on 2 shared cores, thread hand-offs cost more than they gain
     (a DQN fit measured 9x more CPU time on 2 threads than on 1 while another job was running).
+    Deterministic algorithms make a retrain with the same data, params and seed give the same
+    weights, hence the same artifact bytes (`warn_only`: an op without a deterministic kernel
+    warns rather than failing the job).
     """
     import torch
 
     before = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.set_num_threads(n)
+    torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+# Every zip entry carries this time (the earliest a zip can record) and these permissions, so an
+# artifact's bytes depend on its contents only.
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+_ZIP_MODE = 0o644 << 16
+
+
+def deterministic_zip(entries: dict[str, bytes]) -> bytes:
+    """A deflated zip of `entries` in name order with fixed timestamps and attributes.
+
+    zipfile stamps each entry with the time it was written, so the same model saved twice would
+    otherwise differ in its bytes and its sha256.
+    """
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in sorted(entries):
+            info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = 3  # Unix, whatever the host
+            info.external_attr = _ZIP_MODE
+            archive.writestr(info, entries[name])
+    return buffer.getvalue()
 
 
 class BaseTrainer(Trainer):
@@ -217,12 +249,10 @@ class BaseTrainer(Trainer):
             "libraries": library_versions(*self.libraries),
             "state": self._state(),
         }
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr(_META, json.dumps(meta, sort_keys=True))
-            for name, payload in self._files().items():
-                archive.writestr(name, payload)
-        return buffer.getvalue()
+        files = self._files()
+        if _META in files:
+            raise TrainerError(f"{self.model_type} payload may not be named {_META}")
+        return deterministic_zip({_META: json.dumps(meta, sort_keys=True).encode(), **files})
 
     @classmethod
     def loads(cls, blob: bytes) -> BaseTrainer:
@@ -231,7 +261,7 @@ class BaseTrainer(Trainer):
             with zipfile.ZipFile(io.BytesIO(blob)) as archive:
                 meta = json.loads(archive.read(_META))
                 files = {name: archive.read(name) for name in archive.namelist() if name != _META}
-        except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError) as exc:
+        except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, TypeError, OSError) as exc:
             raise TrainerError(f"not a readable {cls.model_type} artifact: {exc}") from exc
         if not isinstance(meta, dict) or meta.get("format") != ARTIFACT_FORMAT:
             raise TrainerError(f"not a {ARTIFACT_FORMAT} artifact")
@@ -411,7 +441,7 @@ class SignClassifierTrainer(BaseTrainer):
         metrics["fit_seconds"] = time.perf_counter() - started
         return metrics
 
-    def positions(self, data: Dataset, window: slice) -> np.ndarray:
+    def _positions(self, data: Dataset, window: slice) -> np.ndarray:
         rows = self._window_rows(data, window)
         x = data.features[rows.start : rows.stop]
         ok = finite_rows(x)

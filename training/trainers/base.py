@@ -37,13 +37,19 @@ class Trainer(ABC):
     def fit(self, data: Dataset, train: slice) -> dict[str, float]:
         """Fit on rows `train` of `data` (labels inside it are usable); return training metrics."""
 
-    @abstractmethod
     def positions(self, data: Dataset, window: slice) -> np.ndarray:
         """Target positions in [-1, 1] for each row of `window`.
 
         The position for row t may use features and bars up to t only (history before the window is
-        allowed, labels never).
+        allowed, labels never). The family's `_positions` gets `data` with its labels hidden, so
+        every caller (evaluation, production comparison, shadow, monitors, fitness) is covered and
+        a family that reads a label fails with LabelsHidden instead of scoring on the future.
         """
+        return self._positions(data.unlabelled(), window)
+
+    @abstractmethod
+    def _positions(self, data: Dataset, window: slice) -> np.ndarray:
+        """`positions` of this family, on data without labels."""
 
     @abstractmethod
     def dumps(self) -> bytes:

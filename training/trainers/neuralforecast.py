@@ -223,7 +223,7 @@ class _NeuralForecastTrainer(BaseTrainer):
         metrics["fit_seconds"] = time.perf_counter() - started
         return metrics
 
-    def positions(self, data: Dataset, window: slice) -> np.ndarray:
+    def _positions(self, data: Dataset, window: slice) -> np.ndarray:
         rows = self._window_rows(data, window)
         with torch_threads(self.params["torch_threads"]):
             signal = self._signal(data, rows.start, rows.stop) / self._signal_std

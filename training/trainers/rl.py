@@ -22,7 +22,9 @@ path actually taken from flat. stable-baselines3 and torch are imported inside t
 from __future__ import annotations
 
 import io
+import json
 import time
+import zipfile
 from abc import abstractmethod
 from typing import Any
 
@@ -30,11 +32,19 @@ import gymnasium as gym
 import numpy as np
 
 from training.data.dataset import Dataset
-from training.trainers._common import BaseTrainer, Param, defaults, finite_rows, torch_threads
+from training.trainers._common import (
+    BaseTrainer,
+    Param,
+    defaults,
+    deterministic_zip,
+    finite_rows,
+    torch_threads,
+)
 
 POSITIONS = (0.0, 1.0, -1.0)  # by action: flat, long, short
 _OBS_CLIP = 10.0
 _MAX_REPLAY = 1_000_000  # transitions; the whole default run fits, a huge one stays bounded
+_UNREPRODUCIBLE = ("start_time", "ep_info_buffer", "ep_success_buffer")
 
 
 class TradingEnv(gym.Env):
@@ -201,7 +211,7 @@ class _SB3Trainer(BaseTrainer):
             path[t] = POSITIONS[held]
         return path
 
-    def positions(self, data: Dataset, window: slice) -> np.ndarray:
+    def _positions(self, data: Dataset, window: slice) -> np.ndarray:
         rows = self._window_rows(data, window)
         x = data.features[rows.start : rows.stop]
         ok = finite_rows(x)
@@ -213,8 +223,13 @@ class _SB3Trainer(BaseTrainer):
 
     def _files(self) -> dict[str, bytes]:
         buffer = io.BytesIO()
-        self._model.save(buffer)
-        return {"sb3.zip": buffer.getvalue()}
+        # When the fit started and the recent episodes' wall-clock times: not needed to act, and
+        # different on every run, so a retrain would never reproduce the artifact's bytes.
+        self._model.save(buffer, exclude=list(_UNREPRODUCIBLE))
+        with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as saved:
+            entries = {name: saved.read(name) for name in saved.namelist()}
+        entries["data"] = _reproducible_data(entries["data"])
+        return {"sb3.zip": deterministic_zip(entries)}
 
     def _restore(self, state: dict[str, Any], files: dict[str, bytes]) -> None:
         self._mean = np.asarray(state["mean"], dtype=np.float64)
@@ -222,6 +237,20 @@ class _SB3Trainer(BaseTrainer):
         self._model = self._algorithm().load(
             io.BytesIO(files["sb3.zip"]), device=self.params["device"]
         )
+
+
+def _reproducible_data(data: bytes) -> bytes:
+    """stable-baselines3's `data` entry without the parts that differ between processes.
+
+    Next to each pickled object (":serialized:", all that loading reads) it writes the object's
+    attributes as text for a human reader; those include memory addresses ("<function ... at
+    0x7f...>"), so they are dropped.
+    """
+    items = json.loads(data)
+    for key, item in items.items():
+        if isinstance(item, dict) and ":serialized:" in item:
+            items[key] = {k: item[k] for k in (":type:", ":serialized:") if k in item}
+    return json.dumps(items, indent=4, sort_keys=True).encode()
 
 
 class RLv3Trainer(_SB3Trainer):

@@ -32,6 +32,7 @@ def test_csv_import_and_load_round_trip(tmp_path):
     out = StringIO()
     call_command("import_bars", str(path), symbol="btcusdt", timeframe="1h", stdout=out)
     assert "imported 3 bars of BTCUSDT 1h (3 new, 0 replaced)" in out.getvalue()
+    assert "timestamps: ISO 8601 with offsets, converted to UTC" in out.getvalue()
     bars = load_bars("BTCUSDT", "1h")
     np.testing.assert_allclose(bars.close, [100.5, 101.5, 101.0])
     assert bars.timestamp[0] == np.datetime64("2024-01-01T00:00:00")
@@ -66,20 +67,89 @@ def test_bad_rows_are_reported_by_line_and_nothing_is_imported(tmp_path):
     assert Bar.objects.count() == 0
 
 
+YAHOO_DAILY = """Date,Open,High,Low,Close,Adj Close,Volume
+2024-01-02,187.15,188.44,183.89,185.64,184.94,82488700
+2024-01-03,184.22,185.88,183.43,184.25,183.55,58414500
+2024-01-04,182.15,183.09,180.88,181.91,181.22,71983600
+2024-01-05,181.99,182.76,180.17,181.18,180.49,62303300
+2024-01-08,182.09,185.60,181.50,185.56,184.85,59144500
+"""
+
+
+@pytest.mark.django_db
+def test_import_a_yahoo_export_in_its_exchange_time_zone(tmp_path):
+    path = write(tmp_path, "AAPL.csv", YAHOO_DAILY)
+    out = StringIO()
+    call_command(
+        "import_bars", str(path), symbol="AAPL", timeframe="1d", tz="America/New_York", stdout=out
+    )
+    text = out.getvalue()
+    assert "imported 5 bars of AAPL 1d (5 new, 0 replaced)" in text
+    assert "naive, read in America/New_York, converted to UTC" in text
+    assert "columns: timestamp='Date', open='Open'" in text
+    bars = load_bars("AAPL", "1d")
+    assert bars.timestamp[0] == np.datetime64("2024-01-02T05:00:00")  # midnight in New York
+    np.testing.assert_allclose(bars.close, [185.64, 184.25, 181.91, 181.18, 185.56])
+
+
+@pytest.mark.django_db
+def test_naive_timestamps_are_said_to_be_utc(tmp_path):
+    path = write(tmp_path, "naive.csv", GOOD_CSV.replace("Z", ""))
+    out = StringIO()
+    call_command("import_bars", str(path), symbol="X", timeframe="1h", stdout=out)
+    assert "naive, read as UTC (pass --tz to change)" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_import_binance_klines_and_a_columns_override(tmp_path):
+    klines = "".join(
+        f"{1704067200000 + i * 3_600_000},100,101,99,100.5,10,{1704070799999 + i * 3_600_000},"
+        "1005,42,5,500,0\n"
+        for i in range(4)
+    )
+    out = StringIO()
+    call_command(
+        "import_bars", str(write(tmp_path, "k.csv", klines)), symbol="BTCUSDT", timeframe="1h",
+        stdout=out,
+    )  # fmt: skip
+    assert "Binance klines" in out.getvalue() and "epoch milliseconds" in out.getvalue()
+    assert len(load_bars("BTCUSDT", "1h")) == 4
+    odd = write(tmp_path, "odd.csv", "When,Last,Qty\n2024-01-01,10,1\n2024-01-02,11,1\n")
+    with pytest.raises(CommandError) as refused:
+        call_command("import_bars", str(odd), symbol="ODD", timeframe="1d")
+    message = str(refused.value)
+    assert "columns found: 'When', 'Last', 'Qty'" in message
+    assert "missing: timestamp, open, high, low, close, volume" in message
+    assert "--columns" in message
+    call_command(
+        "import_bars", str(odd), symbol="ODD", timeframe="1d", stdout=StringIO(),
+        columns="timestamp=When,open=Last,high=Last,low=Last,close=Last,volume=Qty",
+    )  # fmt: skip
+    np.testing.assert_allclose(load_bars("ODD", "1d").close, [10, 11])
+
+
+@pytest.mark.django_db
+def test_import_refuses_a_timeframe_the_spacing_contradicts(tmp_path):
+    path = write(tmp_path, "bars.csv", GOOD_CSV)
+    with pytest.raises(CommandError, match=r"1h apart .* but --timeframe is 4h"):
+        call_command("import_bars", str(path), symbol="BTCUSDT", timeframe="4h")
+    assert Bar.objects.count() == 0
+
+
 @pytest.mark.django_db
 def test_parquet_import(tmp_path):
     frame = pd.read_csv(StringIO(GOOD_CSV))
     path = tmp_path / "bars.parquet"
     frame.to_parquet(path)
-    call_command("import_bars", str(path), symbol="ETHUSDT", timeframe="4h", stdout=StringIO())
-    assert len(load_bars("ETHUSDT", "4h")) == 3
+    call_command("import_bars", str(path), symbol="ETHUSDT", timeframe="1h", stdout=StringIO())
+    assert len(load_bars("ETHUSDT", "1h")) == 3
 
 
 @pytest.mark.django_db
 def test_import_rejects_missing_columns_and_unknown_files(tmp_path):
-    with pytest.raises(CommandError, match="missing columns volume"):
+    with pytest.raises(CommandError, match="missing: volume"):
         call_command(
-            "import_bars", str(write(tmp_path, "x.csv", "timestamp,open,high,low,close\n")),
+            "import_bars", str(write(tmp_path, "x.csv", "timestamp,open,high,low,close\n1,2,3,1,")),
             symbol="X", timeframe="1h",
         )  # fmt: skip
     with pytest.raises(CommandError, match="no such file"):

@@ -49,4 +49,5 @@ def test_the_compare_page_shows_curves_on_the_common_window(admin_client, versio
     assert page.status_code == 200
     assert 'id="common-window"' in html and 'id="compare-curves"' in html
     assert "data:image/png;base64," in html
+    assert 'id="compare-regimes"' in html and "Sharpe " in html  # the pipeline's regime slices
     assert '<tr class="differs"><th>max_depth</th><td>2</td><td>4</td></tr>' in html

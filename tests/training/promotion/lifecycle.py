@@ -43,7 +43,7 @@ class RuleTrainer(Trainer):
     def fit(self, data: Dataset, train: slice) -> dict[str, float]:
         return {}
 
-    def positions(self, data: Dataset, window: slice) -> np.ndarray:
+    def _positions(self, data: Dataset, window: slice) -> np.ndarray:
         close = data.bars.close
         rows = np.arange(window.start, window.stop)
         if self.params["flat"]:

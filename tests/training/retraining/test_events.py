@@ -288,7 +288,8 @@ def test_every_worker_consumes_the_incoming_queue(settings):
         [queue] = consumer.queues
         assert queue.name == "clm.incoming" and queue.durable
         assert sorted(b.routing_key for b in queue.bindings) == [
-            "drift_detected.#", "manual_training.#", "performance_degraded.#", "regime_change.#",
+            "bars.#", "drift_detected.#", "manual_training.#", "performance_degraded.#",
+            "regime_change.#",
         ]  # fmt: skip
         settings.CLM_EVENTS_CONSUME = False
         assert IncomingEventsStep(parent=None).get_consumers(conn.channel()) == []

@@ -13,7 +13,9 @@ from scipy.stats import ks_2samp
 from registry import services
 from registry.artifacts import artifact_load
 from registry.models import JobStatus, ModelStatus, TrainingJob
+from tests.training.evaluation.test_stats import clopper_pearson
 from training.data.bars import bars_frame, bars_import, load_bars
+from training.data.dataset import Bars
 from training.data.features import build_dataset, validate_feature_spec
 from training.data.synthetic import generate_bars
 from training.evaluation.backtest import PERIODS_PER_YEAR, backtest
@@ -21,7 +23,7 @@ from training.models import RetrainPolicy, TriggerRecord
 from training.pipeline import run_job
 from training.promotion.models import PromotionPolicy
 from training.retraining.monitors import services as monitors
-from training.retraining.monitors.drift import PSI_FLOOR, feature_drift
+from training.retraining.monitors.drift import PSI_FLOOR, autocorrelation_time, feature_drift
 from training.retraining.monitors.performance import live_performance, rolling_sharpe
 from training.retraining.monitors.regime import RegimeParams, classify_regime
 from training.tasks import monitor_drift, monitor_regime
@@ -40,7 +42,8 @@ def test_windows_from_one_distribution_do_not_drift():
 
 
 def test_psi_matches_a_hand_computation():
-    reference = np.arange(100.0).reshape(-1, 1)  # deciles: 10 rows in each bin
+    # Deciles: 10 rows in each bin; shuffled, so the rows are not one long trend.
+    reference = np.random.default_rng(3).permutation(np.arange(100.0)).reshape(-1, 1)
     current = np.array([95.0, 96, 97, 98, 99] * 4).reshape(-1, 1)  # all in the top bin
     [feature] = feature_drift(reference, current, ["x"]).features
     expected = 9 * (PSI_FLOOR - 0.1) * math.log(PSI_FLOOR / 0.1) + (1 - 0.1) * math.log(1 / 0.1)
@@ -57,7 +60,12 @@ def test_ks_matches_scipy_with_unequal_sizes_and_ties():
     for j, feature in enumerate(result.features):
         expected = ks_2samp(reference[:, j], current[:, j]).statistic
         assert feature.ks == pytest.approx(expected, abs=1e-12)
-        assert feature.ks_pvalue == pytest.approx(kolmogorov(np.sqrt(900 * 400 / 1300) * expected))
+        # Independent rows: the effective sizes are (nearly) the row counts.
+        tau = feature.autocorrelation_time
+        assert 1.0 <= tau < 1.5
+        n_eff, m_eff = 900 / tau, 400 / tau
+        effective = np.sqrt(n_eff * m_eff / (n_eff + m_eff))
+        assert feature.ks_pvalue == pytest.approx(kolmogorov(effective * expected))
 
 
 def test_a_feature_drifts_only_when_psi_is_large_and_ks_significant():
@@ -78,6 +86,78 @@ def test_incomplete_rows_are_left_out_and_shapes_checked():
         feature_drift(reference, rng.normal(size=(100, 3)), ["a", "b"])
     with pytest.raises(ValueError, match="complete rows"):
         feature_drift(np.full((10, 2), np.nan), rng.normal(size=(100, 2)), ["a", "b"])
+
+
+def test_autocorrelation_time_of_an_ar1_series_matches_its_formula():
+    # For x_t = phi x_{t-1} + e_t the indicator of x_t <= median has (for a Gaussian AR(1))
+    # lag-k correlation (2 / pi) arcsin(phi^k); summed, tau is about 3.2 at phi = 0.6.
+    rng = np.random.default_rng(4)
+    phi, n = 0.6, 40_000
+    x = np.empty(n)
+    x[0] = rng.normal()
+    noise = rng.normal(size=n) * math.sqrt(1 - phi**2)
+    for t in range(1, n):
+        x[t] = phi * x[t - 1] + noise[t]
+    expected = 1 + 2 * sum(2 / math.pi * math.asin(phi**k) for k in range(1, 200))
+    [tau] = autocorrelation_time(x.reshape(-1, 1))
+    assert tau == pytest.approx(expected, rel=0.1)
+    assert autocorrelation_time(rng.normal(size=(5_000, 1)))[0] == pytest.approx(1.0, abs=0.1)
+
+
+def _iid_market(n_bars: int, seed: int, *, vol_factor: float = 1.0, change_at: int = 0) -> Bars:
+    """Bars whose log returns are i.i.d. Student-t; volatility times `vol_factor` from change_at."""
+    rng = np.random.default_rng(seed)
+    sigma = np.full(n_bars, 0.003)
+    sigma[change_at:] *= vol_factor
+    returns = rng.standard_t(5, n_bars) * math.sqrt(3 / 5) * sigma
+    close = 30_000 * np.exp(np.cumsum(returns))
+    volume = 1_000 * np.exp(0.3 * rng.normal(size=n_bars))
+    stamps = np.datetime64("2024-01-01T00:00:00", "s") + np.arange(n_bars) * np.timedelta64(1, "h")
+    return Bars(timestamp=stamps, open=close, high=close, low=close, close=close, volume=volume)
+
+
+DRIFT_REFERENCE = 3_600  # a 150-day training window of 1h bars
+DRIFT_CURRENT = RetrainPolicy().drift_window_bars  # 500
+
+
+def _drift_readings(seeds: range, *, vol_factor: float = 1.0) -> np.ndarray:
+    """One drift reading per seed at the defaults: 3,600 reference rows, a 1,000-bar gap, then
+    the 500 current rows (in which volatility is `vol_factor` times the reference's). True where
+    the reading reaches the default policy's drift threshold."""
+    policy = RetrainPolicy()
+    lookback = validate_feature_spec(None)["lookback"]
+    n_bars = lookback + DRIFT_REFERENCE + 1_000 + DRIFT_CURRENT
+    alarms = []
+    for seed in seeds:
+        # The shift starts a look-back before the window, so every current row sees only it.
+        change_at = n_bars - DRIFT_CURRENT - lookback
+        dataset = build_dataset(
+            _iid_market(n_bars, seed, vol_factor=vol_factor, change_at=change_at)
+        )
+        result = feature_drift(
+            dataset.features[lookback : lookback + DRIFT_REFERENCE],
+            dataset.features[-DRIFT_CURRENT:],
+            dataset.feature_names,
+            psi_threshold=policy.psi_threshold,
+            ks_alpha=policy.ks_alpha,
+        )
+        alarms.append(result.drift_score >= policy.drift_threshold)
+    return np.array(alarms)
+
+
+def test_drift_holds_its_false_alarm_rate_on_a_stationary_market():
+    # i.i.d. returns: nothing drifts. Without the effective sample size, 26 % of such readings
+    # raised drift (ma_dist_200 alone flagged 94 %). 300 readings: the 95 % Clopper-Pearson upper
+    # bound of the false-alarm rate must stay under 5 %.
+    alarms = _drift_readings(range(300))
+    _, high = clopper_pearson(int(alarms.sum()), len(alarms))
+    assert high < 0.05, f"{alarms.sum()} false alarms in {len(alarms)} readings"
+
+
+def test_drift_detects_a_doubling_of_volatility():
+    alarms = _drift_readings(range(1_000, 1_100), vol_factor=2.0)
+    low, _ = clopper_pearson(int(alarms.sum()), len(alarms))
+    assert low > 0.9, f"detected in {alarms.sum()} of {len(alarms)} readings"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,9 +253,9 @@ def test_drift_monitor_raises_drift_detected_when_the_market_changed():
     version = production_model("DRIFT", [("quiet", 3_000), ("volatile", 1_000)])
     report = monitors.drift_monitor_run(version=version)
     assert report.status == "ok" and report.drifted
-    assert report.drift_score == pytest.approx(11 / 13)
+    assert report.drift_score == pytest.approx(10 / 13)
     assert "vol_48" in report.drifted_features and set(report.features["vol_48"]) == {
-        "psi", "ks", "ks_pvalue", "drifted",
+        "psi", "ks", "ks_pvalue", "autocorrelation_time", "drifted",
     }  # fmt: skip
     assert report.n_current == 500 and report.current_start > version.train_end
     assert report.reference_end == version.train_end

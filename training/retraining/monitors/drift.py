@@ -1,17 +1,36 @@
 """Feature drift between a reference window (training) and a current window: PSI and KS per feature.
 
-Pure numpy/scipy, vectorized over features: 50 features x 10,000 rows take about 0.1 s.
+Pure numpy/scipy, vectorized over features. Both windows are rows in time order.
 
 - PSI over 10 bins at the reference deciles: sum over bins of (c - r) * ln(c / r), where r and c
   are the shares of reference and current rows in the bin (floored at 1e-4 so an empty bin counts
   as rare rather than impossible). Bins are right-closed, (e_i, e_i+1]. Repeated quantiles (a
   feature with few distinct values) make empty bins on both sides, which add nothing.
 - The two-sample Kolmogorov-Smirnov statistic D (the largest gap between the two empirical CDFs)
-  with its asymptotic p-value, the Kolmogorov distribution's tail at sqrt(n m / (n + m)) D (scipy's
-  finite-sample `kstwo` is 100x slower for the same answer to three digits at these sizes).
+  with its asymptotic p-value, the Kolmogorov distribution's tail at sqrt(n' m' / (n' + m')) D,
+  where n' and m' are the windows' effective sample sizes (below).
+- Effective sample size. The features are trailing-window statistics of one price path: ma_dist_200
+  at bar t and t+1 share 199 of their 200 bars, so 500 consecutive rows hold a handful of
+  independent values, not 500. With the plain sizes, KS calls that persistence a shift: on i.i.d.
+  returns, 3,600 reference rows against 500 current ones, ma_dist_200 "drifted" in 94 % of
+  readings and vol_48 in 76 %. Each window's size is therefore divided by the feature's integrated
+  autocorrelation time tau = 1 + 2 sum_k rho_k (n' = n / tau, m' = m / tau). KS compares empirical
+  CDFs, whose noise at a value x is that of the indicator series 1{x_t <= x}, so tau is that of
+  the indicators at the reference quartiles (the largest of the three), summed over lags up to
+  Sokal's automatic window (the first M with M >= 5 tau(M)). It is estimated on the reference
+  window only (its last TAU_ROWS rows): it is the longer one, and the current window is assumed
+  to move the same way (a shift in level or scale changes the distribution, not how fast the
+  feature forgets). This was
+  chosen over block subsampling (which throws away rows) and over testing the features'
+  innovations (which needs a model of each feature and no longer tests the values a model sees).
 - A feature has drifted when its PSI reaches `psi_threshold` AND the KS p-value is below
   `ks_alpha`: PSI says the change is large enough to matter, KS that it is not the noise of a small
-  window. The drift score is the share of drifted features.
+  window. The drift score is the share of drifted features. PSI is left uncorrected: it is a
+  size criterion, and the corrected KS alone already bounds the false alarms.
+
+Measured over 2,000 seeded readings at the defaults (3,600 reference rows, 500 current rows, drift
+threshold 0.3; see docs/evaluation.md): on i.i.d. returns 0.15 % of readings raised drift (26 %
+before the correction); after a doubling of volatility 100 % did, after a 1.5x change 37 %.
 """
 
 from __future__ import annotations
@@ -25,6 +44,11 @@ from scipy.special import kolmogorov
 PSI_BINS = 10
 PSI_FLOOR = 1e-4
 MIN_ROWS = 2
+SOKAL_WINDOW = 5.0
+# tau is estimated on the most recent reference rows only: 4,096 rows pin down the autocorrelation
+# times these features have (up to a few hundred bars), and the FFT over a 10,000-row reference
+# would cost several times the rest of the test.
+TAU_ROWS = 4_096
 
 
 @dataclass(frozen=True)
@@ -33,6 +57,7 @@ class FeatureDrift:
     psi: float
     ks: float
     ks_pvalue: float
+    autocorrelation_time: float
     drifted: bool
 
     def as_dict(self) -> dict[str, float | bool]:
@@ -40,6 +65,7 @@ class FeatureDrift:
             "psi": self.psi,
             "ks": self.ks,
             "ks_pvalue": self.ks_pvalue,
+            "autocorrelation_time": self.autocorrelation_time,
             "drifted": self.drifted,
         }
 
@@ -72,7 +98,7 @@ def feature_drift(
     """Drift of each column of `current` (rows x features) against the same column of `reference`.
 
     Rows with a non-finite value are left out (feature rows are either complete or empty, see
-    training.data.features).
+    training.data.features, so the rows left stay consecutive).
     """
     reference = _finite_rows(reference, "reference")
     current = _finite_rows(current, "current")
@@ -89,7 +115,9 @@ def feature_drift(
     cur = np.sort(np.ascontiguousarray(current.T), axis=1)
     psi = _psi(ref, cur, bins)
     ks = _ks(ref, cur)
-    pvalue = np.clip(kolmogorov(np.sqrt(n * m / (n + m)) * ks), 0.0, 1.0)
+    tau = autocorrelation_time(reference[-TAU_ROWS:])
+    n_eff, m_eff = n / tau, m / tau
+    pvalue = np.clip(kolmogorov(np.sqrt(n_eff * m_eff / (n_eff + m_eff)) * ks), 0.0, 1.0)
     drifted = (psi >= psi_threshold) & (pvalue < ks_alpha)
     features = [
         FeatureDrift(
@@ -97,11 +125,38 @@ def feature_drift(
             psi=float(psi[j]),
             ks=float(ks[j]),
             ks_pvalue=float(pvalue[j]),
+            autocorrelation_time=float(tau[j]),
             drifted=bool(drifted[j]),
         )
         for j, name in enumerate(names)
     ]
     return DriftResult(features=features, n_reference=n, n_current=m)
+
+
+def autocorrelation_time(rows: np.ndarray) -> np.ndarray:
+    """Each column's integrated autocorrelation time as KS sees it, at least 1 (see the module).
+
+    `rows` is (rows x features) in time order.
+    """
+    n = len(rows)
+    sorted_columns = np.sort(rows.T, axis=1)
+    quartiles = sorted_columns[:, [(n - 1) // 4, (n - 1) // 2, 3 * (n - 1) // 4]]
+    # (features, 3, rows): the indicator series at each quartile, centred.
+    indicators = (rows.T[:, None, :] <= quartiles[:, :, None]).astype(np.float64)
+    indicators -= indicators.mean(axis=2, keepdims=True)
+    spectrum = np.fft.rfft(indicators, n=2 * n, axis=2)
+    acov = np.fft.irfft(spectrum * np.conj(spectrum), n=2 * n, axis=2)[:, :, :n]
+    variance = acov[:, :, :1]
+    # A constant indicator (a quartile at the extreme of a discrete feature) carries no noise.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.where(variance > 0, acov / np.where(variance > 0, variance, 1.0), 0.0)
+    taus = 1.0 + 2.0 * np.cumsum(rho[:, :, 1:], axis=2)  # tau(M) for M = 1 .. n-1
+    lags = np.arange(1, n)
+    inside = lags >= SOKAL_WINDOW * taus
+    # The first lag where the window is wide enough; the longest one if none is.
+    first = np.where(inside.any(axis=2), inside.argmax(axis=2), n - 2)
+    tau = np.take_along_axis(taus, first[:, :, None], axis=2)[:, :, 0]
+    return np.clip(tau.max(axis=1), 1.0, n / MIN_ROWS)
 
 
 def _finite_rows(values: np.ndarray, name: str) -> np.ndarray:

@@ -63,16 +63,24 @@ def regime_name(trend: str, volatility: str) -> str:
     return f"{trend}:{volatility}"
 
 
-def classify_regime(close: ArrayLike, params: RegimeParams | None = None) -> RegimeReading:
-    """The regime at the last bar of `close` (oldest first) and whether it is confirmed."""
-    params = params or RegimeParams()
-    close = np.asarray(close, dtype=np.float64)
-    if len(close) < params.min_bars:
-        raise ValueError(f"need at least {params.min_bars} bars to classify, got {len(close)}")
+UNCLASSIFIED = "unclassified"
+REGIMES: tuple[str, ...] = tuple(regime_name(t, v) for t in TRENDS for v in VOLATILITIES)
+
+
+@dataclass(frozen=True)
+class _States:
+    """Per-bar inputs of the classifier; index b is bar b of the close series (b = 0 has none)."""
+
+    t_stat: np.ndarray
+    vol_rank: np.ndarray
+    realized_vol: np.ndarray
+
+
+def _states(close: np.ndarray, params: RegimeParams) -> _States:
     if not (np.isfinite(close).all() and (close > 0).all()):
         raise ValueError("close prices must be finite and positive")
     returns = pd.Series(np.diff(np.log(close)))
-    vol = returns.rolling(params.vol_window).std().to_numpy()
+    vol = returns.rolling(params.vol_window).std()
     trend_rolling = returns.rolling(params.trend_window)
     with np.errstate(divide="ignore", invalid="ignore"):
         t_stat = (
@@ -81,25 +89,66 @@ def classify_regime(close: ArrayLike, params: RegimeParams | None = None) -> Reg
             * np.sqrt(params.trend_window)
         )
     t_stat = np.nan_to_num(t_stat, nan=0.0, posinf=0.0, neginf=0.0)
+    # Share of the last `history` finite volatilities at or below this one ("max" ranks ties up).
+    rank = vol.rolling(params.history, min_periods=1).rank(method="max", pct=True).to_numpy()
+    rank = np.nan_to_num(rank, nan=0.5)
+    # Shift by one bar: returns[i] is the move into bar i + 1.
+    return _States(
+        t_stat=np.concatenate([[0.0], t_stat]),
+        vol_rank=np.concatenate([[0.5], rank]),
+        realized_vol=np.concatenate([[np.nan], vol.to_numpy()]),
+    )
 
-    states = []
-    last = len(returns) - 1
-    for t in range(last - params.confirm_bars + 1, last + 1):
-        history = vol[max(0, t - params.history + 1) : t + 1]
-        history = history[np.isfinite(history)]
-        rank = float(np.mean(history <= vol[t])) if len(history) else 0.5
-        states.append((_trend(t_stat[t], params), _volatility(rank, params), rank))
-    trend, volatility, rank = states[-1]
-    stable = all((s[0], s[1]) == (trend, volatility) for s in states)
+
+def classify_regime(close: ArrayLike, params: RegimeParams | None = None) -> RegimeReading:
+    """The regime at the last bar of `close` (oldest first) and whether it is confirmed."""
+    params = params or RegimeParams()
+    close = np.asarray(close, dtype=np.float64)
+    if len(close) < params.min_bars:
+        raise ValueError(f"need at least {params.min_bars} bars to classify, got {len(close)}")
+    states = _states(close, params)
+    recent = [
+        (_trend(states.t_stat[b], params), _volatility(states.vol_rank[b], params))
+        for b in range(len(close) - params.confirm_bars, len(close))
+    ]
+    trend, volatility = recent[-1]
     return RegimeReading(
         regime=regime_name(trend, volatility),
         trend=trend,
         volatility=volatility,
-        stable=stable,
-        trend_t=float(t_stat[last]),
-        vol_rank=rank,
-        realized_vol=float(vol[last]),
+        stable=all(state == (trend, volatility) for state in recent),
+        trend_t=float(states.t_stat[-1]),
+        vol_rank=float(states.vol_rank[-1]),
+        realized_vol=float(states.realized_vol[-1]),
     )
+
+
+def regime_labels(close: ArrayLike, params: RegimeParams | None = None) -> np.ndarray:
+    """The regime of every bar of `close`, each from the bars up to it only (causal).
+
+    Bar b gets what `classify_regime(close[: b + 1])` reports as its regime (without the
+    confirmation, which is the monitor's concern); bars with less history than `min_bars` are
+    UNCLASSIFIED. One pass over the series: the rolling windows only look back.
+    """
+    params = params or RegimeParams()
+    close = np.asarray(close, dtype=np.float64)
+    labels = np.full(len(close), UNCLASSIFIED, dtype=object)
+    if len(close) < params.min_bars:
+        return labels
+    states = _states(close, params)
+    trend = np.where(
+        states.t_stat > params.trend_t,
+        "uptrend",
+        np.where(states.t_stat < -params.trend_t, "downtrend", "range"),
+    )
+    volatility = np.where(
+        states.vol_rank < params.low_quantile,
+        "low_vol",
+        np.where(states.vol_rank > params.high_quantile, "high_vol", "normal_vol"),
+    )
+    classified = slice(params.min_bars - 1, None)
+    labels[classified] = np.char.add(np.char.add(trend[classified], ":"), volatility[classified])
+    return labels
 
 
 def _trend(t_stat: float, params: RegimeParams) -> str:
