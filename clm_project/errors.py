@@ -19,7 +19,9 @@ def _is_api(request: HttpRequest) -> bool:
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     if _is_api(request):
-        return JsonResponse({"detail": "Bad request.", "code": "bad_request"}, status=400)
+        return JsonResponse(
+            {"detail": "Bad request.", "code": "bad_request", "errors": {}}, status=400
+        )
     return defaults.bad_request(request, exception)
 
 
@@ -27,7 +29,7 @@ def permission_denied(request: HttpRequest, exception: Exception) -> HttpRespons
     if _is_api(request):
         return JsonResponse(
             {"detail": "You do not have permission to perform this action.",
-             "code": "permission_denied"},
+             "code": "permission_denied", "errors": {}},
             status=403,
         )  # fmt: skip
     return defaults.permission_denied(request, exception)
@@ -35,11 +37,13 @@ def permission_denied(request: HttpRequest, exception: Exception) -> HttpRespons
 
 def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     if _is_api(request):
-        return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
+        return JsonResponse({"detail": "Not found.", "code": "not_found", "errors": {}}, status=404)
     return defaults.page_not_found(request, exception)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
     if _is_api(request):
-        return JsonResponse({"detail": "Server error.", "code": "server_error"}, status=500)
+        return JsonResponse(
+            {"detail": "Server error.", "code": "server_error", "errors": {}}, status=500
+        )
     return defaults.server_error(request)

@@ -51,13 +51,17 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, RequestDataTooBig):  # Django's own answer would be a plain-text 400
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return Response(
-            {"detail": f"Request body larger than {limit} bytes.", "code": "too_large"},
+            {
+                "detail": f"Request body larger than {limit} bytes.",
+                "code": "too_large",
+                "errors": {},
+            },
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
     if isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
-        return Response({"detail": str(exc), "code": "too_many_fields"}, status=400)
+        return Response({"detail": str(exc), "code": "too_many_fields", "errors": {}}, status=400)
     if isinstance(exc, DomainError):
-        body: dict[str, Any] = {"detail": exc.message, "code": exc.code, **exc.extra}
+        body: dict[str, Any] = {"detail": exc.message, "code": exc.code, "errors": {}, **exc.extra}
         if isinstance(exc, InvalidInput) and exc.field:
             body["errors"] = {exc.field: [exc.message]}
         return Response(body, status=exc.status_code)
@@ -74,5 +78,15 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
             "detail": "Invalid input.",
             "code": "invalid",
             "errors": detail if isinstance(detail, dict) else {"non_field_errors": detail},
+        }
+    elif response is not None and isinstance(exc, exceptions.APIException):
+        # One shape for every error (401, 403, 404, 405, 406, 415, 429...): detail, code, errors.
+        codes = exc.get_codes()
+        response.data = {
+            "detail": str(exc.detail)
+            if not isinstance(exc.detail, dict | list)
+            else exc.default_detail,
+            "code": codes if isinstance(codes, str) else exc.default_code,
+            "errors": {},
         }
     return response

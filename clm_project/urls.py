@@ -12,6 +12,7 @@ urlpatterns = [
     path("", include("training.retraining.api.urls")),
     path("", include("training.data.urls")),
     path("", include("training.promotion.api.urls")),
+    path("", include("training.serving.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path(

@@ -67,7 +67,9 @@ from training.data.bars import get_data_loader
 from training.data.dataset import Bars
 from training.data.prepare import MIN_BARS
 from training.evaluation.backtest import PERIODS_PER_YEAR
+from training.models import TriggerOutcome, TriggerSource
 from training.promotion.policies import evaluation_policy_for
+from training.retraining.triggers import Origin, trigger_training
 
 logger = logging.getLogger(__name__)
 
@@ -984,19 +986,20 @@ def candidate_select(
             StrategyCandidate.objects.select_for_update().defer("oos_returns").get(pk=candidate.pk)
         )
         _check_selectable(locked)
-        job, created = registry_services.training_job_create(
-            request=registry_services.JobRequest(
-                model_type=candidate.model_type,
-                symbol=candidate.symbol,
-                timeframe=candidate.timeframe,
-                trigger_reason=TriggerReason.STRATEGY_EVOLUTION,
-                trigger_context=context,
-                params=candidate.params,
-                seed=candidate.run.seed if candidate.run_id else 0,
-                requested_by=actor,
-            )
+        # Through the trigger handlers like every other door: the selection is recorded.
+        result = trigger_training(
+            model_type=candidate.model_type,
+            symbol=candidate.symbol,
+            timeframe=candidate.timeframe,
+            trigger_reason=TriggerReason.STRATEGY_EVOLUTION,
+            params=candidate.params,
+            seed=candidate.run.seed if candidate.run_id else 0,
+            origin=Origin(source=TriggerSource.INTERNAL, requested_by=actor, context=context),
         )
-        if not created:
+        job = result.job
+        if job is None:
+            raise DomainError(result.record.reason)
+        if result.outcome != TriggerOutcome.CREATED:
             raise DomainError(
                 f"{job.model.model_id} already has an active training job {job.pk}; select the "
                 "candidate again when it has finished",

@@ -39,9 +39,15 @@ def training_job_get(*, job_id: str) -> TrainingJob:
 
 
 def training_job_list(
-    *, status: str | None = None, model_type: str | None = None, symbol: str | None = None
+    *,
+    status: str | None = None,
+    model_type: str | None = None,
+    symbol: str | None = None,
+    model_id: str | None = None,
 ) -> QuerySet[TrainingJob]:
     qs = TrainingJob.objects.select_related("model", "version__model")
+    if model_id:
+        qs = qs.filter(model__model_id=model_id)
     if status:
         qs = qs.filter(status=status)
     if model_type:

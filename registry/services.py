@@ -543,8 +543,9 @@ def model_version_promote(
             payload={
                 "version": target.version,
                 "previous_version": previous.version if previous else None,
-                "promoted_by": actor,
+                "actor": actor,
                 "reason": reason,
+                "promoted_by": actor,  # the original name of `actor`
             },
         )
     return target
@@ -591,9 +592,12 @@ def model_version_rollback(
             model_id=model_id,
             payload={
                 "version": target.version,
+                "previous_version": previous.version if previous else None,
+                "actor": actor,
+                "reason": reason,
+                # The original names of previous_version and actor.
                 "from_version": previous.version if previous else None,
                 "rolled_back_by": actor,
-                "reason": reason,
             },
         )
     return target

@@ -240,15 +240,24 @@ def training_queue(db) -> Iterator[None]:
 
 @pytest.fixture
 def bar_add():
-    """Store one bar of a series, so that training requests for it are accepted."""
-    from django.utils import timezone
-
+    """Store the fewest bars of a series that a training request accepts (500 flat bars)."""
     from training.models import Bar
+    from training.retraining.requests import MIN_BARS
 
     def add(symbol: str, timeframe: str = "1h") -> None:
-        Bar.objects.create(
-            symbol=symbol.upper(), timeframe=timeframe, timestamp=timezone.now(),
-            open=1.0, high=1.0, low=1.0, close=1.0, volume=1.0,
-        )  # fmt: skip
+        now = timezone.now().replace(minute=0, second=0, microsecond=0)
+        Bar.objects.bulk_create(
+            Bar(
+                symbol=symbol.upper(),
+                timeframe=timeframe,
+                timestamp=now - timedelta(hours=i),
+                open=1.0,
+                high=1.0,
+                low=1.0,
+                close=1.0,
+                volume=1.0,
+            )
+            for i in range(MIN_BARS)
+        )
 
     return add

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import numpy as np
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
@@ -26,8 +27,8 @@ from registry.admin import ModelVersionAdmin, ReadOnlyAdmin, RegisteredModelAdmi
 from registry.models import ModelType, RegisteredModel
 from registry.selectors import VersionComparison
 from training.data.selectors import Market, markets_list
+from training.evaluation.backtest import backtest
 from training.evaluation.plots import equity_curves_png
-from training.evaluation.rescore import versions_rescore
 from training.models import (
     Bar,
     DriftReport,
@@ -44,6 +45,7 @@ from training.models import (
 from training.retraining import triggers
 from training.retraining.scheduler import schedule_entries, scheduler_status
 from training.retraining.triggers import Origin, retrain_policy_for
+from training.serving.overview import versions_on_window
 from training.trainers import TRAINABLE_TYPES, TrainerError, trainer_class
 
 DRIFT_FIELDS = (
@@ -358,7 +360,8 @@ RegisteredModelAdmin.sections += [("Retraining", retraining_section)]
 
 
 # ---------------------------------------------------------------------------------------------
-# Comparing versions: all of them re-run on the newest one's evaluation window
+# Comparing versions: all of them re-run on the newest one's evaluation window, by the same
+# function as GET /clm/models/{id}/compare (training.serving.overview.versions_on_window)
 
 COMMON_WINDOW_METRICS = ("sharpe", "max_drawdown", "total_return", "win_rate", "trades")
 
@@ -369,7 +372,13 @@ def common_window_panel(request: HttpRequest, comparison: VersionComparison) -> 
     if window is None:
         newest = comparison.versions[-1].version
         return format_html("<h2>Common window</h2><p>v{} has no evaluation yet.</p>", newest)
-    rescored = versions_rescore(versions=comparison.versions, window=window)
+    run = versions_on_window(model=comparison.model, versions=comparison.versions, window=window)
+    if run.reason:
+        return format_html("<h2>Common window</h2><p>Not available: {}.</p>", run.reason)
+    buy_hold = backtest(
+        run.close, np.ones(len(run.close)), fee=0.0,
+        periods_per_year=window.periods_per_year,
+    )  # fmt: skip
     header = format_html_join(
         "", '<th class="num">v{}</th>', ((v.version,) for v in comparison.versions)
     )
@@ -377,7 +386,7 @@ def common_window_panel(request: HttpRequest, comparison: VersionComparison) -> 
     for name in COMMON_WINDOW_METRICS:
         cells = []
         for version in comparison.versions:
-            result = rescored.results.get(version.version)
+            result = run.results.get(version.version)
             cells.append(display.metric(name, getattr(result, name)) if result else "-")
         rows.append(
             format_html(
@@ -388,16 +397,16 @@ def common_window_panel(request: HttpRequest, comparison: VersionComparison) -> 
             )
         )
     errors = format_html_join(
-        "", "<li>v{} could not be re-run: {}</li>", sorted(rescored.errors.items())
+        "", "<li>v{} could not be re-run: {}</li>", sorted(run.errors.items())
     )
     picture = ""
-    if rescored.results:
+    if run.results:
         png = equity_curves_png(
-            timestamps=rescored.timestamps,
-            curves={f"v{n}": r.equity for n, r in sorted(rescored.results.items())},
-            buy_hold=rescored.buy_hold.equity if rescored.buy_hold else None,
+            timestamps=run.timestamps,
+            curves={f"v{n}": r.equity for n, r in sorted(run.results.items())},
+            buy_hold=buy_hold.equity,
             title=f"{comparison.model.model_id} on the evaluation window of "
-            f"v{comparison.versions[-1].version} ({len(rescored.timestamps):,} bars)",
+            f"v{comparison.versions[-1].version} ({len(run.timestamps):,} bars)",
         )
         picture = format_html(
             '<img id="compare-curves" src="data:image/png;base64,{}" width="810" '

@@ -122,9 +122,11 @@ STORAGES = {
 }
 
 REST_FRAMEWORK = {
+    # Token first: its scheme is the WWW-Authenticate challenge of a 401 without credentials
+    # (with session authentication first, DRF would answer 403 and no challenge).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.BasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -155,6 +157,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Bodies are documented as JSON, the one format clients are meant to send (forms serve the
+    # browsable API).
+    "PARSER_WHITELIST": ["registry.api.parsers.JSONParser"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "clm_project.openapi.add_error_responses",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "ModelTypeEnum": "registry.models.ModelType",
         "ModelStatusEnum": "registry.models.ModelStatus",

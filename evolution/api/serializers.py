@@ -20,6 +20,7 @@ from evolution.models import (
 )
 from evolution.search_space import supported_model_types
 from evolution.selectors import CANDIDATE_ORDERINGS, MAX_LINEAGE_DEPTH
+from registry.api.serializers import FiniteFloatField
 from registry.models import ModelType, Timeframe
 
 MAX_INT32 = 2**31 - 1
@@ -230,8 +231,8 @@ class ProposeInputSerializer(serializers.Serializer):
     model_type = serializers.ChoiceField(choices=ModelType.choices, required=False)
     symbol = serializers.RegexField(SYMBOL_PATTERN, max_length=32, required=False)
     timeframe = serializers.ChoiceField(choices=Timeframe.choices, required=False)
-    sharpe = serializers.FloatField(help_text="The production model's recent Sharpe ratio.")
-    sharpe_threshold = serializers.FloatField(default=0.5)
+    sharpe = FiniteFloatField(help_text="The production model's recent Sharpe ratio.")
+    sharpe_threshold = FiniteFloatField(default=0.5)
     regime = serializers.CharField(required=False, allow_blank=True, max_length=64)
     n = serializers.IntegerField(min_value=1, max_value=32, default=3)
 

@@ -17,6 +17,7 @@ from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
 from clm_project.exceptions import NotFound
+from clm_project.query import query_validated
 from evolution import selectors, services
 from evolution.api import serializers as s
 from evolution.plots import FORMATS, front_picture
@@ -64,7 +65,7 @@ class SelectorListView(generics.ListAPIView):
     query_serializer_class: type[Serializer]
 
     def query_params(self) -> dict[str, Any]:
-        given = _validated(self.query_serializer_class, self.request.query_params)
+        given = query_validated(self.query_serializer_class, self.request.query_params)
         return {key: value for key, value in given.items() if value not in ("", None)}
 
 
@@ -91,7 +92,7 @@ class CandidateTopView(APIView):
         summary="The best n evaluated candidates: feasible first, then Pareto rank, then crowding.",
     )
     def get(self, request: Request) -> Response:
-        query = _validated(s.TopQuerySerializer, request.query_params)
+        query = query_validated(s.TopQuerySerializer, request.query_params)
         filters = {k: v for k, v in query.items() if v not in ("", None)}
         top = selectors.select_top_candidates(**filters)
         rows = []
@@ -108,7 +109,7 @@ class CandidateDetailView(APIView):
         summary="A candidate with its lineage (ancestors to `depth`, children) and its DSR.",
     )
     def get(self, request: Request, candidate_id: str) -> Response:
-        depth = _validated(s.DetailQuerySerializer, request.query_params)["depth"]
+        depth = query_validated(s.DetailQuerySerializer, request.query_params)["depth"]
         candidate = selectors.candidate_get(candidate_id=candidate_id)
         context = {
             "request": request,
@@ -179,7 +180,13 @@ class CandidateProposeView(APIView):
 
     @extend_schema(
         request=s.ProposeInputSerializer,
-        responses={201: s.CandidateSerializer(many=True), **_errors(400, 404)},
+        responses={
+            201: s.CandidateSerializer(many=True),
+            200: OpenApiResponse(
+                s.CandidateSerializer(many=True), description="Performing well: none proposed."
+            ),
+            **_errors(400, 404),
+        },
         summary="Given a production model's performance, propose mutations if it does poorly.",
     )
     def post(self, request: Request) -> Response:

@@ -42,13 +42,19 @@ class ErrorSerializer(serializers.Serializer):
 
     detail = serializers.CharField()
     code = serializers.CharField()
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+    errors = serializers.DictField(
+        child=serializers.JSONField(),
+        help_text="Messages by field: a list of strings, or an object for nested fields.",
+    )
 
 
 class FiniteFloatField(serializers.FloatField):
-    """A float that refuses NaN and infinities, which have no meaning as a filter."""
+    """A float that refuses NaN and infinities, which have no meaning as a filter, and booleans,
+    which JSON does not count as numbers."""
 
     def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool):
+            self.fail("invalid")
         value = super().to_internal_value(data)
         if not math.isfinite(value):
             self.fail("invalid")
@@ -232,6 +238,7 @@ class TrainInputSerializer(serializers.Serializer):
 
 
 class JobQuerySerializer(serializers.Serializer):
+    model_id = serializers.CharField(required=False, allow_blank=True, max_length=120)
     status = _optional_choice(JobStatus.choices)
     model_type = _optional_choice(ModelType.choices)
     symbol = serializers.CharField(required=False, allow_blank=True, max_length=32)
@@ -344,6 +351,9 @@ class ProductionQuerySerializer(serializers.Serializer):
 class LifecycleEventSerializer(ReadModelSerializer):
     model_id = serializers.CharField(source="model.model_id", read_only=True)
     version = serializers.IntegerField(source="version.version", read_only=True)
+    from_status = serializers.CharField(
+        read_only=True, allow_blank=True, help_text="A version status; blank for a registration."
+    )
 
     class Meta:
         model = LifecycleEvent
@@ -362,8 +372,36 @@ class PromoteInputSerializer(serializers.Serializer):
 
 class RollbackInputSerializer(serializers.Serializer):
     model_id = serializers.CharField(max_length=120)
-    target_version = serializers.IntegerField(min_value=1, max_value=MAX_INT32)
+    target_version = serializers.IntegerField(
+        min_value=1, max_value=MAX_INT32, required=False, help_text="The original name of version."
+    )
+    version = serializers.IntegerField(
+        min_value=1, max_value=MAX_INT32, required=False, help_text="As in POST /clm/promote."
+    )
     reason = serializers.CharField(max_length=2000, allow_blank=True, default="")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """`version` (as promote names it) or `target_version` (the original contract), or both
+        when they agree; the service gets `target_version`."""
+        version = attrs.pop("version", None)
+        target = attrs.get("target_version")
+        if version is None and target is None:
+            raise serializers.ValidationError({"target_version": ["This field is required."]})
+        if version is not None and target is not None and version != target:
+            raise serializers.ValidationError(
+                {"version": [f"Differs from target_version {target}; send one of them."]}
+            )
+        return {**attrs, "target_version": target if target is not None else version}
+
+
+class PromoteResponseSerializer(ModelVersionSerializer):
+    changed = serializers.BooleanField(
+        read_only=True, help_text="False: the version was already in production (nothing done)."
+    )
+
+    class Meta(ModelVersionSerializer.Meta):
+        fields = [*ModelVersionSerializer.Meta.fields, "changed"]
+        read_only_fields = fields
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from registry.api import views
 urlpatterns = [
     path("health", views.HealthView.as_view(), name="health"),
     path("clm/status", views.StatusView.as_view(), name="clm-status"),
-    path("clm/train", views.TrainView.as_view(), name="clm-train"),
+    # POST clm/train lives with the trigger handlers (training.retraining.api.urls).
     path("clm/jobs", views.JobListView.as_view(), name="clm-jobs"),
     path("clm/jobs/<str:job_id>", views.JobDetailView.as_view(), name="clm-job"),
     path("clm/jobs/<str:job_id>/cancel", views.JobCancelView.as_view(), name="clm-job-cancel"),

@@ -20,10 +20,12 @@ from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
 from clm_project.exceptions import DomainError, NotFound
+from clm_project.query import query_validated
 from registry import selectors, services
 from registry.api import serializers as s
 from registry.api.permissions import CanDownloadArtifact, CanPromote, CanRequestTraining
 from registry.artifacts import ArtifactError, artifact_load
+from registry.models import ModelStatus
 from registry.status import clm_status, health_check
 
 JOB_ID = OpenApiParameter("job_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
@@ -56,7 +58,11 @@ class RegistryListView(generics.ListAPIView):
     query_serializer_class: type[Serializer] | None = None
 
     def query_params(self) -> dict[str, Any]:
-        return _validated(self.query_serializer_class, self.request.query_params)
+        return query_validated(self.query_serializer_class, self.request.query_params)
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        self.query_params()  # an unknown parameter is a 400 even where no filter is defined
+        return super().list(request, *args, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,25 +96,6 @@ class StatusView(APIView):
 
 # ---------------------------------------------------------------------------------------------
 # Training jobs
-
-
-class TrainView(APIView):
-    permission_classes = [IsAuthenticated, CanRequestTraining]
-
-    @extend_schema(
-        request=s.TrainInputSerializer,
-        responses={202: s.TrainResponseSerializer, **_errors(400)},
-        summary="Request training; joins the model's active job if there is one (created=false).",
-    )
-    def post(self, request: Request) -> Response:
-        data = _validated(s.TrainInputSerializer, request.data)
-        job, created = services.training_job_create(
-            request=services.JobRequest(**data, requested_by=request.user.get_username())
-        )
-        # Re-read: the job was dispatched after commit, so its status is now queued.
-        job = selectors.training_job_get(job_id=job.pk)
-        body = {**s.TrainingJobSerializer(job).data, "created": created}
-        return Response(body, status=status.HTTP_202_ACCEPTED)
 
 
 @extend_schema(parameters=[s.JobQuerySerializer])
@@ -194,7 +181,7 @@ class ProductionView(APIView):
         summary="The live version (what a trading service polls), or the one live at `at`.",
     )
     def get(self, request: Request, model_id: str) -> Response:
-        at = _validated(s.ProductionQuerySerializer, request.query_params).get("at")
+        at = query_validated(s.ProductionQuerySerializer, request.query_params).get("at")
         if at is None:
             return Response(
                 s.ModelVersionSerializer(selectors.production_version_get(model_id=model_id)).data
@@ -248,14 +235,18 @@ class PromoteView(APIView):
 
     @extend_schema(
         request=s.PromoteInputSerializer,
-        responses={200: s.ModelVersionSerializer, **_errors(400, 404, 409)},
-        summary="Make a version the production version; the previous one is retired.",
+        responses={200: s.PromoteResponseSerializer, **_errors(400, 404, 409)},
+        summary="Make a version the production version; the previous one is retired. Promoting "
+        "the production version again is a 200 with changed=false (safe to retry).",
     )
     def post(self, request: Request) -> Response:
         data = _validated(s.PromoteInputSerializer, request.data)
-        services.model_version_promote(**data, actor=request.user.get_username())
+        current = selectors.model_version_get(model_id=data["model_id"], version=data["version"])
+        changed = current.status != ModelStatus.PRODUCTION
+        if changed:
+            services.model_version_promote(**data, actor=request.user.get_username())
         found = selectors.model_version_get(model_id=data["model_id"], version=data["version"])
-        return Response(s.ModelVersionSerializer(found).data)
+        return Response({**s.ModelVersionSerializer(found).data, "changed": changed})
 
 
 class RollbackView(APIView):

@@ -169,9 +169,7 @@ def test_schema_is_valid_and_served(anon_client, db, tmp_path: Path):
 def test_train_creates_a_job_then_joins_it(operator_client, db, bar_add):
     bar_add(TRAIN["symbol"], TRAIN["timeframe"])
     first = operator_client.post("/clm/train", TRAIN, format="json")
-    second = operator_client.post(
-        "/clm/train", {**TRAIN, "trigger_reason": "drift_detected"}, format="json"
-    )
+    second = operator_client.post("/clm/train", TRAIN, format="json")
 
     assert first.status_code == second.status_code == 202
     body = first.json()
@@ -201,7 +199,7 @@ def test_train_dispatches_the_job_to_the_training_queue(
     job = TrainingJob.objects.get(pk=response.json()["id"])
     assert job.status == JobStatus.QUEUED
     assert job.celery_task_id
-    assert (job.params, job.seed, job.trigger_context) == ({"max_depth": 3}, 7, {"drift": 0.3})
+    assert (job.params, job.seed, job.trigger_context["drift"]) == ({"max_depth": 3}, 7, 0.3)
 
 
 @pytest.mark.parametrize(
@@ -213,6 +211,7 @@ def test_train_dispatches_the_job_to_the_training_queue(
         ({**TRAIN, "symbol": "BTC/USDT"}, {"symbol"}),
         ({**TRAIN, "symbol": "x" * 40}, {"symbol"}),
         ({**TRAIN, "trigger_reason": "boredom"}, {"trigger_reason"}),
+        ({**TRAIN, "trigger_reason": "drift_detected"}, {"trigger_reason"}),
         ({**TRAIN, "params": [1, 2]}, {"params"}),
         ({**TRAIN, "seed": -1}, {"seed"}),
         ({**TRAIN, "seed": 10**30}, {"seed"}),
@@ -248,20 +247,23 @@ def test_malformed_or_too_deep_json_is_400(operator_client, db, path):
         assert "JSON parse error" in response.json()["detail"]
 
 
-def test_train_needs_bars_of_the_series(operator_client, db):
+def test_train_needs_bars_of_the_series(operator_client, db, bar_add):
     Bar.objects.create(
-        symbol="ETHUSDT", timeframe="1h", timestamp=timezone.now(), open=1, high=2, low=1,
+        symbol="SOLUSDT", timeframe="1h", timestamp=timezone.now(), open=1, high=2, low=1,
         close=1.5, volume=10,
     )  # fmt: skip
+    bar_add("ETHUSDT")
 
     missing = operator_client.post("/clm/train", TRAIN, format="json")
     other_tf = operator_client.post(
         "/clm/train", {**TRAIN, "symbol": "ETHUSDT", "timeframe": "4h"}, format="json"
     )
+    too_few = operator_client.post("/clm/train", {**TRAIN, "symbol": "SOLUSDT"}, format="json")
     present = operator_client.post("/clm/train", {**TRAIN, "symbol": "ethusdt"}, format="json")
 
-    assert missing.status_code == other_tf.status_code == 400
+    assert missing.status_code == other_tf.status_code == too_few.status_code == 400
     assert "No market data for BTCUSDT 1h" in _errors(missing)["symbol"][0]
+    assert "1 bars of SOLUSDT 1h in the window; training needs 500" in _errors(too_few)["symbol"][0]
     assert present.status_code == 202
     assert present.json()["symbol"] == "ETHUSDT"
 
@@ -487,7 +489,7 @@ def test_promote(operator_client, make_version):
 
     assert response.status_code == 200
     body = response.json()
-    assert (body["version"], body["status"]) == (2, "production")
+    assert (body["version"], body["status"], body["changed"]) == (2, "production", True)
     assert body["latest_evaluation"] is not None
     row = LifecycleEvent.objects.filter(action="promote", version__version=2).get()
     assert (row.actor, row.reason) == ("operator", "better")
@@ -504,7 +506,10 @@ def test_promote_errors(operator_client, make_version):
     failed = post({"model_id": MODEL, "version": 1})
     assert failed.status_code == 409
     assert "it is failed" in failed.json()["detail"]
-    assert post({"model_id": MODEL, "version": 2}).status_code == 409
+    again = post({"model_id": MODEL, "version": 2})  # already production: a safe retry
+    assert again.status_code == 200
+    assert (again.json()["changed"], again.json()["status"]) == (False, "production")
+    assert LifecycleEvent.objects.filter(action="promote", version__version=2).count() == 1
     assert post({"model_id": MODEL, "version": 3}).status_code == 404
     assert post({"model_id": "nope", "version": 1}).status_code == 404
     missing = post({})
@@ -532,6 +537,9 @@ def test_rollback(operator_client, make_version):
     assert "never in production" in post({"model_id": MODEL, "target_version": 3}).json()["detail"]
     assert post({"model_id": MODEL, "target_version": 9}).status_code == 404
     assert set(_errors(post({"model_id": MODEL}))) == {"target_version"}
+    # `version`, as promote names it, is accepted too.
+    assert post({"model_id": MODEL, "version": 2}).json()["version"] == 2
+    assert set(_errors(post({"model_id": MODEL, "version": 1, "target_version": 2}))) == {"version"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -55,13 +55,14 @@ def test_deep_params_and_context_are_400(client, db, bar_add, field, depth, kind
     assert not TrainingJob.objects.exists()
 
 
-def test_params_at_the_depth_limit_are_accepted(client, db, bar_add):
+def test_a_context_at_the_depth_limit_is_accepted(client, db, bar_add):
+    # trigger_context: params must be the trainer's own (unknown names are a 400 at the request).
     bar_add("BTCUSDT")
-    params = {"x": nested(JSONObjectField.MAX_DEPTH - 1)}
-    response = post(client, "/clm/train", {**TRAIN, "params": params})
+    context = {"x": nested(JSONObjectField.MAX_DEPTH - 1)}
+    response = post(client, "/clm/train", {**TRAIN, "trigger_context": context})
 
     assert response.status_code == 202, response.content[:300]
-    assert TrainingJob.objects.get().params == params
+    assert TrainingJob.objects.get().trigger_context["x"] == context["x"]
 
 
 @pytest.mark.parametrize(
@@ -127,6 +128,7 @@ def test_a_body_over_the_upload_limit_is_a_json_413(client, db, settings, conten
         assert response.json() == {
             "detail": "Request body larger than 10000 bytes.",
             "code": "too_large",
+            "errors": {},
         }
     assert not TrainingJob.objects.exists()
 
@@ -147,7 +149,7 @@ def test_unknown_api_paths_are_a_json_404(client, db, path):
     response = client.get(path)
 
     assert response.status_code == 404
-    assert response.json() == {"detail": "Not found.", "code": "not_found"}
+    assert response.json() == {"detail": "Not found.", "code": "not_found", "errors": {}}
 
 
 def test_unknown_pages_elsewhere_keep_django_s_page(client, db):

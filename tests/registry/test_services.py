@@ -102,8 +102,9 @@ def test_promote_makes_production_with_audit_and_event():
     assert event.payload == {
         "version": 1,
         "previous_version": None,
-        "promoted_by": "alice",
+        "actor": "alice",
         "reason": "good",
+        "promoted_by": "alice",
     }
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from registry.models import ModelVersion
 from registry.services import JobRequest, training_job_create
+from tests.training.serving_fixtures import fitted, market, stored  # noqa: F401
 from training.data.bars import bars_frame, bars_import
 from training.data.synthetic import generate_bars
 from training.pipeline import run_job

@@ -8,6 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from registry.models import ModelVersion, TrainingJob
+from training.models import TriggerRecord
 
 from .conftest import store_bars
 
@@ -22,6 +23,10 @@ def test_train_model_trains_evaluates_and_reports():
     )  # fmt: skip
     version = ModelVersion.objects.get()
     assert version.params["n_estimators"] == 40
+    record = TriggerRecord.objects.get()  # the shell door leaves a trigger record too
+    assert (record.outcome, record.trigger_reason, record.requested_by) == (
+        "created", "manual", "cli"
+    )  # fmt: skip
     assert f"xgboost-btcusdt-1h v1: {version.status}" in out.getvalue()
     assert "Sharpe" in out.getvalue()
 
@@ -31,6 +36,7 @@ def test_train_model_refuses_a_series_without_bars_and_bad_params():
     with pytest.raises(CommandError, match="no bars for NOPE 1h"):
         call_command("train_model", model_type="xgboost", symbol="NOPE", timeframe="1h")
     store_bars("BTCUSDT", 1_000, seed=11)
+    # Params are checked before a job exists, as at POST /clm/train.
     with pytest.raises(CommandError, match=r"unknown xgboost params: \['bogus'\]"):
         call_command(
             "train_model", model_type="xgboost", symbol="BTCUSDT", param=["bogus=1"],

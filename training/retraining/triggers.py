@@ -262,11 +262,13 @@ def trigger_training(
     window_start: datetime | None = None,
     window_end: datetime | None = None,
     origin: Origin | None = None,
+    dispatch: bool = True,
 ) -> TriggerResult:
     """A request for training (manual or strategy_evolution): a new job, or the active one joined.
 
     The model line is registered if it is new. Policies do not apply to requests; invalid input
-    is recorded as rejected rather than raised, as for every other trigger.
+    is recorded as rejected rather than raised, as for every other trigger. `dispatch=False`
+    leaves a new job pending for a caller that runs it in-process (the shell commands).
     """
     origin = origin or Origin()
     payload = {
@@ -316,7 +318,7 @@ def trigger_training(
     )
     with transaction.atomic():
         try:
-            job, created = services.training_job_create(request=request)
+            job, created = services.training_job_create(request=request, dispatch=dispatch)
         except DomainError as exc:
             return _record(
                 origin=origin,

@@ -201,6 +201,8 @@ class BaseTrainer(Trainer):
         }
         self.feature_names: list[str] | None = None
         self.horizon: int | None = None
+        # The resolved feature spec: an artifact rebuilds its own features (serving.inference).
+        self.feature_spec: dict[str, Any] | None = None
 
     def _fit_rows(self, data: Dataset, train: slice, *, min_rows: int) -> np.ndarray:
         """Leak-free fit rows of `train`; records what the model is fitted on."""
@@ -212,6 +214,7 @@ class BaseTrainer(Trainer):
             )
         self.feature_names = list(data.feature_names)
         self.horizon = int(data.horizon)
+        self.feature_spec = dict(data.spec) or None
         return rows
 
     def _window_rows(self, data: Dataset, window: slice) -> range:
@@ -245,6 +248,7 @@ class BaseTrainer(Trainer):
             "params": self.params,
             "seed": self.seed,
             "feature_names": self.feature_names,
+            "feature_spec": self.feature_spec,
             "horizon": self.horizon,
             "libraries": library_versions(*self.libraries),
             "state": self._state(),
@@ -273,6 +277,7 @@ class BaseTrainer(Trainer):
             trainer = cls(meta["params"], seed=meta["seed"])
             trainer.feature_names = list(meta["feature_names"])
             trainer.horizon = int(meta["horizon"])
+            trainer.feature_spec = meta.get("feature_spec")
             trainer._restore(meta["state"], files)
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
             raise TrainerError(f"corrupt {cls.model_type} artifact: {exc}") from exc

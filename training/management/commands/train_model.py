@@ -8,11 +8,12 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from clm_project.exceptions import DomainError
 from registry.models import JobStatus, ModelType, Timeframe, TriggerReason
-from registry.services import JobRequest, training_job_create
 from training.data.selectors import bars_exist
 from training.management.checks import seed_checked, symbol_checked, text_checked
 from training.management.runner import run_job_with_progress
-from training.trainers import TrainerError, trainer_class
+from training.models import TriggerOutcome, TriggerSource
+from training.retraining.requests import training_request_check
+from training.retraining.triggers import REQUESTS, Origin, trigger_training
 
 
 def parse_param(text: str) -> tuple[str, object]:
@@ -38,7 +39,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--param", action="append", default=[], help="Trainer parameter key=value (repeat)."
         )
-        parser.add_argument("--reason", default=TriggerReason.MANUAL, choices=TriggerReason.values)
+        parser.add_argument(
+            "--reason", default=TriggerReason.MANUAL, choices=sorted(REQUESTS),
+            help="A request's reason; automatic reasons come from their monitors and events.",
+        )  # fmt: skip
 
     def handle(self, *args, **options) -> None:
         symbol = symbol_checked(options["symbol"])
@@ -48,26 +52,23 @@ class Command(BaseCommand):
                 f"no bars for {symbol} {options['timeframe']}: import or generate them first"
             )
         params = dict(parse_param(p) for p in options["param"])
-        try:  # the trainer checks its params: refuse bad ones before any job exists
-            trainer_class(options["model_type"])(params, seed=seed)
-        except TrainerError as exc:
-            raise CommandError(str(exc)) from exc
-        try:
-            job, created = training_job_create(
-                request=JobRequest(
-                    model_type=options["model_type"],
-                    symbol=symbol,
-                    timeframe=options["timeframe"],
-                    trigger_reason=options["reason"],
-                    params=params,
-                    seed=seed,
-                    requested_by="cli",
-                ),
-                dispatch=False,
-            )
+        request = {
+            "model_type": options["model_type"], "symbol": symbol,
+            "timeframe": options["timeframe"], "params": params, "seed": seed,
+        }  # fmt: skip
+        try:  # params, feature spec and bars are refused before any job exists
+            training_request_check(**request)
         except DomainError as exc:
             raise CommandError(exc.message) from exc
-        if not created:
+        # Through the trigger handlers like every other door: the request is recorded.
+        result = trigger_training(
+            **request, trigger_reason=options["reason"], dispatch=False,
+            origin=Origin(source=TriggerSource.INTERNAL, requested_by="cli"),
+        )  # fmt: skip
+        job = result.job
+        if job is None:
+            raise CommandError(result.record.reason)
+        if result.outcome != TriggerOutcome.CREATED:
             raise CommandError(f"{job.model.model_id} already has an active job {job.pk}")
         job = run_job_with_progress(job)
         if job.status != JobStatus.COMPLETED:

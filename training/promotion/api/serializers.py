@@ -106,7 +106,10 @@ class ShadowComparisonSerializer(ReadModelSerializer):
         ).data
 
     def get_curve_url(self, obj: ShadowComparison) -> str:
-        return reverse("clm-shadow-curve", args=[obj.pk])
+        # Absolute, as every URL in CLM's answers (pagination links, Location headers).
+        path = reverse("clm-shadow-curve", args=[obj.pk])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
 
 
 class ShadowObservationSerializer(ReadModelSerializer):

@@ -69,7 +69,10 @@ class ShadowListView(LifecycleListView):
         data = _validated(s.ShadowStartInputSerializer, request.data)
         comparison = shadow.shadow_start(**data, actor=request.user.get_username())
         found = shadow.shadow_comparison_get(comparison_id=comparison.pk)
-        return Response(s.ShadowComparisonSerializer(found).data, status=status.HTTP_201_CREATED)
+        return Response(
+            s.ShadowComparisonSerializer(found, context={"request": request}).data,
+            status=status.HTTP_201_CREATED,
+        )
 
 
 class ShadowDetailView(APIView):
@@ -79,7 +82,9 @@ class ShadowDetailView(APIView):
     )
     def get(self, request: Request, comparison_id: int) -> Response:
         found = shadow.shadow_comparison_get(comparison_id=comparison_id)
-        return Response(s.ShadowComparisonDetailSerializer(found).data)
+        return Response(
+            s.ShadowComparisonDetailSerializer(found, context={"request": request}).data
+        )
 
 
 class ShadowStopView(CommandView):
@@ -94,7 +99,7 @@ class ShadowStopView(CommandView):
             comparison_id=comparison_id, actor=request.user.get_username(), reason=data["reason"]
         )
         found = shadow.shadow_comparison_get(comparison_id=comparison_id)
-        return Response(s.ShadowComparisonSerializer(found).data)
+        return Response(s.ShadowComparisonSerializer(found, context={"request": request}).data)
 
 
 class ShadowCurveView(PictureView):

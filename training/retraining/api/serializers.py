@@ -128,7 +128,9 @@ class EventRejectedSerializer(serializers.Serializer):
     detail = serializers.CharField()
     code = serializers.CharField()
     errors = serializers.DictField(required=False)
-    trigger_id = serializers.IntegerField()
+    trigger_id = serializers.IntegerField(
+        required=False, help_text="The rejected trigger's record (absent for unparsable bodies)."
+    )
 
 
 # ---------------------------------------------------------------------------------------------

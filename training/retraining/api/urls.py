@@ -2,9 +2,10 @@
 
 from django.urls import path
 
-from training.retraining.api import views
+from training.retraining.api import train_views, views
 
 urlpatterns = [
+    path("clm/train", train_views.TrainView.as_view(), name="clm-train"),
     path("clm/events/drift_detected", views.DriftDetectedView.as_view(), name="clm-event-drift"),
     path(
         "clm/events/performance_degraded",

@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
+from clm_project.query import query_validated
 from registry import selectors as registry_selectors
 from registry.api.permissions import CanRequestTraining
 from training.models import TriggerOutcome, TriggerSource
@@ -50,7 +51,7 @@ class ListView(generics.ListAPIView):
     query_serializer_class: type[Serializer]
 
     def query_params(self) -> dict[str, Any]:
-        return _validated(self.query_serializer_class, self.request.query_params)
+        return query_validated(self.query_serializer_class, self.request.query_params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,7 +79,9 @@ class EventView(APIView):
             raise
         data = data.dict() if hasattr(data, "dict") else data
         if isinstance(data, dict):
-            origin = replace(origin, event_id=events.event_id_of(data.get("event_id")))
+            # The body's event_id, else the Idempotency-Key header: a repeat answers as the first.
+            given = data.get("event_id") or request.headers.get("Idempotency-Key", "")
+            origin = replace(origin, event_id=events.event_id_of(given))
         results = events.event_receive(event_type=self.event_type, data=data, origin=origin)
         if len(results) == 1 and results[0].outcome == TriggerOutcome.REJECTED:
             rejected = _rejection(results[0])
