@@ -186,7 +186,7 @@ def bench_relay() -> None:
     assert result.published == N_EVENTS and not result.error, result
     assert routed == N_EVENTS, routed
     print(
-        f"outbox relay of {N_EVENTS:,} events (batches of 500, one AMQP transaction each, "
+        f"outbox relay of {N_EVENTS:,} events (batches of 500, confirmed once per batch on AMQP, "
         f"persistent, to a durable queue): {seconds:.2f} s = {N_EVENTS / seconds:,.0f} events/s  "
         "[target >= 1,000 events/s]"
     )

@@ -1,6 +1,9 @@
 """The one Celery app. Start a worker with:
 
-.venv/bin/celery -A clm_project worker -Q default,training -c 2 -l info
+.venv/bin/celery -A clm_project worker -c 2 -l info
+
+Workers and beat run production settings unless DJANGO_SETTINGS_MODULE says otherwise: a worker is
+only ever started for real (the demo runs its tasks in-process, tests name their settings).
 
 Tasks are found by autodiscovery (one tasks.py per installed app). The consumer of incoming broker
 events is added here, explicitly, as a worker bootstep (off where CLM_EVENTS_CONSUME is false).

@@ -13,7 +13,13 @@ import time
 from contextlib import ExitStack
 from typing import Any
 
-from celery.signals import task_postrun, task_prerun, worker_process_shutdown
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
 from clm_project import metrics
 from clm_project.logging import log_context
@@ -58,7 +64,21 @@ def _process_shutdown(*, pid: int | None = None, **_: Any) -> None:
         multiprocess.mark_process_dead(pid or os.getpid(), metrics.MULTIPROC_DIR)
 
 
+def _series_initialise(sender: Any = None, **_: Any) -> None:
+    """A worker process starts: its CLM tasks' final states exist at 0 (clm_project.metrics)."""
+    from celery import current_app
+
+    from registry.models import ModelType
+
+    tasks = sorted(name for name in current_app.tasks if not name.startswith("celery."))
+    metrics.series_initialise(model_types=list(ModelType.values), tasks=tasks)
+
+
 def connect() -> None:
+    worker_init.connect(_series_initialise, weak=False, dispatch_uid="clm-metrics-worker-init")
+    worker_process_init.connect(
+        _series_initialise, weak=False, dispatch_uid="clm-metrics-process-init"
+    )
     task_prerun.connect(_task_started, weak=False, dispatch_uid="clm-metrics-task-prerun")
     task_postrun.connect(_task_finished, weak=False, dispatch_uid="clm-metrics-task-postrun")
     worker_process_shutdown.connect(

@@ -64,6 +64,28 @@ CELERY_TASKS_RUNNING = Gauge(
 )
 
 
+JOB_OUTCOMES = ("completed", "failed")
+TASK_STATES = ("success", "failure", "retry")
+
+
+def series_initialise(*, model_types: list[str], tasks: list[str] = ()) -> None:
+    """Create, at 0, the labelled series the dashboard and the alerts take `increase()` of.
+
+    A series born at its first sample has no earlier point, so `increase()` and `rate()` miss
+    that first job failure: every process that may record one starts them at 0 (each model
+    type's job outcomes; each task's final states when `tasks` are given).
+    """
+    try:
+        for model_type in model_types:
+            for status in JOB_OUTCOMES:
+                TRAINING_JOB_SECONDS.labels(model_type=model_type, status=status)
+        for task in tasks:
+            for state in TASK_STATES:
+                CELERY_TASKS.labels(task=task, state=state)
+    except Exception:
+        logger.warning("could not initialise the metric series", exc_info=True)
+
+
 def pipeline_step_observe(*, step: str, model_type: str, seconds: float) -> None:
     try:
         PIPELINE_STEP_SECONDS.labels(step=step, model_type=model_type).observe(seconds)
@@ -76,3 +98,16 @@ def training_job_observe(*, model_type: str, status: str, seconds: float) -> Non
         TRAINING_JOB_SECONDS.labels(model_type=model_type, status=status).observe(seconds)
     except Exception:
         logger.warning("could not record a job duration", exc_info=True)
+
+
+OUTBOX_RELAY_FAILURES = Counter(
+    "clm_outbox_relay_failures",
+    "Outbox relay runs stopped by a broker error (their events wait for a later run).",
+)
+
+
+def outbox_relay_failure_count() -> None:
+    try:
+        OUTBOX_RELAY_FAILURES.inc()
+    except Exception:
+        logger.warning("could not count a relay failure", exc_info=True)

@@ -16,8 +16,10 @@ figures come in independent sections, so a broken one leaves the others in place
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import product
 from typing import Any
 
 from django.conf import settings
@@ -39,6 +41,26 @@ def _gauge(name: str, documentation: str, labels: list[str]) -> GaugeMetricFamil
 
 def _counter(name: str, documentation: str, labels: list[str]) -> CounterMetricFamily:
     return CounterMetricFamily(name, documentation, labels=labels)
+
+
+def _counts_with_zeros(
+    family: CounterMetricFamily, counts: dict[tuple[str, ...], int], *axes: Iterable[str]
+) -> CounterMetricFamily:
+    """Add `counts` to `family`, and 0 for every combination of `axes` not counted yet.
+
+    A series that exists from the first scrape, at 0, lets `increase()` see its first step:
+    otherwise the dashboard and the alerts miss each label's first event.
+    """
+    every = {combo: 0 for combo in product(*axes)}
+    for labels, n in {**every, **counts}.items():
+        family.add_metric(list(labels), n)
+    return family
+
+
+def _model_types() -> list[str]:
+    from registry.models import ModelType
+
+    return list(ModelType.values)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,12 +119,27 @@ def _job_families() -> list[Metric]:
         "Progress (0-1) of each running job, by model and current step (one per model at most).",
         ["model_id", "model_type", "step"],
     )
-    running = TrainingJob.objects.filter(status=JobStatus.IN_PROGRESS).values_list(
-        "model__model_id", "model_type", "step", "progress"
+    step_started = _gauge(
+        "clm_training_job_step_started_timestamp_seconds",
+        "When each running job entered the step it is in now (Unix time).",
+        ["model_id", "model_type", "step"],
     )
-    for model_id, model_type, step, value in running:
+    heartbeat = _gauge(
+        "clm_training_job_heartbeat_age_seconds",
+        "Seconds since the worker running each job last refreshed its heartbeat.",
+        ["model_id", "model_type"],
+    )
+    now = timezone.now()
+    running = TrainingJob.objects.filter(status=JobStatus.IN_PROGRESS).values_list(
+        "model__model_id", "model_type", "step", "progress", "step_started_at", "heartbeat_at"
+    )
+    for model_id, model_type, step, value, step_at, beat_at in running:
         progress.add_metric([model_id, model_type, step], value)
-    return [jobs, progress]
+        if step_at is not None:
+            step_started.add_metric([model_id, model_type, step], step_at.timestamp())
+        if beat_at is not None:
+            heartbeat.add_metric([model_id, model_type], (now - beat_at).total_seconds())
+    return [jobs, progress, step_started, heartbeat]
 
 
 def _version_families() -> list[Metric]:
@@ -138,16 +175,19 @@ def _version_families() -> list[Metric]:
         .annotate(n=Count("pk"), **per_gate)
         .order_by()
     )
-    failures: dict[tuple[str, str], int] = {}
+    passed_counts: dict[tuple[str, ...], int] = {}
+    failures: dict[tuple[str, ...], int] = {}
     for row in rows:
         model_type = row["version__model__model_type"]
-        evaluations.add_metric([model_type, "true" if row["passed"] else "false"], row["n"])
+        key = (model_type, "true" if row["passed"] else "false")
+        passed_counts[key] = passed_counts.get(key, 0) + row["n"]
         for gate in GATES:
-            key = (model_type, gate)
-            failures[key] = failures.get(key, 0) + row[f"failed_{gate}"]
-    for (model_type, gate), n in sorted(failures.items()):
-        if n:
-            gate_failures.add_metric([model_type, gate], n)
+            failures[(model_type, gate)] = (
+                failures.get((model_type, gate), 0) + row[f"failed_{gate}"]
+            )
+    types = _model_types()
+    _counts_with_zeros(evaluations, passed_counts, types, ("true", "false"))
+    _counts_with_zeros(gate_failures, failures, types, GATES)
     return [versions, evaluations, gate_failures]
 
 
@@ -253,8 +293,11 @@ def _lifecycle_families() -> list[Metric]:
         .annotate(n=Count("pk"))
         .order_by()
     )
+    counts: dict[str, dict[tuple[str, ...], int]] = {action: {} for action in families}
     for action, model_type, n in rows:
-        families[action].add_metric([model_type], n)
+        counts[action][(model_type,)] = n
+    for action, family in families.items():
+        _counts_with_zeros(family, counts[action], _model_types())
     return list(families.values())
 
 
@@ -277,7 +320,8 @@ def _outbox_families() -> list[Metric]:
 
 
 def _trigger_families() -> list[Metric]:
-    from training.models import TriggerRecord
+    from registry.models import TriggerReason
+    from training.models import TriggerOutcome, TriggerRecord, TriggerSource
 
     triggers = _counter(
         "clm_triggers",
@@ -289,18 +333,24 @@ def _trigger_families() -> list[Metric]:
         .annotate(n=Count("pk"))
         .order_by()
     )
-    for source, reason, outcome, n in rows:
-        triggers.add_metric([source, reason, outcome], n)
+    counts = {(source, reason, outcome): n for source, reason, outcome, n in rows}
+    _counts_with_zeros(
+        triggers, counts, TriggerSource.values, TriggerReason.values, TriggerOutcome.values
+    )
     return [triggers]
 
 
-def _verdict_counter(name: str, documentation: str, ended: QuerySet) -> Metric:
+def _verdict_counter(
+    name: str, documentation: str, ended: QuerySet, decisions: Iterable[str]
+) -> Metric:
     """Ended comparisons or experiments counted by model type and decision."""
     counter = _counter(name, documentation, ["model_type", "decision"])
     rows = ended.values_list("model__model_type", "decision").annotate(n=Count("pk")).order_by()
+    counts: dict[tuple[str, ...], int] = {}
     for model_type, decision, n in rows:
-        counter.add_metric([model_type, decision or "none"], n)
-    return counter
+        key = (model_type, decision or "none")
+        counts[key] = counts.get(key, 0) + n
+    return _counts_with_zeros(counter, counts, _model_types(), decisions)
 
 
 def _verdict_families() -> list[Metric]:
@@ -308,14 +358,17 @@ def _verdict_families() -> list[Metric]:
     from training.promotion.models import (
         ComparisonStatus,
         Experiment,
+        ExperimentDecision,
         ExperimentStatus,
         ShadowComparison,
+        ShadowDecision,
     )
 
     shadow_verdicts = _verdict_counter(
         "clm_shadow_verdicts",
         "Shadow comparisons that ended, by model type and decision.",
         ShadowComparison.objects.exclude(status=ComparisonStatus.ACTIVE),
+        [d for d in ShadowDecision.values if d != ShadowDecision.CONTINUE],
     )
     shadow = ["model_id", "model_type", "version"]
     shadow_progress = _gauge(
@@ -341,6 +394,7 @@ def _verdict_families() -> list[Metric]:
         "clm_experiment_verdicts",
         "A/B experiments that ended, by model type and decision.",
         Experiment.objects.exclude(status=ExperimentStatus.RUNNING),
+        ExperimentDecision.values,
     )
     experiment = ["model_id", "model_type", "experiment"]
     experiment_progress = _gauge(
@@ -375,14 +429,16 @@ def _verdict_families() -> list[Metric]:
 @dataclass(frozen=True)
 class QueueDepth:
     messages: int
-    consumers: int
+    consumers: int | None  # None: the broker could not say
 
 
 def queue_depths(*, url: str, queues: list[str], timeout: float) -> dict[str, QueueDepth | None]:
     """Ask the broker how many messages wait in each queue (passive declare); None: unknown.
 
     A queue the broker does not have yet holds nothing: it is declared by the first message sent
-    to it or the first worker that consumes it.
+    to it or the first worker that consumes it. Redis keeps no consumers (it always reports 0), so
+    there the workers are asked which queues they consume, over Celery's broadcast (remote
+    control, on by default): one reply per worker, as RabbitMQ counts one consumer per worker.
     """
     from kombu import Connection
 
@@ -398,6 +454,8 @@ def queue_depths(*, url: str, queues: list[str], timeout: float) -> dict[str, Qu
             conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
             for name in queues:
                 depths[name] = _queue_depth(conn, name)
+            if conn.transport.driver_type == "redis":
+                depths = _with_worker_consumers(conn, depths, timeout)
     except Exception as exc:  # any transport error: unknown depths, never a failed scrape
         logger.warning("queue depths unavailable: %s: %s", exc.__class__.__name__, exc)
     return depths
@@ -415,8 +473,34 @@ def _queue_depth(conn: Any, name: str) -> QueueDepth | None:
     return QueueDepth(messages, consumers)
 
 
+def _with_worker_consumers(
+    conn: Any, depths: dict[str, QueueDepth | None], timeout: float
+) -> dict[str, QueueDepth | None]:
+    """Consumers per queue as the workers that answer within `timeout` report them."""
+    from clm_project.celery import app
+
+    try:
+        replies = app.control.inspect(timeout=timeout, connection=conn).active_queues() or {}
+    except Exception as exc:
+        logger.warning("workers' queues unavailable: %s: %s", exc.__class__.__name__, exc)
+        replies = None
+    counts: Counter[str] = Counter()
+    for worker_queues in (replies or {}).values():
+        counts.update({queue["name"] for queue in worker_queues or []})
+    return {
+        name: None
+        if depth is None
+        else QueueDepth(depth.messages, None if replies is None else counts[name])
+        for name, depth in depths.items()
+    }
+
+
 class BrokerQueueCollector:
-    """Messages waiting and consumers per Celery queue (CELERY_TASK_QUEUES), asked at scrape."""
+    """Messages waiting and consumers per Celery queue (CELERY_TASK_QUEUES), asked at scrape.
+
+    The `queue` label is the queue's name without CLM_QUEUE_PREFIX ("default", "training"), so
+    dashboards and alerts read the same whatever prefix a deployment uses.
+    """
 
     def collect(self) -> Iterator[Metric]:
         url = settings.CELERY_BROKER_URL
@@ -428,16 +512,22 @@ class BrokerQueueCollector:
             "clm_queue_messages", "Messages waiting in the Celery queue (ready).", ["queue"]
         )
         consumers = _gauge(
-            "clm_queue_consumers", "Consumers (worker processes) on the Celery queue.", ["queue"]
+            "clm_queue_consumers",
+            "Workers consuming the Celery queue (RabbitMQ: its consumers; Redis: the workers that "
+            "answered a broadcast). Absent when the broker could not say.",
+            ["queue"],
         )
         error = _gauge(
             "clm_queue_depth_error",
             "1 when the broker could not tell this queue's depth at this scrape.",
             ["queue"],
         )
+        prefix = settings.CLM_QUEUE_PREFIX
         for name, depth in depths.items():
-            error.add_metric([name], 1 if depth is None else 0)
+            label = name.removeprefix(prefix) if prefix else name
+            error.add_metric([label], 1 if depth is None else 0)
             if depth is not None:
-                messages.add_metric([name], depth.messages)
-                consumers.add_metric([name], depth.consumers)
+                messages.add_metric([label], depth.messages)
+                if depth.consumers is not None:
+                    consumers.add_metric([label], depth.consumers)
         yield from (messages, consumers, error)

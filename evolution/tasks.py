@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from celery import chord, group, shared_task
+from django.conf import settings
 
 from registry.services import time_limits_for
 
@@ -43,7 +44,7 @@ def reap_runs() -> dict[str, int]:
 def _evaluation(candidate_id: str, model_type: str | None = None):
     soft, hard = time_limits_for(model_type or "other")
     return evaluate_candidate.si(candidate_id).set(
-        queue="training", soft_time_limit=soft, time_limit=hard
+        queue=settings.CLM_TRAINING_QUEUE, soft_time_limit=soft, time_limit=hard
     )
 
 
@@ -51,7 +52,7 @@ def enqueue_generation(
     *, generation_id: int, candidate_ids: Sequence[str], model_type: str
 ) -> None:
     """One chord: every unfinished candidate in parallel, then the gathering callback."""
-    callback = gather_generation.si(generation_id).set(queue="training")
+    callback = gather_generation.si(generation_id).set(queue=settings.CLM_TRAINING_QUEUE)
     if not candidate_ids:
         callback.apply_async()
         return

@@ -38,6 +38,7 @@ from registry.models import (
     EvaluationResult,
     JobStatus,
     LifecycleEvent,
+    Liveness,
     ModelStatus,
     ModelVersion,
     OutboxEvent,
@@ -804,8 +805,8 @@ def _version_numbers(values: list[str]) -> list[int]:
 @admin.register(TrainingJob)
 class TrainingJobAdmin(ReadOnlyAdmin):
     list_display = (
-        "short_id", "model", "trigger_reason", "status", "progress_bar", "step", "elapsed",
-        "requested_by", "created",
+        "short_id", "model", "trigger_reason", "status", "progress_bar", "current_step",
+        "elapsed", "heartbeat_age", "requested_by", "created",
     )  # fmt: skip
     list_filter = ("status", "trigger_reason", "model_type", timeframe_filter("timeframe"))
     search_fields = ("id", "model__model_id", "symbol", "requested_by", "celery_task_id")
@@ -824,10 +825,24 @@ class TrainingJobAdmin(ReadOnlyAdmin):
             '<progress max="100" value="{}" title="{}%"></progress> {}%', percent, percent, percent
         )
 
+    @admin.display(description="step", ordering="step")
+    def current_step(self, obj: TrainingJob) -> str:
+        """The step the job is in now and for how long (not the last one it finished)."""
+        if obj.status != JobStatus.IN_PROGRESS or obj.step_started_at is None:
+            return obj.step
+        seconds = (timezone.now() - obj.step_started_at).total_seconds()
+        return f"{obj.step} (for {duration(seconds)})"
+
+    @admin.display(description="heartbeat", ordering="heartbeat_at")
+    def heartbeat_age(self, obj: TrainingJob) -> str:
+        if obj.status != JobStatus.IN_PROGRESS or obj.heartbeat_at is None:
+            return "-"
+        return f"{(timezone.now() - obj.heartbeat_at).total_seconds():.0f} s ago"
+
     # On the job's page, fields as people read them; new model fields still appear.
     SHOWN_AS = {
         "progress": ("progress_bar",),
-        "step": ("step", "elapsed"),
+        "step": ("current_step", "elapsed"),
         "timeframe": ("timeframe_shown",),
         "step_durations": ("step_durations_shown",),
     }
@@ -880,6 +895,12 @@ class TrainingJobAdmin(ReadOnlyAdmin):
                 self.message_user(request, exc.message, messages.WARNING)
             else:
                 self.message_user(request, f"Cancelled job {job.pk}.", messages.SUCCESS)
+
+
+@admin.register(Liveness)
+class LivenessAdmin(ReadOnlyAdmin):
+    list_display = ("name", "kind", "seen_at", "info")
+    list_filter = ("kind",)
 
 
 @admin.register(EvaluationResult)

@@ -135,6 +135,12 @@ class TrainingJob(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     celery_task_id = models.CharField(max_length=64, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # Liveness: when the current step began, when the worker running the job last said it is
+    # alive, when the job was last sent to the broker and how often the reaper re-sent it.
+    step_started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    redispatches = models.PositiveIntegerField(default=0)
     step_durations = models.JSONField(default=dict, blank=True)
     version = models.OneToOneField(
         "ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="produced_by"
@@ -158,6 +164,26 @@ class TrainingJob(models.Model):
     def __str__(self) -> str:
         model = self.model.model_id if self.model_id else "-"
         return f"{model} job {str(self.id)[:8]} ({self.trigger_reason}, {self.status})"
+
+
+class LivenessKind(models.TextChoices):
+    WORKER = "worker"
+    BEAT = "beat"
+
+
+class Liveness(models.Model):
+    """The last sign of life of a worker (per hostname) or of celery-beat, for `/health`."""
+
+    name = models.CharField(max_length=200, primary_key=True)
+    kind = models.CharField(max_length=16, choices=LivenessKind.choices)
+    seen_at = models.DateTimeField()
+    info = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["kind", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name} at {self.seen_at:%Y-%m-%d %H:%M:%S}"
 
 
 class ModelVersion(models.Model):

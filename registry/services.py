@@ -25,6 +25,7 @@ from registry.models import (
     JobStatus,
     LifecycleAction,
     LifecycleEvent,
+    Liveness,
     ModelStatus,
     ModelType,
     ModelVersion,
@@ -83,6 +84,23 @@ def _audit(
         actor=actor,
         reason=reason,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Liveness
+
+
+def liveness_record(*, kind: str, name: str, info: dict[str, Any]) -> None:
+    """A worker or celery-beat is alive now (registry.liveness calls this on an interval)."""
+    Liveness.objects.update_or_create(
+        name=name, defaults={"kind": kind, "seen_at": timezone.now(), "info": info}
+    )
+
+
+def liveness_prune(*, before: datetime) -> int:
+    """Forget workers not seen since `before` (hostnames change as workers come and go)."""
+    deleted, _ = Liveness.objects.filter(seen_at__lt=before).delete()
+    return deleted
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,6 +255,10 @@ def training_job_create(*, request: JobRequest, dispatch: bool = True) -> tuple[
     return job, True
 
 
+class AttemptLost(Exception):
+    """This attempt no longer holds its job: the reaper took it back (its heartbeat went stale)."""
+
+
 def time_limits_for(model_type: str) -> tuple[int, int]:
     """Soft and hard Celery time limits (seconds) of one family's training work (settings)."""
     limits = settings.CLM_TRAINING_TIME_LIMITS
@@ -259,35 +281,79 @@ def _enqueue_training_job(*, job_id: str, task_id: str) -> None:
     )
 
 
-def training_job_dispatch(*, job_id: uuid.UUID) -> None:
+def training_job_dispatch(*, job_id: uuid.UUID) -> bool:
     """Hand a pending job to the pipeline task on the `training` queue.
 
     The task id is recorded before sending, so the worker always finds the row queued. If the
-    broker is down the job stays pending and the reaper dispatches it again later.
+    broker is down (the send gives up within the broker timeouts of settings) the job stays
+    pending and the reaper dispatches it again later. Returns False when the broker failed.
     """
     task_id = str(uuid.uuid4())
     updated = TrainingJob.objects.filter(pk=job_id, status=JobStatus.PENDING).update(
-        status=JobStatus.QUEUED, celery_task_id=task_id
+        status=JobStatus.QUEUED, celery_task_id=task_id, dispatched_at=timezone.now()
     )
     if not updated:
-        return
+        return True
     try:
         _enqueue_training_job(job_id=str(job_id), task_id=task_id)
     except Exception as exc:  # broker unreachable: leave it for the reaper, never lose the job
         logger.warning("dispatch of job %s failed, left pending: %s", job_id, exc)
         TrainingJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
-            status=JobStatus.PENDING, celery_task_id=""
+            status=JobStatus.PENDING, celery_task_id="", dispatched_at=None
         )
+        return False
+    return True
+
+
+def training_job_redispatch(*, job_id: uuid.UUID | str, max_tries: int, count: bool) -> str:
+    """Reaper: send a job queued past the dispatch timeout again (its message may be lost).
+
+    A duplicate message is harmless: the claim is a compare-and-set. `count` is False while the
+    training queue is busy (a job runs with a fresh heartbeat), where waiting is no sign of a lost
+    message; once the job was sent `max_tries` times in vain it is failed with a clear message.
+    Returns "redispatched", "failed", "broker_down" or "skipped".
+    """
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.status != JobStatus.QUEUED:
+            return "skipped"
+        if count and job.redispatches + 1 >= max_tries:
+            waited = (timezone.now() - (job.created_at or timezone.now())).total_seconds()
+            job.status = JobStatus.FAILED
+            job.error_step = "queued"
+            job.error_message = (
+                f"never picked up by a worker: sent {job.redispatches + 1} times over "
+                f"{waited / 60:.0f} min; is a worker consuming the training queue?"
+            )
+            job.finished_at = timezone.now()
+            job.save(update_fields=["status", "error_step", "error_message", "finished_at"])
+            logger.error("job %s failed: %s", job.pk, job.error_message)
+            return "failed"
+        task_id = job.celery_task_id or str(uuid.uuid4())
+    try:
+        _enqueue_training_job(job_id=str(job_id), task_id=task_id)
+    except Exception as exc:
+        logger.warning("redispatch of job %s failed, still queued: %s", job_id, exc)
+        return "broker_down"
+    TrainingJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
+        celery_task_id=task_id,
+        dispatched_at=timezone.now(),
+        redispatches=F("redispatches") + (1 if count else 0),
+    )
+    return "redispatched"
 
 
 def training_job_claim(*, job_id: uuid.UUID | str) -> bool:
     """Compare-and-set a queued (or pending) job to in_progress. False: someone else has it."""
+    now = timezone.now()
     return bool(
         TrainingJob.objects.filter(
             pk=job_id, status__in=[JobStatus.PENDING, JobStatus.QUEUED]
         ).update(
             status=JobStatus.IN_PROGRESS,
-            started_at=timezone.now(),
+            started_at=now,
+            heartbeat_at=now,
+            step_started_at=now,
             attempts=F("attempts") + 1,
             progress=0.0,
             step="claimed",
@@ -297,55 +363,158 @@ def training_job_claim(*, job_id: uuid.UUID | str) -> bool:
     )
 
 
+def training_job_heartbeat(*, job_id: uuid.UUID | str, attempt: int) -> bool:
+    """The worker running `attempt` is alive. False: the job is no longer this attempt's."""
+    return bool(
+        TrainingJob.objects.filter(
+            pk=job_id, status=JobStatus.IN_PROGRESS, attempts=attempt
+        ).update(heartbeat_at=timezone.now())
+    )
+
+
 def _job_give_up(job: TrainingJob, what: str) -> None:
     """Fail a locked in-progress job that has used up its attempts."""
     job.status = JobStatus.FAILED
     job.error_step = job.step or "start"
     job.error_message = f"{what}; gave up after {job.attempts} attempts"
     job.finished_at = timezone.now()
-    job.save(update_fields=["status", "error_step", "error_message", "finished_at"])
+    job.save(update_fields=["status", "error_step", "error_message", "finished_at", "version"])
+    logger.error("job %s failed: %s", job.pk, job.error_message)
 
 
-def training_job_reclaim(*, job_id: uuid.UUID | str, max_attempts: int) -> bool:
+def _abandon_attempt(job: TrainingJob, why: str) -> bool:
+    """Settle what a lost attempt of a locked job left behind. True: the job is in fact done.
+
+    A version still in `training` is failed (the next attempt registers its own: one job, one
+    live version); a version that got its verdict means the attempt died after its real work, so
+    the job completes with it instead of training again.
+    """
+    version = job.version
+    if version is None:
+        return False
+    if version.status == ModelStatus.TRAINING:
+        model_version_set_status(
+            model_id=job.model.model_id, version=version.version, status=ModelStatus.FAILED,
+            actor="reaper", reason=f"attempt {job.attempts} of job {job.pk} lost: {why}",
+        )  # fmt: skip
+    elif version.latest_evaluation_id is not None:
+        job.status = JobStatus.COMPLETED
+        job.progress = 1.0
+        job.step = "completed"
+        job.finished_at = timezone.now()
+        job.save(update_fields=["status", "progress", "step", "finished_at"])
+        return True
+    job.version = None
+    return False
+
+
+def _lock_job(job_id: uuid.UUID | str) -> TrainingJob | None:
+    """Lock a job and its model in the services' lock order (model, then job)."""
+    model_pk = TrainingJob.objects.filter(pk=job_id).values_list("model_id", flat=True).first()
+    if model_pk is None:
+        return None
+    RegisteredModel.objects.select_for_update().filter(pk=model_pk).first()
+    return (
+        TrainingJob.objects.select_for_update(of=("self",))
+        .select_related("model", "version")
+        .filter(pk=job_id)
+        .first()
+    )
+
+
+def training_job_reclaim(
+    *, job_id: uuid.UUID | str, max_attempts: int, heartbeat_timeout: float
+) -> bool:
     """Take over a job left in progress by a worker that died (its message was redelivered).
 
-    Returns True when this delivery may run it again; once `max_attempts` is reached the job is
-    failed cleanly instead.
+    Returns True when this delivery may run it again. A job whose heartbeat is fresh is held by a
+    live worker (a broker may redeliver early): it is left alone, and the reaper takes it back
+    if that worker stops. Once `max_attempts` is reached the job is failed cleanly instead.
     """
     with transaction.atomic():
-        job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
+        job = _lock_job(job_id)
         if job is None or job.status != JobStatus.IN_PROGRESS:
             return False
-        if job.attempts >= max_attempts:
-            _job_give_up(job, f"worker lost during step {job.step!r}")
+        beat = job.heartbeat_at
+        if beat is not None and (timezone.now() - beat).total_seconds() < heartbeat_timeout:
             return False
-        TrainingJob.objects.filter(pk=job_id).update(
-            attempts=F("attempts") + 1, started_at=timezone.now(), progress=0.0, step="reclaimed"
-        )
+        why = f"worker lost during step {job.step!r}"
+        if _abandon_attempt(job, why):
+            return False
+        if job.attempts >= max_attempts:
+            _job_give_up(job, why)
+            return False
+        now = timezone.now()
+        job.attempts += 1
+        job.started_at = job.heartbeat_at = job.step_started_at = now
+        job.progress = 0.0
+        job.step = "reclaimed"
+        job.save(
+            update_fields=[
+                "attempts", "started_at", "heartbeat_at", "step_started_at", "progress", "step",
+                "version",
+            ]
+        )  # fmt: skip
     return True
 
 
-def training_job_requeue_stuck(*, job_id: uuid.UUID | str, max_attempts: int) -> str:
-    """Reaper: a job in progress past its hard limit is requeued, or failed after max attempts."""
+def training_job_requeue_stuck(
+    *, job_id: uuid.UUID | str, max_attempts: int, why: str | None = None
+) -> str:
+    """Reaper: take back a job whose worker stopped (stale heartbeat) or that ran past its hard
+    limit; requeue it, or fail it after max attempts. Returns what happened."""
     with transaction.atomic():
-        job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
+        job = _lock_job(job_id)
         if job is None or job.status != JobStatus.IN_PROGRESS:
             return "skipped"
+        why = why or f"stuck in step {job.step!r} past its time limit"
+        if _abandon_attempt(job, why):
+            return "completed"
         if job.attempts >= max_attempts:
-            _job_give_up(job, f"stuck in step {job.step!r} past its time limit")
+            _job_give_up(job, why)
             return "failed"
         job.status = JobStatus.PENDING
         job.step = "requeued"
-        job.save(update_fields=["status", "step"])
+        job.error_message = f"attempt {job.attempts} lost: {why}"
+        job.heartbeat_at = job.dispatched_at = job.step_started_at = None
+        job.save(
+            update_fields=[
+                "status", "step", "error_message", "heartbeat_at", "dispatched_at",
+                "step_started_at", "version",
+            ]
+        )  # fmt: skip
+        logger.warning("job %s requeued: %s", job.pk, why)
         transaction.on_commit(lambda: training_job_dispatch(job_id=job.pk))
     return "requeued"
 
 
+def training_job_step_start(*, job_id: uuid.UUID | str, step: str, attempt: int) -> None:
+    """The job enters `step` now (what the API, the admin and the metrics show while it runs).
+
+    Raises AttemptLost when the job is no longer this attempt's.
+    """
+    now = timezone.now()
+    updated = TrainingJob.objects.filter(
+        pk=job_id, status=JobStatus.IN_PROGRESS, attempts=attempt
+    ).update(step=step, step_started_at=now, heartbeat_at=now)
+    if not updated:
+        raise AttemptLost(f"job {job_id} is no longer held by attempt {attempt}")
+
+
 def training_job_progress(
-    *, job_id: uuid.UUID | str, step: str, progress: float, seconds: float | None = None
+    *,
+    job_id: uuid.UUID | str,
+    step: str,
+    progress: float,
+    seconds: float | None = None,
+    attempt: int | None = None,
 ) -> None:
+    """Record that `step` finished (cumulative progress, its wall time). With `attempt`, raises
+    AttemptLost when the job is no longer that attempt's."""
     with transaction.atomic():
         job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        if attempt is not None and (job.status != JobStatus.IN_PROGRESS or job.attempts != attempt):
+            raise AttemptLost(f"job {job_id} is no longer held by attempt {attempt}")
         job.step = step
         job.progress = min(max(progress, 0.0), 1.0)
         fields = ["step", "progress"]
@@ -360,16 +529,20 @@ def training_job_complete(
     job_id: uuid.UUID | str,
     version: ModelVersion | None,
     model_seconds: dict[str, float] | None = None,
+    attempt: int | None = None,
 ) -> None:
     """Mark the job completed; `model_seconds` (fit, predict) join the per-step durations."""
     with transaction.atomic():
         job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
         if job is None or job.status != JobStatus.IN_PROGRESS:
             return
+        if attempt is not None and job.attempts != attempt:
+            raise AttemptLost(f"job {job_id} is no longer held by attempt {attempt}")
         job.status = JobStatus.COMPLETED
         job.progress = 1.0
         job.step = "completed"
-        job.finished_at = timezone.now()
+        job.step_started_at = job.finished_at = timezone.now()
+        job.error_message = ""
         job.version = version
         job.step_durations = {
             **job.step_durations,
@@ -379,7 +552,12 @@ def training_job_complete(
 
 
 def training_job_fail(
-    *, job_id: uuid.UUID | str, step: str, error: str, version: ModelVersion | None = None
+    *,
+    job_id: uuid.UUID | str,
+    step: str,
+    error: str,
+    version: ModelVersion | None = None,
+    attempt: int | None = None,
 ) -> None:
     updates: dict[str, Any] = {
         "status": JobStatus.FAILED,
@@ -389,7 +567,10 @@ def training_job_fail(
     }
     if version is not None:
         updates["version"] = version
-    TrainingJob.objects.filter(pk=job_id, status__in=ACTIVE_JOB_STATUSES).update(**updates)
+    jobs = TrainingJob.objects.filter(pk=job_id, status__in=ACTIVE_JOB_STATUSES)
+    if attempt is not None:
+        jobs = jobs.filter(attempts=attempt)
+    jobs.update(**updates)
 
 
 def training_job_cancel(*, job_id: uuid.UUID | str, actor: str = "") -> Any:
@@ -425,10 +606,23 @@ def model_version_register(
     train_start: datetime | None = None,
     train_end: datetime | None = None,
     actor: str = "pipeline",
+    job_attempt: int | None = None,
 ) -> ModelVersion:
-    """Allocate the next version number under the model's row lock and record the version."""
+    """Allocate the next version number under the model's row lock and record the version.
+
+    With `job_attempt`, the version is refused (AttemptLost) unless that attempt still holds the
+    job: an attempt the reaper took back never adds a second version to its job.
+    """
     with transaction.atomic():
         locked = _lock_model(model.model_id)
+        if job is not None and job_attempt is not None:
+            held = (
+                TrainingJob.objects.select_for_update()
+                .filter(pk=job.pk, status=JobStatus.IN_PROGRESS, attempts=job_attempt)
+                .exists()
+            )
+            if not held:
+                raise AttemptLost(f"job {job.pk} is no longer held by attempt {job_attempt}")
         number = locked.next_version
         locked.next_version = number + 1
         locked.save(update_fields=["next_version"])

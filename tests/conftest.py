@@ -18,7 +18,7 @@ from django.conf import settings
 from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.utils import timezone
-from kombu import Connection
+from kombu import Connection, Queue
 from rest_framework.test import APIClient
 
 from clm_project.celery import app as celery_app
@@ -89,7 +89,7 @@ def _start_worker(db_name: str, *, concurrency: int = 1) -> tuple[subprocess.Pop
             "clm_project",
             "worker",
             "-Q",
-            "default,training",
+            ",".join(queue.name for queue in settings.CELERY_TASK_QUEUES),
             "-c",
             str(concurrency),
             "-P",
@@ -106,14 +106,17 @@ def _start_worker(db_name: str, *, concurrency: int = 1) -> tuple[subprocess.Pop
         stderr=subprocess.STDOUT,
         cwd=Path(__file__).resolve().parent.parent,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"celery worker exited early; see {log.name}")
-        if celery_app.control.ping(destination=[hostname], timeout=1.0):
-            return proc, hostname
-    proc.kill()
-    raise RuntimeError(f"celery worker did not answer a ping within 60 s; see {log.name}")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited early; see {log.name}")
+            if celery_app.control.ping(destination=[hostname], timeout=1.0):
+                return proc, hostname
+        raise RuntimeError(f"celery worker did not answer a ping within 60 s; see {log.name}")
+    except BaseException:
+        _stop_worker(proc)
+        raise
 
 
 def _stop_worker(proc: subprocess.Popen) -> None:
@@ -125,15 +128,117 @@ def _stop_worker(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def own_queues() -> list[Queue]:
+    """The queues this run declares: its Celery queues and its incoming-events queue, all named
+    with the run's CLM_QUEUE_PREFIX (settings.test)."""
+    from training.retraining.events import incoming_queue
+
+    return [*settings.CELERY_TASK_QUEUES, incoming_queue()]
+
+
+def queues_purge(url: str) -> None:
+    """Empty this run's own queues on the broker at `url` (declaring them if need be)."""
+    with Connection(url) as conn:
+        channel = conn.default_channel
+        for queue in own_queues():
+            bound = queue(channel)
+            bound.declare()
+            bound.purge()
+
+
+def _celery_use_broker(url: str) -> None:
+    """Point the test process's Celery app (dispatch, control) at the broker at `url`."""
+    from clm_project.settings.base import broker_transport_options
+
+    # Celery reads the CELERY_BROKER_URL variable before its configuration.
+    os.environ["CELERY_BROKER_URL"] = url
+    celery_app.conf.broker_url = url
+    celery_app.conf.broker_transport_options = broker_transport_options(url)
+    # kombu keeps one pool per broker URL (kombu.pools): the app picks the pool of the new URL.
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+
+
+@pytest.fixture(params=sorted(settings.CLM_TEST_BROKER_URLS))
+def broker(request, settings) -> Iterator[str]:
+    """Run the test once on each broker the README offers ("rabbitmq", "redis").
+
+    The test process (dispatch, the relay, /metrics) and the workers it starts all use it.
+    """
+    from clm_project.settings.base import broker_transport_options
+
+    url = settings.CLM_TEST_BROKER_URLS[request.param]
+    previous = settings.CELERY_BROKER_URL
+    settings.CELERY_BROKER_URL = url
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(url)
+    _celery_use_broker(url)
+    _used_brokers.add(url)
+    try:
+        yield request.param
+    finally:
+        _celery_use_broker(previous)
+
+
+_used_brokers: set[str] = set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _delete_own_queues() -> Iterator[None]:
+    """At the end of the run, delete the queues and exchanges it declared (its prefix alone)."""
+    _used_brokers.add(settings.CELERY_BROKER_URL)
+    yield
+    from training.retraining.events import events_exchange
+
+    names = [queue.name for queue in settings.CELERY_TASK_QUEUES]
+    for url in _used_brokers:
+        if url.startswith("redis"):
+            _redis_forget(url, settings.CLM_QUEUE_PREFIX)
+            continue
+        try:
+            with Connection(url, connect_timeout=2) as conn:
+                conn.ensure_connection(max_retries=1)
+                channel = conn.default_channel
+                for queue in own_queues():
+                    queue(channel).delete()
+                for exchange in [*names, events_exchange().name]:
+                    channel.exchange_delete(exchange)
+        except Exception as exc:  # a broker that went away: nothing to tidy there
+            print(f"could not delete this run's queues on {url}: {exc}")
+
+
+def _redis_forget(url: str, prefix: str) -> None:
+    """Delete this run's lists and bindings from the Redis database it uses as a broker.
+
+    kombu's Redis transport forgets a binding only when the channel that made it deletes a queue
+    that still holds messages; the keys are named after the queues and exchanges, so the run's
+    prefix finds exactly its own.
+    """
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    try:
+        for pattern in (
+            f"{prefix}*",
+            f"_kombu.binding.{prefix}*",
+            f"_kombu.binding_permanent.{prefix}*",
+        ):
+            for key in client.scan_iter(match=pattern):
+                client.delete(key)
+    except redis.RedisError as exc:
+        print(f"could not delete this run's keys on {url}: {exc}")
+
+
 @pytest.fixture
-def purge_queues():
-    """Drop messages that earlier tests left on the broker so a worker sees only this test's."""
-    celery_app.control.purge()
+def purge_queues(broker):
+    """Drop messages that earlier tests of this run left on its own queues (never others')."""
+    queues_purge(settings.CELERY_BROKER_URL)
+    return broker
 
 
 @pytest.fixture
 def live_worker(transactional_db, purge_queues):
-    """A real `celery worker` subprocess on the real broker, using the test database."""
+    """A real `celery worker` subprocess on the test's broker (see `broker`), using the test
+    database."""
     proc, hostname = _start_worker(connection.settings_dict["NAME"])
     yield hostname
     _stop_worker(proc)
@@ -230,7 +335,7 @@ def training_queue(db) -> Iterator[None]:
     )
     if not sent:
         return
-    queue = next(q for q in settings.CELERY_TASK_QUEUES if q.name == "training")
+    queue = next(q for q in settings.CELERY_TASK_QUEUES if q.name == settings.CLM_TRAINING_QUEUE)
     with Connection(settings.CELERY_BROKER_URL) as conn, conn.channel() as channel:
         bound = queue(channel)
         while (message := bound.get()) is not None:

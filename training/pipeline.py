@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import logging
 import platform
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
+from django.db import close_old_connections, connection
 
 from clm_project import metrics
 from clm_project.exceptions import DomainError
@@ -76,6 +78,7 @@ class PipelineError(Exception):
 class Run:
     job: TrainingJob
     policy: EvaluationPolicy
+    attempt: int = 0
     bars: Bars | None = None
     dataset: Dataset | None = None
     split: Split | None = None
@@ -95,15 +98,20 @@ class Run:
 def _step(run: Run, name: str) -> Iterator[None]:
     """Run one step: every line logged inside carries job_id, model_id and step; its wall time
     goes to the job and to the step-duration histogram once it finishes."""
-    started = time.perf_counter()
     job = run.job
+    services.training_job_step_start(job_id=job.pk, step=name, attempt=run.attempt)
+    started = time.perf_counter()
     try:
         with log_context(job_id=job.pk, model_id=job.model.model_id, step=name):
             yield
+    except services.AttemptLost:
+        raise
     except Exception as exc:
         raise _StepFailed(name, exc) from exc
     seconds = time.perf_counter() - started
-    services.training_job_progress(job_id=job.pk, step=name, progress=STEPS[name], seconds=seconds)
+    services.training_job_progress(
+        job_id=job.pk, step=name, progress=STEPS[name], seconds=seconds, attempt=run.attempt
+    )
     metrics.pipeline_step_observe(step=name, model_type=job.model_type, seconds=seconds)
 
 
@@ -112,6 +120,43 @@ class _StepFailed(Exception):
         super().__init__(f"{step}: {error}")
         self.step = step
         self.error = error
+
+
+class JobHeartbeat(threading.Thread):
+    """Refreshes the job's heartbeat every CLM_JOB_HEARTBEAT_INTERVAL seconds while it runs.
+
+    A thread of the process that trains, so it beats through a long fit in any library (they
+    release the GIL in their native loops) and stops when that process dies: the reaper then
+    sees the heartbeat go stale and takes the job back.
+    """
+
+    def __init__(self, *, job_id: Any, attempt: int) -> None:
+        super().__init__(name=f"clm-heartbeat-{job_id}", daemon=True)
+        self.job_id = job_id
+        self.attempt = attempt
+        self.stopped = threading.Event()
+
+    def __enter__(self) -> JobHeartbeat:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.join(timeout=5)
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(settings.CLM_JOB_HEARTBEAT_INTERVAL):
+                try:
+                    held = services.training_job_heartbeat(job_id=self.job_id, attempt=self.attempt)
+                except Exception as exc:  # the database may come back before the timeout
+                    logger.warning("heartbeat of job %s failed: %s", self.job_id, exc)
+                    close_old_connections()
+                    continue
+                if not held:
+                    return
+        finally:
+            connection.close()
 
 
 def run_job(*, job_id: str, redelivered: bool = False) -> str:
@@ -123,7 +168,9 @@ def run_job(*, job_id: str, redelivered: bool = False) -> str:
     claimed = services.training_job_claim(job_id=job_id)
     if not claimed and redelivered:
         claimed = services.training_job_reclaim(
-            job_id=job_id, max_attempts=settings.CLM_TRAINING_MAX_ATTEMPTS
+            job_id=job_id,
+            max_attempts=settings.CLM_TRAINING_MAX_ATTEMPTS,
+            heartbeat_timeout=settings.CLM_JOB_HEARTBEAT_TIMEOUT,
         )
     job = TrainingJob.objects.select_related("model").filter(pk=job_id).first()
     if job is None:
@@ -138,7 +185,14 @@ def run_job(*, job_id: str, redelivered: bool = False) -> str:
         policy=evaluation_policy_for(
             job.model_type, auto_promote_default=settings.CLM_AUTO_PROMOTE
         ),
+        attempt=job.attempts,
     )
+    with JobHeartbeat(job_id=job.pk, attempt=run.attempt):
+        return _run_steps(run, log)
+
+
+def _run_steps(run: Run, log: logging.LoggerAdapter) -> str:
+    job = run.job
     started = time.perf_counter()
     try:
         with _step(run, "start"):
@@ -160,15 +214,24 @@ def run_job(*, job_id: str, redelivered: bool = False) -> str:
         with _step(run, "apply_gates"):
             _apply_gates(run)
         services.training_job_complete(
-            job_id=job.pk, version=run.version, model_seconds=run.model_seconds
-        )
+            job_id=job.pk, version=run.version, model_seconds=run.model_seconds,
+            attempt=run.attempt,
+        )  # fmt: skip
+    except services.AttemptLost as lost:
+        # The reaper gave the job to another attempt; anything written now would be theirs.
+        log.warning("attempt %s stops: %s", run.attempt, lost)
+        return "lost"
     except _StepFailed as failed:
         _fail(run, failed.step, failed.error)
-        log.warning("job failed at %s: %s", failed.step, failed.error)
+        log.error(
+            "job failed at %s: %s", failed.step, failed.error,
+            exc_info=(type(failed.error), failed.error, failed.error.__traceback__),
+        )  # fmt: skip
         _observe_job(run, JobStatus.FAILED, started)
         return JobStatus.FAILED
     except BaseException as exc:  # a soft time limit or shutdown outside a step
         _fail(run, run.job.step or "start", exc)
+        log.error("job failed outside a step: %s", exc, exc_info=True)
         _observe_job(run, JobStatus.FAILED, started)
         raise
     log.info("job completed: %s", run.decision)
@@ -203,7 +266,9 @@ def _fail(run: Run, step: str, error: BaseException) -> None:
             )
         except Exception:  # the job's own failure below must still be recorded
             logger.exception("could not mark %s failed", run.version)
-    services.training_job_fail(job_id=run.job.pk, step=step, error=detail, version=run.version)
+    services.training_job_fail(
+        job_id=run.job.pk, step=step, error=detail, version=run.version, attempt=run.attempt
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,6 +367,7 @@ def _register(run: Run) -> None:
         artifact_size=stored.size,
         train_start=_timestamp(bars, split.train.start),
         train_end=_timestamp(bars, split.train.stop - 1),
+        job_attempt=run.attempt,
     )
 
 

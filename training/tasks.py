@@ -10,6 +10,7 @@ from typing import Any
 
 from celery import shared_task
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from registry import services
@@ -20,10 +21,11 @@ from training.retraining.monitors import services as monitors
 logger = logging.getLogger(__name__)
 
 STUCK_GRACE = timedelta(minutes=5)
-PENDING_REDISPATCH_AFTER = timedelta(minutes=2)
+LIVENESS_KEPT = timedelta(days=1)
 
 
-@shared_task(name="training.run_training_job", bind=True, acks_late=True)
+# ignore_result: the job's row is the result; sending never waits on the result backend.
+@shared_task(name="training.run_training_job", bind=True, acks_late=True, ignore_result=True)
 def run_training_job(self, job_id: str) -> str:
     """Run the pipeline for one job; a redelivered message (dead worker) may reclaim it."""
     from training.pipeline import run_job
@@ -33,23 +35,60 @@ def run_training_job(self, job_id: str) -> str:
 
 
 def reap_stuck_jobs_now() -> dict[str, int]:
-    """Requeue or fail jobs stuck past their hard limit; redispatch stale pending ones."""
+    """Keep every active job moving; beat runs it every 15 s (retraining.scheduler.SCHEDULES).
+
+    - in progress with a stale heartbeat (its worker died) or past its hard limit: requeued, or
+      failed after CLM_TRAINING_MAX_ATTEMPTS; a version the lost attempt left in `training` is
+      failed;
+    - queued past the dispatch timeout without a claim (a lost message): sent again, and failed
+      after CLM_DISPATCH_MAX_TRIES sends in vain (not counted while the queue is busy);
+    - pending past CLM_PENDING_REDISPATCH_AFTER (the broker was down): dispatched again, until
+      the broker fails once more in this pass.
+    """
     now = timezone.now()
-    counts = {"requeued": 0, "failed": 0, "redispatched": 0}
-    for job_id, model_type, started in TrainingJob.objects.filter(
-        status=JobStatus.IN_PROGRESS
-    ).values_list("pk", "model_type", "started_at"):
+    stale_before = now - timedelta(seconds=settings.CLM_JOB_HEARTBEAT_TIMEOUT)
+    counts = {"requeued": 0, "failed": 0, "completed": 0, "redispatched": 0, "dispatched": 0}
+    running = TrainingJob.objects.filter(status=JobStatus.IN_PROGRESS).values_list(
+        "pk", "model_type", "started_at", "heartbeat_at", "step"
+    )
+    busy = False
+    for job_id, model_type, started, beat, step in running:
         hard = services.time_limits_for(model_type)[1]
-        if started and now - started > timedelta(seconds=hard) + STUCK_GRACE:
-            outcome = services.training_job_requeue_stuck(
-                job_id=job_id, max_attempts=settings.CLM_TRAINING_MAX_ATTEMPTS
+        last_sign = beat or started
+        if last_sign is not None and last_sign < stale_before:
+            why = (
+                f"worker stopped during step {step!r}: no heartbeat for "
+                f"{(now - last_sign).total_seconds():.0f} s"
             )
-            counts[outcome] = counts.get(outcome, 0) + 1
+        elif started and now - started > timedelta(seconds=hard) + STUCK_GRACE:
+            why = f"stuck in step {step!r} past its time limit"
+        else:
+            busy = True
+            continue
+        outcome = services.training_job_requeue_stuck(
+            job_id=job_id, max_attempts=settings.CLM_TRAINING_MAX_ATTEMPTS, why=why
+        )
+        counts[outcome] = counts.get(outcome, 0) + 1
+    lost_before = now - timedelta(seconds=settings.CLM_DISPATCH_TIMEOUT)
+    queued = TrainingJob.objects.filter(status=JobStatus.QUEUED).filter(
+        Q(dispatched_at__lt=lost_before) | Q(dispatched_at__isnull=True, created_at__lt=lost_before)
+    )
+    for job_id in queued.values_list("pk", flat=True):
+        outcome = services.training_job_redispatch(
+            job_id=job_id, max_tries=settings.CLM_DISPATCH_MAX_TRIES, count=not busy
+        )
+        counts[outcome] = counts.get(outcome, 0) + 1
+        if outcome == "broker_down":
+            break
+    pending_before = now - timedelta(seconds=settings.CLM_PENDING_REDISPATCH_AFTER)
     for job_id in TrainingJob.objects.filter(
-        status=JobStatus.PENDING, created_at__lt=now - PENDING_REDISPATCH_AFTER
+        status=JobStatus.PENDING, created_at__lt=pending_before
     ).values_list("pk", flat=True):
-        services.training_job_dispatch(job_id=job_id)
-        counts["redispatched"] += 1
+        if not services.training_job_dispatch(job_id=job_id):
+            counts["broker_down"] = counts.get("broker_down", 0) + 1
+            break
+        counts["dispatched"] += 1
+    services.liveness_prune(before=now - LIVENESS_KEPT)
     if any(counts.values()):
         logger.warning("reaper: %s", counts)
     return counts
@@ -79,7 +118,12 @@ def scan_due_models() -> dict[str, int]:
 
 @shared_task(name="training.relay_outbox", ignore_result=True)
 def relay_outbox() -> dict[str, Any]:
+    """A run that could not publish everything fails (the next tick retries those events)."""
     result = events.outbox_relay()
+    if result.error:
+        raise events.OutboxRelayError(
+            f"outbox relay stopped after {result.published} events: {result.error}"
+        )
     return {"published": result.published, "error": result.error}
 
 

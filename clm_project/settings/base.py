@@ -192,19 +192,64 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_QUEUES = (
-    Queue("default", Exchange("default"), routing_key="default"),
-    Queue("training", Exchange("training"), routing_key="training"),
+# Every queue and exchange name CLM declares starts with CLM_QUEUE_PREFIX (empty by default), so
+# that several deployments or test runs can share one broker vhost or Redis database without ever
+# reading or purging each other's messages. Workers started without -Q consume exactly these.
+CLM_QUEUE_PREFIX = os.environ.get("CLM_QUEUE_PREFIX", "")
+CLM_DEFAULT_QUEUE = f"{CLM_QUEUE_PREFIX}default"
+CLM_TRAINING_QUEUE = f"{CLM_QUEUE_PREFIX}training"
+CELERY_TASK_DEFAULT_QUEUE = CLM_DEFAULT_QUEUE
+CELERY_TASK_DEFAULT_EXCHANGE = CLM_DEFAULT_QUEUE
+CELERY_TASK_DEFAULT_ROUTING_KEY = CLM_DEFAULT_QUEUE
+CELERY_TASK_QUEUES = tuple(
+    Queue(name, Exchange(name), routing_key=name)
+    for name in (CLM_DEFAULT_QUEUE, CLM_TRAINING_QUEUE)
 )
 CELERY_TASK_ROUTES = {
-    "training.run_training_job": {"queue": "training"},
-    "evolution.*": {"queue": "training"},
+    "training.run_training_job": {"queue": CLM_TRAINING_QUEUE},
+    "evolution.*": {"queue": CLM_TRAINING_QUEUE},
 }
+# Training jobs: soft/hard Celery time limits per family (seconds, sized for default budgets on
+# 2 cores) and how many times a job may be claimed before it fails. They run on
+# CLM_TRAINING_QUEUE.
+CLM_TRAINING_TIME_LIMITS: dict[str, tuple[int, int]] = {
+    "xgboost": (900, 1200),
+    "lightgbm": (900, 1200),
+    "nhits": (1800, 2400),
+    "patchtst": (1800, 2400),
+    "rl_v2": (1800, 2400),
+    "rl_v3": (1800, 2400),
+    "other": (900, 1200),
+}
+CLM_TRAINING_MAX_ATTEMPTS = 2
+
+# How long after the longest hard time limit Redis redelivers an unacknowledged message: the time
+# a worker needs to notice the limit, kill the child and report.
+REDIS_VISIBILITY_MARGIN_S = 300
+
+
+def broker_transport_options(url: str) -> dict[str, float]:
+    """Transport options for the broker at `url`.
+
+    On Redis, kombu redelivers a message that is not acknowledged within the visibility timeout,
+    whether or not the worker holding it still runs: below the longest hard time limit (tasks
+    acknowledge late) a long fit would start a second time while the first still trains.
+    """
+    if url.split(":", 1)[0] not in {"redis", "rediss", "redis+socket"}:
+        return {}
+    longest = max(hard for _, hard in CLM_TRAINING_TIME_LIMITS.values())
+    return {"visibility_timeout": longest + REDIS_VISIBILITY_MARGIN_S}
+
+
+CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(CELERY_BROKER_URL)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Workers log through Django's LOGGING (so LOG_FORMAT=json applies to them too).
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Keep the process's own stdout and stderr in worker children. Celery would replace them with a
+# LoggingProxy that lacks `encoding`, which libraries read at import (neuralforecast imports
+# ray.tune, which fails on it); what tasks print still reaches the worker's output.
+CELERY_WORKER_REDIRECT_STDOUTS = False
 
 # Which market-data source the pipeline reads: a dotted path to a fetch_training_data callable.
 CLM_DATA_LOADER = os.environ.get("CLM_DATA_LOADER", "training.data.fetch_training_data")
@@ -216,19 +261,6 @@ CLM_STATUS_SECTIONS = {"scheduler": "training.retraining.scheduler.scheduler_sta
 # dotted paths to callables (symbol, timeframe, exclude) -> per-bar Sharpe ratios, registered by
 # the apps that run trials.
 CLM_TRIAL_SOURCES = ["evolution.selectors.candidate_trial_sharpes"]
-# Training jobs: the queue they run on, soft/hard Celery time limits per family (seconds, sized
-# for default budgets on 2 cores) and how many times a job may be claimed before it fails.
-CLM_TRAINING_QUEUE = "training"
-CLM_TRAINING_TIME_LIMITS: dict[str, tuple[int, int]] = {
-    "xgboost": (900, 1200),
-    "lightgbm": (900, 1200),
-    "nhits": (1800, 2400),
-    "patchtst": (1800, 2400),
-    "rl_v2": (1800, 2400),
-    "rl_v3": (1800, 2400),
-    "other": (900, 1200),
-}
-CLM_TRAINING_MAX_ATTEMPTS = 2
 CLM_AUTO_PROMOTE = env_bool("CLM_AUTO_PROMOTE", True)
 
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "text")
@@ -256,8 +288,10 @@ LOGGING = {
 
 # --- Retraining (training.retraining: triggers, scheduler, events, monitors) ---
 # The topic exchange on the Celery broker that outbox events go to and incoming events come from.
-CLM_EVENTS_EXCHANGE = os.environ.get("CLM_EVENTS_EXCHANGE", "clm.events")
-CLM_EVENTS_INCOMING_QUEUE = os.environ.get("CLM_EVENTS_INCOMING_QUEUE", "clm.incoming")
+CLM_EVENTS_EXCHANGE = os.environ.get("CLM_EVENTS_EXCHANGE", f"{CLM_QUEUE_PREFIX}clm.events")
+CLM_EVENTS_INCOMING_QUEUE = os.environ.get(
+    "CLM_EVENTS_INCOMING_QUEUE", f"{CLM_QUEUE_PREFIX}clm.incoming"
+)
 # Workers consume incoming events (clm_project.celery.IncomingEventsStep) unless this is off (e.g.
 # on dedicated training workers).
 CLM_EVENTS_CONSUME = env_bool("CLM_EVENTS_CONSUME", True)
@@ -287,3 +321,54 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
         "RollbackOutcomeEnum": "training.promotion.models.RollbackOutcome",
     }
 )
+
+# --- Liveness: nothing stays queued, dead workers are noticed, dispatch never blocks a request
+# (registry.services, training.tasks.reap_stuck_jobs_now, registry.liveness) ---
+# A running job's worker refreshes its heartbeat this often; one older than the timeout means the
+# worker died, and the reaper (every 15 s, see training.retraining.scheduler) takes the job back.
+CLM_JOB_HEARTBEAT_INTERVAL = float(os.environ.get("CLM_JOB_HEARTBEAT_INTERVAL", "10"))
+CLM_JOB_HEARTBEAT_TIMEOUT = float(os.environ.get("CLM_JOB_HEARTBEAT_TIMEOUT", "60"))
+# A job queued this long without a worker claiming it is sent again (duplicates are harmless: the
+# claim is a compare-and-set), and failed once it was sent this many times in vain.
+CLM_DISPATCH_TIMEOUT = float(os.environ.get("CLM_DISPATCH_TIMEOUT", "600"))
+CLM_DISPATCH_MAX_TRIES = int(os.environ.get("CLM_DISPATCH_MAX_TRIES", "3"))
+# A job still pending this long after it was created (the broker was down) is dispatched again.
+CLM_PENDING_REDISPATCH_AFTER = float(os.environ.get("CLM_PENDING_REDISPATCH_AFTER", "30"))
+# Workers and celery-beat record a sign of life this often (shown by /health with its age).
+CLM_LIVENESS_INTERVAL = float(os.environ.get("CLM_LIVENESS_INTERVAL", "10"))
+# Trainers for more model types, as "model_type=package.module:Class,...": how tests plug in a
+# trainer of their own; the six families are always there.
+CLM_EXTRA_TRAINERS = env_list("CLM_EXTRA_TRAINERS", [])
+# Bounded waits on the broker and the result backend: a request that dispatches a job answers in
+# seconds when either is down (the job stays pending for the reaper); training tasks store no
+# result, so sending one never waits on the result backend.
+CLM_BROKER_TIMEOUT_S = float(os.environ.get("CLM_BROKER_TIMEOUT_S", "2"))
+CELERY_BROKER_CONNECTION_TIMEOUT = CLM_BROKER_TIMEOUT_S
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
+# A publish that finds no connection tries to connect once (kombu's default channel would retry
+# for connect_timeout with 2 s pauses), and the publish itself is retried once: a refused
+# connection fails in a fraction of a second, a host that does not answer in about twice the
+# timeout. A worker's consumer reconnects on its own terms (broker_connection_max_retries).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {}),
+    "max_retries": 0,
+}
+if CELERY_BROKER_URL.split(":", 1)[0] in {"redis", "rediss"}:
+    CELERY_BROKER_TRANSPORT_OPTIONS.update(
+        socket_connect_timeout=CLM_BROKER_TIMEOUT_S,
+        socket_timeout=max(CLM_BROKER_TIMEOUT_S, 5.0),  # above BRPOP's 1 s wait
+    )
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = CLM_BROKER_TIMEOUT_S
+CELERY_REDIS_SOCKET_TIMEOUT = max(CLM_BROKER_TIMEOUT_S, 5.0)
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
+    "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
+                     "interval_max": 0.2},
+}  # fmt: skip
+# celery-beat records its ticks (registry.liveness.Scheduler is django-celery-beat's, plus that).
+CELERY_BEAT_SCHEDULER = "registry.liveness:Scheduler"
+# --- end of liveness ---

@@ -172,10 +172,30 @@ class CheckSerializer(serializers.Serializer):
     detail = serializers.CharField()
 
 
+class ProbeSerializer(CheckSerializer):
+    age_s = serializers.FloatField(help_text="0: asked during this request.")
+    seconds = serializers.FloatField(help_text="How long the asking took.")
+
+
+class WorkersSerializer(CheckSerializer):
+    count = serializers.IntegerField(help_text="Live workers consuming the training queue.")
+    hostnames = serializers.ListField(child=serializers.CharField())
+    age_s = serializers.FloatField(
+        allow_null=True, help_text="Seconds since the freshest of them last said it is alive."
+    )
+
+
+class BeatSerializer(CheckSerializer):
+    last_tick_at = UTCDateTimeField(allow_null=True)
+    age_s = serializers.FloatField(allow_null=True, help_text="Seconds since beat last ticked.")
+
+
 class HealthSerializer(serializers.Serializer):
     healthy = serializers.BooleanField()
-    database = CheckSerializer()
-    broker = CheckSerializer()
+    database = ProbeSerializer()
+    broker = ProbeSerializer()
+    workers = WorkersSerializer()
+    beat = BeatSerializer()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,7 +213,7 @@ class TrainingJobSerializer(ReadModelSerializer):
             "trigger_context", "joined_triggers", "params", "seed", "window_start", "window_end",
             "status", "progress", "step", "step_durations", "error_message", "error_step",
             "requested_by", "celery_task_id", "attempts", "version", "created_at", "started_at",
-            "finished_at",
+            "finished_at", "step_started_at", "heartbeat_at", "dispatched_at", "redispatches",
         ]  # fmt: skip
         read_only_fields = fields
 

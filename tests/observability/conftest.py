@@ -37,6 +37,18 @@ def value(families: dict[str, list[Sample]], name: str, **labels: str) -> float 
     return None
 
 
+def total(families: dict[str, list[Sample]], name: str, **labels: str) -> float:
+    """The sum of the samples `name` whose labels include `labels` (0 when there is none)."""
+    family = name.removesuffix("_total")
+    for suffix in ("_bucket", "_count", "_sum"):
+        family = family.removesuffix(suffix)
+    return sum(
+        sample.value
+        for sample in families.get(family, [])
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
 @pytest.fixture
 def staff_client(db) -> Client:
     client = Client()

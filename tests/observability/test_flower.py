@@ -96,4 +96,5 @@ def test_flower_sees_the_worker_and_its_tasks(flower, live_worker):
     assert live_worker in workers, f"flower does not list {live_worker}: {sorted(workers)}"
     registered = workers[live_worker]["registered"]
     assert "training.run_training_job" in registered
-    assert {"default", "training"} <= {q["name"] for q in workers[live_worker]["active_queues"]}
+    own = {settings.CLM_DEFAULT_QUEUE, settings.CLM_TRAINING_QUEUE}  # this run's, prefixed
+    assert own <= {q["name"] for q in workers[live_worker]["active_queues"]}

@@ -80,8 +80,9 @@ def test_a_failed_job_logs_its_step_and_error_on_one_line(json_lines, monkeypatc
     raw = json_lines.getvalue().splitlines()
     lines = [json.loads(line) for line in raw]  # the newline in the error stays inside one line
     failed = next(line for line in lines if line["message"].startswith("job failed at fetch_data"))
-    assert failed["level"] == "WARNING" and failed["job_id"] == job_id
+    assert failed["level"] == "ERROR" and failed["job_id"] == job_id
     assert failed["model_id"] == "xgboost-ethusdt-1h"
+    assert failed["exception"].startswith("Traceback") and "in broken" in failed["exception"]
 
 
 def test_context_nests_and_ends_with_its_block(json_lines):

@@ -21,7 +21,7 @@ from tests.conftest import version_add
 from training.models import DriftReport, MonitorStatus, PerformanceReport, TriggerRecord
 from training.promotion.models import Experiment, ShadowComparison
 
-from .conftest import scrape, value
+from .conftest import scrape, total, value
 
 pytestmark = pytest.mark.django_db
 
@@ -88,7 +88,9 @@ def test_database_figures_match_the_rows(staff_client):
     assert value(found, "clm_evaluations_total", model_type="xgboost", passed="true") == 2
     assert value(found, "clm_evaluations_total", model_type="lightgbm", passed="false") == 1
     assert value(found, "clm_gate_failures_total", model_type="lightgbm", gate="sharpe") == 1
-    assert value(found, "clm_gate_failures_total", model_type="xgboost", gate="sharpe") is None
+    # Every model type and gate exists from the start, at 0, so that its first failure counts.
+    assert value(found, "clm_gate_failures_total", model_type="xgboost", gate="sharpe") == 0
+    assert value(found, "clm_promotions_total", model_type="rl_v3") == 0
     assert value(found, "clm_promotions_total", model_type="xgboost") == 2
     assert value(found, "clm_rollbacks_total", model_type="xgboost") == 1
 
@@ -104,8 +106,8 @@ def test_database_figures_match_the_rows(staff_client):
     assert promoted == pytest.approx(v1.promoted_at.timestamp())
     assert value(found, "clm_production_sharpe", model_type="lightgbm") is None
 
-    assert value(found, "clm_triggers_total", source="api", outcome="created") == 2
-    assert value(found, "clm_triggers_total", reason="drift_detected", outcome="skipped") == 1
+    assert total(found, "clm_triggers_total", source="api", outcome="created") == 2
+    assert total(found, "clm_triggers_total", reason="drift_detected", outcome="skipped") == 1
     assert value(found, "clm_outbox_unpublished") == unpublished
     assert 300 <= value(found, "clm_outbox_lag_seconds") < 360
 

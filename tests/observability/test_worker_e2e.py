@@ -79,3 +79,11 @@ def test_worker_metrics_and_logs(metrics_worker, worker_env, staff_client):
     for line in of_job:
         assert line["job_id"] == str(job.pk) and line["model_id"] == "xgboost-btcusdt-1h", line
         assert line["task_id"] == job.celery_task_id, line
+
+
+def test_queue_consumers_are_the_workers_on_each_broker(live_worker, staff_client, broker):
+    """RabbitMQ counts consumers; Redis reports none, so there the workers are asked."""
+    found = scrape(staff_client)
+    assert value(found, "clm_queue_consumers", queue="training") == 1, broker
+    assert value(found, "clm_queue_consumers", queue="default") == 1, broker
+    assert value(found, "clm_queue_depth_error", queue="training") == 0

@@ -52,8 +52,20 @@ def test_health_needs_no_credentials(anon_client, db):
     assert response.status_code == 200
     body = response.json()
     assert body["healthy"] is True
-    assert body["database"] == {"ok": True, "detail": "ok"}
-    assert body["broker"] == {"ok": True, "detail": "ok"}
+    for part in ("database", "broker"):
+        assert body[part]["ok"] is True and body[part]["detail"] == "ok"
+        assert body[part]["age_s"] == 0.0 and 0 <= body[part]["seconds"] < 2
+    # No worker and no beat have recorded themselves in this database.
+    assert body["workers"] == {
+        "ok": False, "detail": "no worker consumes 'training'", "count": 0, "hostnames": [],
+        "age_s": None,
+    }  # fmt: skip
+    assert body["beat"] == {
+        "ok": False,
+        "detail": "never ticked",
+        "last_tick_at": None,
+        "age_s": None,
+    }
 
 
 def test_health_reports_an_eager_or_unreachable_broker(anon_client, db, settings):

@@ -208,10 +208,11 @@ def test_redelivered_job_of_a_dead_worker_is_retried_then_failed_cleanly(btc_bar
 
 @pytest.mark.django_db
 def test_reaper_requeues_or_fails_stuck_jobs(btc_bars, django_capture_on_commit_callbacks):
+    """A live heartbeat past the hard limit: stuck. Requeued once, failed at MAX_ATTEMPTS."""
     job = make_job()
     long_ago = timezone.now() - timedelta(hours=3)
     TrainingJob.objects.filter(pk=job.pk).update(
-        status=JobStatus.IN_PROGRESS, attempts=1, started_at=long_ago
+        status=JobStatus.IN_PROGRESS, attempts=1, started_at=long_ago, heartbeat_at=timezone.now()
     )
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         counts = reap_stuck_jobs_now()
@@ -219,7 +220,7 @@ def test_reaper_requeues_or_fails_stuck_jobs(btc_bars, django_capture_on_commit_
     assert TrainingJob.objects.get(pk=job.pk).status == JobStatus.PENDING
 
     TrainingJob.objects.filter(pk=job.pk).update(
-        status=JobStatus.IN_PROGRESS, attempts=2, started_at=long_ago
+        status=JobStatus.IN_PROGRESS, attempts=2, started_at=long_ago, heartbeat_at=timezone.now()
     )
     assert reap_stuck_jobs_now()["failed"] == 1
     job.refresh_from_db()

@@ -1,8 +1,8 @@
 """The event bus: CLM's outbox relayed to a topic exchange, and the events other services send CLM.
 
-One topic exchange, `settings.CLM_EVENTS_EXCHANGE` ("clm.events", durable), on the Celery broker.
-Every message on it, in either direction, is one JSON object (UTF-8, content type
-application/json, persistent):
+One topic exchange, `settings.CLM_EVENTS_EXCHANGE` ("clm.events" after CLM_QUEUE_PREFIX, durable),
+on the Celery broker. Every message on it, in either direction, is one JSON object (UTF-8, content
+type application/json, persistent):
 
     {"schema_version": 1,
      "event_id": "0b8f...-uuid",                 unique; consumers deduplicate on it
@@ -14,11 +14,14 @@ application/json, persistent):
 Outgoing, at least once: the relay (task `training.relay_outbox`, run by celery-beat every few
 seconds) publishes unpublished outbox rows oldest first with the routing key
 "<event_type>.<model_id>" (e.g. "model_promoted.xgboost-btcusdt-1h"; "none" without a model), the
-AMQP message_id set to the event id and the type to the event type. A batch is published in one AMQP
-transaction and its rows are marked published only after the broker committed it: a crash in
-between publishes the batch again (duplicates, never losses); a broker outage leaves the rows
-unpublished, with `attempts` and `last_error`, until a later run gets through. Subscribers bind
-their own durable queues, e.g. "model_promoted.#", "*.xgboost-btcusdt-1h" or "#".
+AMQP message_id set to the event id and the type to the event type. A row is marked published only
+after the broker took its message: on RabbitMQ by publisher confirms (the broker's ack of each
+message, waited for once per batch), on Redis once the push into every bound queue returned. A
+crash in between publishes the row again (duplicates, never losses: deduplicate on `event_id`); a
+broker outage leaves the rows unpublished, with `attempts` and `last_error`, until a later run
+gets through, and fails the task (counted in `clm_outbox_relay_failures_total`). Subscribers bind
+their own durable queues, e.g. "model_promoted.#", "*.xgboost-btcusdt-1h" or "#"; as on any topic
+exchange, an event that no queue is bound to is dropped.
 
 Incoming: the durable queue `settings.CLM_EVENTS_INCOMING_QUEUE` ("clm.incoming") is bound to the
 exchange with "drift_detected.#", "performance_degraded.#", "regime_change.#" and
@@ -60,13 +63,16 @@ import contextlib
 import json
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, transaction
 from kombu import Connection, Consumer, Exchange, Producer, Queue, binding
+from kombu.transport.virtual.base import UndeliverableWarning
 
+from clm_project import metrics
 from clm_project.exceptions import InvalidInput
 from registry import services
 from registry.models import OutboxEvent
@@ -88,6 +94,7 @@ BARS_EVENT = "bars"
 RELAY_BATCH_SIZE = 500
 RELAY_MAX_BATCHES = 100
 CONNECT_TIMEOUT_S = 2.0
+PUBLISH_TIMEOUT_S = 5.0
 DB_RETRY_DELAY_S = 1.0
 PREVIEW_CHARS = 2_000
 
@@ -132,6 +139,81 @@ class RelayResult:
     error: str = ""
 
 
+class OutboxRelayError(RuntimeError):
+    """The relay could not publish every waiting event; the rest wait for the next run."""
+
+
+class _PublishFailed(Exception):
+    def __init__(self, published: int, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.published = published
+        self.cause = cause
+
+
+class PublishNacked(Exception):
+    """The broker refused messages (a nack): they were not stored."""
+
+
+class _Confirms:
+    """Publisher confirms on one AMQP channel, waited for once per batch.
+
+    After confirm.select the broker numbers the channel's messages 1, 2, ... and acks (or nacks)
+    each, singly or up to a number; waiting once for the whole batch instead of after every
+    message is what keeps the relay at thousands of events a second.
+    """
+
+    def __init__(self, conn: Connection, channel: Any) -> None:
+        self.conn = conn
+        self.sent = 0
+        self.outstanding: set[int] = set()
+        self.acked: set[int] = set()
+        self.nacked: set[int] = set()
+        channel.events["basic_ack"].add(self._ack)
+        channel.events["basic_nack"].add(self._nack)
+        channel.confirm_select()
+
+    def published(self) -> int:
+        self.sent += 1
+        self.outstanding.add(self.sent)
+        return self.sent
+
+    def _settle(self, tag: int, multiple: bool, into: set[int]) -> None:
+        tags = {t for t in self.outstanding if t <= tag} if multiple else {tag}
+        self.outstanding -= tags
+        into |= tags
+
+    def _ack(self, tag: int, multiple: bool) -> None:
+        self._settle(tag, multiple, self.acked)
+
+    def _nack(self, tag: int, multiple: bool) -> None:
+        self._settle(tag, multiple, self.nacked)
+
+    def wait(self, timeout: float) -> None:
+        """Until every message sent is acked or nacked; raises on a nack or after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while self.outstanding:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                unconfirmed = len(self.outstanding)
+                raise TimeoutError(f"{unconfirmed} publishes unconfirmed after {timeout}s")
+            try:
+                self.conn.drain_events(timeout=left)
+            except TimeoutError:  # socket.timeout: nothing yet, the deadline decides
+                continue
+        if self.nacked:
+            raise PublishNacked(f"the broker refused {len(self.nacked)} events")
+
+
+def relay_transport_options(url: str) -> dict[str, Any]:
+    """Bounded waits on Redis (publisher confirms on AMQP are per batch: see _Confirms)."""
+    if url.split("://", 1)[0] in {"redis", "rediss"}:
+        return {
+            "socket_timeout": PUBLISH_TIMEOUT_S,
+            "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        }
+    return {}
+
+
 def outbox_relay(
     *, batch_size: int = RELAY_BATCH_SIZE, max_batches: int = RELAY_MAX_BATCHES
 ) -> RelayResult:
@@ -139,58 +221,88 @@ def outbox_relay(
 
     Rows are claimed with FOR UPDATE SKIP LOCKED, so relays running side by side never publish the
     same row twice at once. Returns how many were published and the broker error that stopped the
-    run, if any (the rows stay unpublished for the next run).
+    run, if any (the rows the broker did not take stay unpublished for the next run).
     """
     url = settings.CELERY_BROKER_URL
     if not url:
         return RelayResult(0, "no broker configured (CELERY_BROKER_URL is empty)")
     published = 0
     try:
-        with Connection(url, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+        with Connection(
+            url, connect_timeout=CONNECT_TIMEOUT_S, transport_options=relay_transport_options(url)
+        ) as conn:
             # One quick retry at most: the next run, seconds away, is the real retry.
             conn.ensure_connection(max_retries=1, interval_start=0.1, timeout=CONNECT_TIMEOUT_S)
             channel = conn.channel()
             exchange = events_exchange()(channel)
             exchange.declare()
-            channel.tx_select()
+            # Redis answers each push itself; AMQP acknowledges publishes only when asked to.
+            confirms = _Confirms(conn, channel) if conn.transport.driver_type == "amqp" else None
             producer = Producer(channel, exchange=exchange, auto_declare=False)
             for _ in range(max_batches):
-                count = _relay_batch(producer, channel, batch_size)
+                count = _relay_batch(producer, confirms, batch_size)
                 published += count
                 if count < batch_size:
                     break
     except Exception as exc:  # any broker failure: keep the rows, report, let the next run retry
+        if isinstance(exc, _PublishFailed):
+            published += exc.published
+            exc = exc.cause
         error = f"{exc.__class__.__name__}: {exc}"
         logger.warning("outbox relay stopped after %d events: %s", published, error)
+        metrics.outbox_relay_failure_count()
         _note_failure(batch_size, error)
         return RelayResult(published, error)
     return RelayResult(published)
 
 
-def _relay_batch(producer: Producer, channel: Any, batch_size: int) -> int:
+def _relay_batch(producer: Producer, confirms: _Confirms | None, batch_size: int) -> int:
+    """Publish one batch; mark the rows the broker took, then raise if it did not take them all."""
+    failure: BaseException | None = None
     with transaction.atomic():
         rows = list(
             OutboxEvent.objects.select_for_update(skip_locked=True)
             .filter(published_at__isnull=True)
             .order_by("created_at")[:batch_size]
         )
-        if not rows:
-            return 0
-        for row in rows:
-            producer.publish(
-                json.dumps(event_envelope(row), separators=(",", ":")).encode(),
-                routing_key=routing_key(row),
-                content_type="application/json",
-                content_encoding="utf-8",
-                delivery_mode=2,
-                message_id=str(row.pk),
-                type=row.event_type,
-                timestamp=int(row.created_at.timestamp()),
-                headers={"schema_version": SCHEMA_VERSION},
-            )
-        channel.tx_commit()  # the broker has every message of the batch, or raises
-        services.outbox_events_mark_published(event_ids=[row.pk for row in rows])
-    return len(rows)
+        sent: dict[int, Any] = {}  # confirm number (or position on Redis) -> row id
+        try:
+            for position, row in enumerate(rows, start=1):
+                _publish(producer, row)
+                sent[confirms.published() if confirms else position] = row.pk
+        except Exception as exc:
+            failure = exc
+        if confirms is not None and confirms.outstanding:
+            # Also after a failed publish: what went out before it may still be confirmed (a dead
+            # connection answers nothing, and those rows simply go again).
+            try:
+                confirms.wait(PUBLISH_TIMEOUT_S)
+            except Exception as exc:
+                failure = failure or exc
+        taken = [pk for tag, pk in sent.items() if confirms is None or tag in confirms.acked]
+        if taken:
+            services.outbox_events_mark_published(event_ids=taken)
+    if failure is not None:
+        raise _PublishFailed(len(taken), failure)
+    return len(taken)
+
+
+def _publish(producer: Producer, row: OutboxEvent) -> None:
+    with warnings.catch_warnings():
+        # Redis: an event no queue is bound to is dropped, as a topic exchange on AMQP drops it.
+        warnings.simplefilter("ignore", UndeliverableWarning)
+        producer.publish(
+            json.dumps(event_envelope(row), separators=(",", ":")).encode(),
+            routing_key=routing_key(row),
+            content_type="application/json",
+            content_encoding="utf-8",
+            delivery_mode=2,
+            message_id=str(row.pk),
+            type=row.event_type,
+            timestamp=int(row.created_at.timestamp()),
+            headers={"schema_version": SCHEMA_VERSION},
+            timeout=PUBLISH_TIMEOUT_S,
+        )
 
 
 def _note_failure(batch_size: int, error: str) -> None:

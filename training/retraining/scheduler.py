@@ -76,8 +76,9 @@ SCHEDULES: tuple[PeriodicSchedule, ...] = (
         "Publish outbox events to the clm.events exchange (at least once).",
     ),
     PeriodicSchedule(
-        "clm: reaper", "training.reap_stuck_jobs", 5, "minutes",
-        "Requeue or fail jobs stuck past their time limit; redispatch stale pending jobs.",
+        "clm: reaper", "training.reap_stuck_jobs", 15, "seconds",
+        "Take back jobs whose worker stopped (stale heartbeat) or that ran past their time "
+        "limit; send lost queued jobs again; dispatch jobs left pending by a broker outage.",
     ),
     PeriodicSchedule(
         "clm: evolution reaper", "evolution.reap_runs", 5, "minutes",
@@ -322,7 +323,7 @@ def beat_schedules_ensure(*, reset: bool = False) -> list[tuple[str, str]]:
             expire = int(timedelta(**{entry.period: entry.every}).total_seconds())
             code_owned = {
                 "task": entry.task,
-                "queue": "default",
+                "queue": settings.CLM_DEFAULT_QUEUE,
                 "description": entry.description,
                 "expire_seconds": expire,
             }

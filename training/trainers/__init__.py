@@ -29,11 +29,24 @@ DEMO_PARAMS: dict[str, dict] = {
 }
 
 
+def _extra_trainers() -> dict[str, str]:
+    """settings.CLM_EXTRA_TRAINERS ("model_type=package.module:Class" items): trainers plugged in
+    for more model types, such as the tests' own; the six families cannot be replaced."""
+    from django.conf import settings
+
+    extra = {}
+    for item in getattr(settings, "CLM_EXTRA_TRAINERS", []):
+        model_type, _, path = item.partition("=")
+        if model_type.strip() and model_type.strip() not in _REGISTRY and ":" in path:
+            extra[model_type.strip()] = path.strip()
+    return extra
+
+
 def trainer_class(model_type: str) -> type[Trainer]:
-    try:
-        module_name, class_name = _REGISTRY[model_type].split(":")
-    except KeyError:
-        raise TrainerError(f"no trainer for model type {model_type!r}") from None
+    path = _REGISTRY.get(model_type) or _extra_trainers().get(model_type)
+    if path is None:
+        raise TrainerError(f"no trainer for model type {model_type!r}")
+    module_name, class_name = path.split(":")
     return getattr(import_module(module_name), class_name)
 
 

@@ -10,6 +10,7 @@ import pytest
 from django.conf import settings
 from django.db import OperationalError
 from kombu import Connection, Producer, Queue
+from prometheus_client import REGISTRY
 
 from clm_project.celery import IncomingEventsStep
 from clm_project.celery import app as celery_app
@@ -29,16 +30,16 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def subscriber() -> Iterator[Callable[[], list]]:
-    """A queue bound to every event on the exchange; calling it drains what arrived."""
+def subscriber(broker) -> Iterator[Callable[[], list]]:
+    """A queue bound to every event on the exchange, on each broker; calling it drains what
+    arrived."""
     with Connection(settings.CELERY_BROKER_URL) as conn:
         channel = conn.channel()
         events_exchange()(channel).declare()
         queue = Queue(
-            f"test-subscriber-{uuid.uuid4().hex[:8]}",
+            f"{settings.CLM_QUEUE_PREFIX}subscriber-{uuid.uuid4().hex[:8]}",
             exchange=events_exchange(),
             routing_key="#",
-            exclusive=True,
             auto_delete=True,
         )(channel)
         queue.declare()
@@ -49,7 +50,17 @@ def subscriber() -> Iterator[Callable[[], list]]:
                 messages.append(message)
             return messages
 
-        yield drain
+        try:
+            yield drain
+        finally:
+            queue.delete()
+
+
+def unreachable(url: str) -> str:
+    """A URL of the same broker kind on a port where nothing listens."""
+    return (
+        "redis://127.0.0.1:1/0" if url.startswith("redis") else "amqp://guest:guest@127.0.0.1:1//"
+    )
 
 
 def jobs_created(*symbols: str) -> list[str]:
@@ -96,7 +107,7 @@ def test_the_relay_publishes_each_event_with_the_envelope_and_marks_it(subscribe
 def test_a_broker_outage_delays_events_and_loses_none(subscriber, settings):
     jobs_created("AAA", "BBB")
     broker = settings.CELERY_BROKER_URL
-    settings.CELERY_BROKER_URL = "amqp://guest:guest@127.0.0.1:1//"
+    settings.CELERY_BROKER_URL = unreachable(broker)
     down = outbox_relay()
     assert down.published == 0 and down.error
     rows = OutboxEvent.objects.all()
@@ -108,8 +119,8 @@ def test_a_broker_outage_delays_events_and_loses_none(subscriber, settings):
     assert set(OutboxEvent.objects.values_list("last_error", flat=True)) == {""}
 
 
-def test_a_batch_that_fails_midway_is_neither_delivered_nor_marked(subscriber, monkeypatch):
-    jobs_created("AAA", "BBB", "CCC")
+def test_a_batch_that_fails_midway_marks_what_the_broker_took(subscriber, monkeypatch):
+    ids = jobs_created("AAA", "BBB", "CCC")
     publish, calls = Producer.publish, []
 
     def failing(self, *args, **kwargs):
@@ -119,12 +130,56 @@ def test_a_batch_that_fails_midway_is_neither_delivered_nor_marked(subscriber, m
         return publish(self, *args, **kwargs)
 
     monkeypatch.setattr(Producer, "publish", failing)
-    assert outbox_relay().error == "ConnectionResetError: broker went away"
-    # The first message was sent inside the AMQP transaction that never committed.
-    assert subscriber() == []
-    assert OutboxEvent.objects.filter(published_at__isnull=True).count() == 3
+    assert outbox_relay() == RelayResult(1, "ConnectionResetError: broker went away")
+    # The first was confirmed (AMQP) or pushed (Redis) before the failure: delivered and marked.
+    assert [json.loads(m.body)["event_id"] for m in subscriber()] == ids[:1]
+    waiting = OutboxEvent.objects.filter(published_at__isnull=True).order_by("created_at")
+    assert [str(pk) for pk in waiting.values_list("pk", flat=True)] == ids[1:]
+    assert waiting.first().last_error == "ConnectionResetError: broker went away"
     monkeypatch.setattr(Producer, "publish", publish)
-    assert outbox_relay().published == 3 and len(subscriber()) == 3
+    assert outbox_relay().published == 2
+    assert [json.loads(m.body)["event_id"] for m in subscriber()] == ids[1:]
+
+
+def test_on_rabbitmq_only_what_the_broker_confirmed_is_marked(settings):
+    """A full queue that rejects publishes makes RabbitMQ nack them (publisher confirms)."""
+    ids = jobs_created("AAA", "BBB", "CCC")
+    with Connection(settings.CELERY_BROKER_URL) as conn:
+        channel = conn.channel()
+        events_exchange()(channel).declare()
+        full = Queue(
+            f"{settings.CLM_QUEUE_PREFIX}one-slot-{uuid.uuid4().hex[:8]}",
+            exchange=events_exchange(),
+            routing_key="#",
+            auto_delete=True,
+            queue_arguments={"x-max-length": 1, "x-overflow": "reject-publish"},
+        )(channel)
+        full.declare()
+        try:
+            result = outbox_relay()
+            assert result.published == 1 and result.error.startswith("PublishNacked"), result
+            waiting = OutboxEvent.objects.filter(published_at__isnull=True)
+            assert sorted(str(pk) for pk in waiting.values_list("pk", flat=True)) == sorted(ids[1:])
+            assert full.get(no_ack=True) is not None  # room again: the rest go through
+            again = outbox_relay()
+            assert again.published == 1 and again.error.startswith("PublishNacked"), again
+        finally:
+            full.delete()
+    assert outbox_relay() == RelayResult(published=1)
+    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+
+
+def test_a_failed_relay_run_is_a_failed_task_and_counted(subscriber, settings):
+    jobs_created("AAA")
+    failures = REGISTRY.get_sample_value("clm_outbox_relay_failures_total") or 0.0
+    broker = settings.CELERY_BROKER_URL
+    settings.CELERY_BROKER_URL = unreachable(broker)
+    with pytest.raises(events.OutboxRelayError, match="stopped after 0 events"):
+        relay_outbox()
+    assert REGISTRY.get_sample_value("clm_outbox_relay_failures_total") == failures + 1
+    settings.CELERY_BROKER_URL = broker
+    assert relay_outbox() == {"published": 1, "error": ""}
+    assert len(subscriber()) == 1
 
 
 def test_the_relay_task_reports_what_it_did(subscriber):
@@ -286,7 +341,8 @@ def test_every_worker_consumes_the_incoming_queue(settings):
     with Connection(settings.CELERY_BROKER_URL) as conn:
         [consumer] = IncomingEventsStep(parent=None).get_consumers(conn.channel())
         [queue] = consumer.queues
-        assert queue.name == "clm.incoming" and queue.durable
+        assert queue.name == settings.CLM_EVENTS_INCOMING_QUEUE and queue.durable
+        assert queue.name == f"{settings.CLM_QUEUE_PREFIX}clm.incoming"
         assert sorted(b.routing_key for b in queue.bindings) == [
             "bars.#", "drift_detected.#", "manual_training.#", "performance_degraded.#",
             "regime_change.#",

@@ -6,6 +6,7 @@ import io
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
@@ -141,7 +142,8 @@ def test_setup_schedules_is_idempotent_and_keeps_edits(db):
         "training.rollback_check",
     }  # fmt: skip
     relay = tasks["training.relay_outbox"]
-    assert (relay.interval.every, relay.interval.period, relay.queue) == (5, "seconds", "default")
+    assert (relay.interval.every, relay.interval.period) == (5, "seconds")
+    assert relay.queue == settings.CLM_DEFAULT_QUEUE == f"{settings.CLM_QUEUE_PREFIX}default"
     assert relay.expire_seconds == 5
 
     # A person slows the scan down and switches the regime monitor off in the admin.
