@@ -16,6 +16,7 @@ from django.utils.safestring import mark_safe
 from clm_project.exceptions import DomainError
 from evolution import selectors, services
 from evolution.models import EvolutionRun, Generation, StrategyCandidate
+from registry import display
 
 RUN_EVOLUTION = "evolution.run_evolution"
 SHOWN_METRICS = (
@@ -57,17 +58,21 @@ class GenerationInline(ReadOnlyMixin, admin.TabularInline):
     extra = 0
     can_delete = False
     fields = (
-        "number", "status", "hypervolume", "n_evaluated", "n_failed", "front_size",
+        "number", "status", "hypervolume_shown", "n_evaluated", "n_failed", "front_size",
         "search_seconds", "evaluation_seconds", "completed_at", "front_picture",
     )  # fmt: skip
     readonly_fields = fields
     ordering = ("number",)
 
+    @admin.display(description="hypervolume")
+    def hypervolume_shown(self, obj: Generation) -> str:
+        return display.significant(obj.hypervolume)
+
     @admin.display(description="front")
     def front_size(self, obj: Generation) -> int:
         return len(obj.front or [])
 
-    @admin.display(description="Pareto front (Sharpe against drawdown)")
+    @admin.display(description="Pareto front (Sharpe, drawdown, profit factor)")
     def front_picture(self, obj: Generation) -> str:
         return _front_img(obj)
 
@@ -97,7 +102,7 @@ class EvolutionRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
     @admin.display(description="hypervolume")
     def latest_hypervolume(self, obj: EvolutionRun) -> str:
         latest = obj.generation_set.exclude(hypervolume=None).order_by("-number").first()
-        return "-" if latest is None else f"{latest.hypervolume:.4g}"
+        return "-" if latest is None else display.significant(latest.hypervolume)
 
     @admin.display(description="search space")
     def search_space_pretty(self, obj: EvolutionRun) -> str:
@@ -157,11 +162,11 @@ class StrategyCandidateAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.display(description="Sharpe")
     def sharpe(self, obj: StrategyCandidate) -> str:
-        return _number(obj.metrics.get("sharpe"))
+        return display.metric("sharpe", obj.metrics.get("sharpe"))
 
     @admin.display(description="max drawdown")
     def max_drawdown(self, obj: StrategyCandidate) -> str:
-        return _number(obj.metrics.get("max_drawdown"))
+        return display.metric("max_drawdown", obj.metrics.get("max_drawdown"))
 
     @admin.display(description="trades")
     def trades(self, obj: StrategyCandidate) -> Any:
@@ -169,10 +174,14 @@ class StrategyCandidateAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.display(description="metrics (out of sample)")
     def metrics_table(self, obj: StrategyCandidate) -> str:
-        rows = [(name, _number(obj.metrics.get(name))) for name in SHOWN_METRICS
-                if name in obj.metrics]  # fmt: skip
-        if obj.metrics.get("profit_factor_infinite"):
-            rows.append(("profit_factor", "∞ (no losing trade)"))
+        infinite = bool(obj.metrics.get("profit_factor_infinite"))
+        rows = [
+            (display.metric_label(name),
+             display.metric(name, obj.metrics.get(name),
+                            infinite=infinite and name == "profit_factor"))
+            for name in SHOWN_METRICS
+            if name in obj.metrics or (infinite and name == "profit_factor")
+        ]  # fmt: skip
         if not rows:
             return "-"
         return format_html(
@@ -231,9 +240,3 @@ class StrategyCandidateAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 def _gen(candidate: StrategyCandidate) -> str:
     return f"generation {candidate.generation.number}" if candidate.generation else "no run"
-
-
-def _number(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "-" if value is None else str(value)

@@ -248,7 +248,8 @@ def generation_get(*, run_id: Any, number: int) -> Generation:
 
 
 def generation_points(*, generation: Generation) -> list[dict[str, Any]]:
-    """Sharpe, drawdown and feasibility of each evaluated candidate of a generation."""
+    """The objectives (Sharpe, drawdown, profit factor) and feasibility of each evaluated
+    candidate of a generation."""
     rows = generation.candidates.filter(evaluation_status=EvaluationStatus.EVALUATED).values_list(
         "pk", "metrics", "feasible"
     )
@@ -257,6 +258,8 @@ def generation_points(*, generation: Generation) -> list[dict[str, Any]]:
             "id": str(pk),
             "sharpe": (metrics or {}).get("sharpe"),
             "max_drawdown": (metrics or {}).get("max_drawdown"),
+            "profit_factor": (metrics or {}).get("profit_factor"),
+            "profit_factor_infinite": bool((metrics or {}).get("profit_factor_infinite")),
             "feasible": bool(feasible),
         }
         for pk, metrics, feasible in rows

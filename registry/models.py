@@ -162,7 +162,8 @@ class TrainingJob(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.model_id} {self.trigger_reason} {self.status}"
+        model = self.model.model_id if self.model_id else "-"
+        return f"{model} job {str(self.id)[:8]} ({self.trigger_reason}, {self.status})"
 
 
 class LivenessKind(models.TextChoices):

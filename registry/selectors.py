@@ -225,3 +225,125 @@ def trial_sharpes(
     for path in settings.CLM_TRIAL_SOURCES:
         sharpes += import_string(path)(symbol=symbol, timeframe=timeframe, exclude=exclude)
     return sharpes
+
+
+# ---------------------------------------------------------------------------------------------
+# A model's page: its production history and versions compared
+
+
+@dataclass(frozen=True)
+class ProductionChange:
+    """One change of a model's production version, read from the audit log."""
+
+    at: datetime
+    version: ModelVersion
+    previous: ModelVersion | None
+    action: str
+    actor: str
+    reason: str
+
+
+# A promotion retires the old production version a moment before it promotes the new one.
+_REPLACED_WITHIN_SECONDS = 5.0
+
+
+def production_history(*, model_id: str) -> list[ProductionChange]:
+    """Every promotion and rollback of `model_id`, newest first, with the version it replaced."""
+    rows = (
+        LifecycleEvent.objects.filter(model__model_id=model_id)
+        .filter(Q(to_status=ModelStatus.PRODUCTION) | Q(from_status=ModelStatus.PRODUCTION))
+        .select_related("version__model")
+        .order_by("created_at", "id")
+    )
+    changes: list[ProductionChange] = []
+    current: ModelVersion | None = None
+    left: tuple[ModelVersion, datetime] | None = None
+    for row in rows:
+        if row.to_status != ModelStatus.PRODUCTION:
+            if current is not None and row.version_id == current.pk:
+                left, current = (current, row.created_at), None
+            continue
+        previous = current
+        if previous is None and left is not None:
+            replaced = (row.created_at - left[1]).total_seconds() <= _REPLACED_WITHIN_SECONDS
+            previous = left[0] if replaced else None
+        changes.append(
+            ProductionChange(
+                at=row.created_at,
+                version=row.version,
+                previous=previous,
+                action=row.action,
+                actor=row.actor,
+                reason=row.reason,
+            )
+        )
+        current, left = row.version, None
+    return changes[::-1]
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value} if prefix else {}
+
+
+@dataclass(frozen=True)
+class FieldRow:
+    """One (dotted) key of params, feature spec or manifest across the compared versions."""
+
+    key: str
+    values: list[Any]
+    differs: bool
+
+
+def field_rows(values: list[dict[str, Any]], *, only_differences: bool = False) -> list[FieldRow]:
+    """Each key of the dicts (nested keys dotted) with its value in each; `differs` marks keys
+    whose values are not all equal (a missing key counts as a different value)."""
+    flat = [_flatten(value or {}) for value in values]
+    keys = sorted(set().union(*(f.keys() for f in flat)))
+    rows = []
+    for key in keys:
+        cells = [f.get(key) for f in flat]
+        differs = len({repr(c) for c in cells}) > 1
+        if differs or not only_differences:
+            rows.append(FieldRow(key=key, values=cells, differs=differs))
+    return rows
+
+
+@dataclass(frozen=True)
+class VersionComparison:
+    """Versions of one model side by side. The common window is the newest compared version's
+    evaluation window: the older versions were trained before it, so it is unseen by all."""
+
+    model: RegisteredModel
+    versions: list[ModelVersion]
+    params: list[FieldRow]
+    feature_spec: list[FieldRow]
+    manifest: list[FieldRow]
+    window: EvaluationResult | None
+
+
+def versions_compare(*, model_id: str, versions: list[int]) -> VersionComparison:
+    """The compared versions (oldest first) with their latest evaluations and differences."""
+    model = registered_model_get(model_id=model_id)
+    found = {
+        v.version: v
+        for v in with_latest_evaluation(ModelVersion.objects.filter(model=model)).filter(
+            version__in=versions
+        )
+    }
+    missing = sorted(set(versions) - set(found))
+    if missing:
+        raise NotFound(f"model {model_id!r} has no version {', '.join(map(str, missing))}")
+    ordered = [found[n] for n in sorted(set(versions))]
+    return VersionComparison(
+        model=model,
+        versions=ordered,
+        params=field_rows([v.params for v in ordered]),
+        feature_spec=field_rows([v.feature_spec for v in ordered]),
+        manifest=field_rows([v.manifest for v in ordered], only_differences=True),
+        window=ordered[-1].latest_evaluation,
+    )

@@ -20,6 +20,7 @@ from clm_project.query import query_validated
 from evolution import selectors, services
 from evolution.api import serializers as s
 from evolution.plots import FORMATS, front_picture
+from registry import display
 
 RUN_EVOLUTION = "evolution.run_evolution"
 CANDIDATE_ID = OpenApiParameter("candidate_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
@@ -281,7 +282,7 @@ class FrontPictureView(APIView):
             title=(
                 f"{generation.run.model_type} {generation.run.symbol} {generation.run.timeframe}: "
                 f"generation {number} ({generation.status}), hypervolume "
-                f"{generation.hypervolume if generation.hypervolume is not None else '-'}"
+                f"{display.significant(generation.hypervolume)}"
             ),
             fmt=fmt,
         )

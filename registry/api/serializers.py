@@ -265,6 +265,23 @@ EVALUATION_FIELDS = [
 ]  # fmt: skip
 
 
+# The API carries fractions (METRICS.md); the admin and the pictures show them as percentages.
+FRACTION_HELP = {
+    name: {"help_text": f"{what} as a fraction: {example} is {percent}."}
+    for name, what, example, percent in (
+        ("max_drawdown", "Largest fall from a peak of equity", "0.15", "15 %"),
+        ("total_return", "Return over the window", "0.35", "35 %"),
+        ("cagr", "Annualized return (CAGR)", "0.41", "41 %"),
+        ("exposure", "Share of bars in a position", "0.6", "60 %"),
+        ("win_rate", "Share of winning trades", "0.56", "56 %"),
+        ("avg_trade_return", "Average trade return", "0.004", "0.4 %"),
+        ("psr", "Probabilistic Sharpe ratio (PSR), a probability", "0.97", "97 %"),
+        ("dsr", "Deflated Sharpe ratio (DSR), a probability", "0.91", "91 %"),
+        ("fee", "Cost per unit of turnover", "0.0005", "0.05 % (5 bps)"),
+    )
+}
+
+
 class EvaluationSerializer(ReadModelSerializer):
     """An evaluation nested under its version."""
 
@@ -272,6 +289,7 @@ class EvaluationSerializer(ReadModelSerializer):
         model = EvaluationResult
         fields = EVALUATION_FIELDS
         read_only_fields = fields
+        extra_kwargs = FRACTION_HELP
 
 
 class EvaluationListSerializer(EvaluationSerializer):

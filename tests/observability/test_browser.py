@@ -2,8 +2,9 @@
 install`: the system's /usr/bin/chromium, which .ci/test installs where it can).
 
 A superuser logs in, opens a version the pipeline trained and evaluated, sees its equity curve
-load, promotes it with the admin action and sees the new status and the audit row. Screenshots of
-each stage are written to the test's temporary directory (printed with `-s`).
+load, promotes it with the admin action (confirmed with a reason) and sees the new status and the
+audit row. Screenshots of each stage are written to the test's temporary directory (printed with
+`-s`).
 """
 
 from __future__ import annotations
@@ -89,9 +90,7 @@ def test_admin_promotes_a_version_after_seeing_its_equity_curve(
                 "img => img.complete && img.naturalWidth > 0", arg=picture.element_handle()
             )
             natural_width = picture.evaluate("img => img.naturalWidth")
-            assert (
-                page.locator(".field-status .readonly").inner_text().strip().lower() == "candidate"
-            )
+            assert page.locator(".field-status_shown .readonly").inner_text().strip() == "candidate"
             shots.append(tmp_path / "1-version-with-equity-curve.png")
             page.screenshot(path=shots[-1], full_page=True)
 
@@ -99,6 +98,8 @@ def test_admin_promotes_a_version_after_seeing_its_equity_curve(
             page.check(f"input[name=_selected_action][value='{version.pk}']")
             page.select_option("select[name=action]", "promote_selected")
             page.click("button[name=index]")
+            page.fill("#id_reason", "passes its gates on the browser test")
+            page.click("#lifecycle-form input[type=submit]")
             success = page.locator(".messagelist .success")
             success.wait_for()
             assert "is now in production" in success.inner_text()
@@ -107,7 +108,7 @@ def test_admin_promotes_a_version_after_seeing_its_equity_curve(
 
             page.goto(change_url)
             assert (
-                page.locator(".field-status .readonly").inner_text().strip().lower() == "production"
+                page.locator(".field-status_shown .readonly").inner_text().strip() == "production"
             )
             audit = page.locator("#audit-group tbody tr", has_text="promote")
             assert audit.count() == 1

@@ -73,13 +73,17 @@ def test_version_status_is_read_only_and_notes_are_editable(admin_client, regist
     page = admin_client.get(url).content.decode()
     assert 'name="status"' not in page
     assert 'name="description"' in page
-    assert "sharpe 1.8 &gt;= 1.0" in page  # the evaluation inline shows gate verdicts
+    # The latest evaluation's gates, once, with figures as people read them.
+    assert page.count('class="clm-gates"') == 1
+    assert "<th>Sharpe</th><td>1.80</td><td>≥ 1.00</td><td>✔</td>" in page
+    assert "<th>Trades</th><td>80</td><td>≥ 50</td><td>✔</td>" in page
+    assert "<th>Max drawdown</th><td>8.0 %</td>" in page and "<th>DSR</th><td>91.0 %</td>" in page
 
     response = admin_client.post(
         url,
         {
             "description": "the hourly BTC model",
-            "tags": '["btc", "hourly"]',
+            "tags": "btc, hourly, btc",
             "notes": "retrained after the halving",
             "status": ModelStatus.PRODUCTION,
             "evaluations-TOTAL_FORMS": 0,
@@ -100,20 +104,26 @@ def test_version_status_is_read_only_and_notes_are_editable(admin_client, regist
     assert version.notes == "retrained after the halving"
 
 
-def test_tags_must_be_a_list_of_strings(admin_client, registry_rows):
+def test_tags_are_typed_comma_separated_and_never_shown_as_json(admin_client, registry_rows):
     model = RegisteredModel.objects.get()
-    response = admin_client.post(
-        _url(RegisteredModel, "change", model.pk), {"tags": '{"a": 1}', "description": ""}
+    services.registered_model_update_notes(model=model, tags=["btc", "hourly"])
+    page = admin_client.get(_url(RegisteredModel, "change", model.pk)).content.decode()
+    assert 'name="tags" value="btc, hourly"' in page
+
+    too_long = admin_client.post(
+        _url(RegisteredModel, "change", model.pk), {"tags": "x" * 51, "description": ""}
     )
-    assert response.status_code == 200
-    assert "JSON list of non-empty strings" in response.content.decode()
+    assert too_long.status_code == 200
+    assert "Tags are at most 50 characters" in too_long.content.decode()
+    model.refresh_from_db()
+    assert model.tags == ["btc", "hourly"]
 
 
 def test_model_notes_edit_keeps_the_version_counter(admin_client, registry_rows):
     model = RegisteredModel.objects.get()
     response = admin_client.post(
         _url(RegisteredModel, "change", model.pk),
-        {"description": "BTC hourly", "tags": '["btc"]', "notes": ""},
+        {"description": "BTC hourly", "tags": "btc", "notes": ""},
     )
     assert response.status_code == 302
     model.refresh_from_db()
@@ -128,45 +138,67 @@ def _act(client: Client, action: str, *versions: ModelVersion):
     )
 
 
-def test_promote_action_goes_through_the_service(admin_client, registry_rows):
+def _confirm(client: Client, action: str, version: ModelVersion, reason: str):
+    return client.post(_url(ModelVersion, action, version.pk), {"reason": reason}, follow=True)
+
+
+def test_promote_action_asks_for_confirmation_and_a_reason(admin_client, registry_rows):
     candidate = version_add()
 
     response = _act(admin_client, "promote_selected", candidate)
 
-    assert response.status_code == 200
+    assert response.redirect_chain[-1][0] == _url(ModelVersion, "promote", candidate.pk)
+    page = response.content.decode()
+    assert "goes from" in page and "<strong>v1</strong> to <strong>v3</strong>" in page
+    assert 'id="confirm-metrics"' in page and "<th>Sharpe</th>" in page
+    candidate.refresh_from_db()
+    assert candidate.status == ModelStatus.CANDIDATE  # nothing happened yet
+
+    blank = _confirm(admin_client, "promote", candidate, "  ")
+    assert "Say why: the reason is recorded in the audit log." in blank.content.decode()
+    candidate.refresh_from_db()
+    assert candidate.status == ModelStatus.CANDIDATE
+
+    done = _confirm(admin_client, "promote", candidate, "beats v1 on the last quarter")
+    assert done.redirect_chain[-1][0] == _url(ModelVersion, "change", candidate.pk)
     candidate.refresh_from_db()
     assert candidate.status == ModelStatus.PRODUCTION
     row = candidate.audit.get(action="promote")
-    assert (row.actor, row.reason) == ("admin", "promoted in the admin")
+    assert (row.actor, row.reason) == ("admin", "beats v1 on the last quarter")
     assert ModelVersion.objects.get(version=1).status == ModelStatus.RETIRED
-    assert OutboxEvent.objects.filter(event_type="model_promoted").count() == 2
-    assert f"{MODEL} v3 is now in production." in _messages(response)
+    event = OutboxEvent.objects.filter(event_type="model_promoted").order_by("-created_at")[0]
+    assert event.payload["reason"] == "beats v1 on the last quarter"
+    assert f"{MODEL} v3 is now in production." in _messages(done)
 
 
-def test_promote_action_refusals_are_messages(admin_client, registry_rows):
+def test_promote_refusals_are_shown_on_the_confirmation_page(admin_client, registry_rows):
     failed = ModelVersion.objects.get(version=2)
     first = ModelVersion.objects.get(version=1)
 
-    refused = _act(admin_client, "promote_selected", failed)
+    refused = _confirm(admin_client, "promote", failed, "try it")
     two = _act(admin_client, "promote_selected", failed, first)
 
     assert refused.status_code == two.status_code == 200
-    assert any("it is failed" in m for m in _messages(refused))
+    assert "it is failed" in refused.content.decode()
     assert "Select exactly one version." in _messages(two)
     assert failed.audit.filter(action="promote").count() == 0
 
 
-def test_rollback_action(admin_client, registry_rows):
+def test_rollback_goes_through_the_confirmation(admin_client, registry_rows):
     version_add(status=ModelStatus.PRODUCTION)
+    first = ModelVersion.objects.get(version=1)
 
-    response = _act(admin_client, "rollback_to_selected", ModelVersion.objects.get(version=1))
+    asked = _act(admin_client, "rollback_to_selected", first)
+    assert asked.redirect_chain[-1][0] == _url(ModelVersion, "rollback", first.pk)
+    response = _confirm(admin_client, "rollback", first, "v3 loses money live")
 
     assert ModelVersion.objects.get(version=1).status == ModelStatus.PRODUCTION
     assert ModelVersion.objects.get(version=3).status == ModelStatus.RETIRED
-    assert LifecycleEvent.objects.filter(action="rollback", actor="admin").count() == 1
+    row = LifecycleEvent.objects.get(action="rollback", actor="admin")
+    assert row.reason == "v3 loses money live"
     assert any("Rolled back" in m for m in _messages(response))
-    current = _act(admin_client, "rollback_to_selected", ModelVersion.objects.get(version=1))
-    assert any("current production" in m for m in _messages(current))
+    current = _confirm(admin_client, "rollback", first, "again")
+    assert "current production" in current.content.decode()
 
 
 def test_lifecycle_actions_need_the_promote_permission(registry_rows):
@@ -179,6 +211,8 @@ def test_lifecycle_actions_need_the_promote_permission(registry_rows):
     assert "promote_selected" not in client.get(url).content.decode()
     candidate = version_add()
     _act(client, "promote_selected", candidate)
+    assert client.get(_url(ModelVersion, "promote", candidate.pk)).status_code == 403
+    assert _confirm(client, "promote", candidate, "no right").status_code == 403
     candidate.refresh_from_db()
     assert candidate.status == ModelStatus.CANDIDATE
 

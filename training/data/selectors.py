@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -129,3 +130,23 @@ def _spacings_over(symbol: str, timeframe: str, seconds: int) -> list[dict[str, 
         .filter(step__gt=timedelta(seconds=seconds))
         .values("prev", "timestamp", "step")
     )
+
+
+@dataclass(frozen=True)
+class Market:
+    """A symbol and timeframe with stored bars: how many, from when to when."""
+
+    symbol: str
+    timeframe: str
+    bars: int
+    first: datetime
+    last: datetime
+
+
+def markets_list() -> list[Market]:
+    rows = (
+        Bar.objects.values("symbol", "timeframe")
+        .annotate(bars=Count("id"), first=Min("timestamp"), last=Max("timestamp"))
+        .order_by("symbol", "timeframe")
+    )
+    return [Market(**row) for row in rows]

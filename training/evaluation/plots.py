@@ -65,15 +65,27 @@ def _shade_regimes(ax: Any, times: np.ndarray, regimes: np.ndarray) -> None:
     ax.add_artist(ax.legend(handles=handles, loc="lower right", fontsize=7, ncol=3, title=None))
 
 
+# Log-axis labels per decade, finer when equity spans less: never a lone "1.0" on the axis.
+LOG_STEPS = (
+    (4.0, (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)),
+    (20.0, (1.0, 2.0, 3.0, 5.0)),
+    (float("inf"), (1.0, 2.0, 5.0)),
+)
+
+
 def _equity_axis(ax: Any) -> None:
-    """Log scale once equity spans more than 3x (compounding reads right), with plain labels."""
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    """Log scale once equity spans more than 3x (compounding reads right), labelled in plain
+    numbers at steps that give a few labels whatever the span (1, 1.5, 2, 3 or 1, 2, 5, 10)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     values = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()])
     values = values[np.isfinite(values) & (values > 0)]
     if values.size and values.max() / values.min() > 3.0:
+        span = values.max() / values.min()
+        subs = next(steps for limit, steps in LOG_STEPS if span <= limit)
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
         ax.yaxis.set_minor_formatter(NullFormatter())
 
 
@@ -168,6 +180,56 @@ def shadow_curve_png(
         bottom.plot(times, gap, color="#2ca02c", linewidth=1.0)
         bottom.axhline(0.0, color="#7f7f7f", linewidth=0.8)
         bottom.set_ylabel("difference %")
+        bottom.grid(alpha=0.3)
+        return _png(fig)
+    finally:
+        plt.close(fig)
+
+
+COMPARE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2")
+
+
+def equity_curves_png(
+    *,
+    timestamps: np.ndarray,
+    curves: dict[str, np.ndarray],
+    buy_hold: np.ndarray | None,
+    title: str,
+    width: float = 9.0,
+    height: float = 5.0,
+) -> bytes:
+    """Several equity curves on the same bars (versions compared), buy and hold dashed, each
+    curve's drawdown in percent below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(width, height), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    try:
+        for (label, equity), colour in zip(curves.items(), COMPARE_COLOURS, strict=False):
+            drawdown = 1.0 - equity / np.maximum.accumulate(equity)
+            reference = buy_hold if buy_hold is not None else equity
+            no_regimes = np.zeros(len(equity))
+            times, equity, _, drawdown, _ = _decimate(
+                timestamps, equity, reference, drawdown, no_regimes
+            )
+            times = times.astype("datetime64[s]").astype(object)
+            top.plot(times, equity, label=label, color=colour, linewidth=1.2)
+            bottom.plot(times, -100 * drawdown, color=colour, linewidth=0.9)
+        if buy_hold is not None:
+            zeros = np.zeros(len(buy_hold))
+            times, held, _, _, _ = _decimate(timestamps, buy_hold, buy_hold, zeros, zeros)
+            top.plot(times.astype("datetime64[s]").astype(object), held, label="buy and hold",
+                     color="#7f7f7f", linewidth=1.0, linestyle="--")  # fmt: skip
+        _equity_axis(top)
+        top.set_ylabel("equity (start = 1)")
+        top.set_title(title, fontsize=10)
+        top.legend(loc="upper left", fontsize=8)
+        top.grid(alpha=0.3)
+        bottom.set_ylabel("drawdown %")
         bottom.grid(alpha=0.3)
         return _png(fig)
     finally:

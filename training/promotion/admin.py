@@ -12,10 +12,12 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from clm_project.exceptions import DomainError
-from registry.admin import ModelVersionAdmin, ReadOnlyAdmin, ReadOnlyInline
+from registry import display
+from registry.admin import ModelVersionAdmin, ReadOnlyAdmin, ReadOnlyInline, RegisteredModelAdmin
+from registry.models import RegisteredModel
 from training.promotion.models import (
     Experiment,
     ExperimentArm,
@@ -28,6 +30,9 @@ from training.promotion.models import (
     ShadowObservation,
     ShadowPolicy,
 )
+from training.promotion.policies import evaluation_policy_for
+from training.promotion.rollback import rollback_policy_for
+from training.promotion.shadow import shadow_policy_for
 
 
 class PromotionPolicyForm(forms.ModelForm):
@@ -277,4 +282,91 @@ ModelVersionAdmin.inlines = [
     *ModelVersionAdmin.inlines,
     ShadowComparisonInline,
     VersionExperimentInline,
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# The registered model's page: the promotion rules in force and where its versions are tested
+
+
+def _policy_link(policy: Any, name: str) -> str:
+    """The stored policy's admin page, or the page to add one when the default applies."""
+    if policy.pk:
+        url = reverse(f"admin:promotion_{name}_change", args=[policy.pk])
+        return format_html('<a href="{}">edit</a>', url)
+    url = reverse(f"admin:promotion_{name}_add") + f"?model_type={policy.model_type}"
+    return format_html('default (<a href="{}">set one</a>)', url)
+
+
+def policies_section(request: HttpRequest, model: RegisteredModel) -> str:
+    """Gates and auto-promotion, shadow testing and automatic rollback for the model's type."""
+    from django.conf import settings
+
+    evaluation = evaluation_policy_for(
+        model.model_type, auto_promote_default=settings.CLM_AUTO_PROMOTE
+    )
+    stored = PromotionPolicy.objects.filter(model_type=model.model_type).first()
+    gates = evaluation.gates
+    gate_text = ", ".join(
+        [
+            f"Sharpe ≥ {display.ratio(gates.min_sharpe)}",
+            f"win rate ≥ {display.percent(gates.min_win_rate)}",
+            f"profit factor ≥ {display.ratio(gates.min_profit_factor)}",
+            f"max drawdown ≤ {display.percent(gates.max_drawdown)}",
+            f"trades ≥ {gates.min_trades}",
+            *([f"DSR ≥ {display.percent(gates.min_dsr)}"] if gates.min_dsr is not None else []),
+        ]
+    )
+    promotion = format_html(
+        "{}; auto-promote {}; fee {}, evaluated on the last {} of the bars",
+        gate_text, "on" if evaluation.auto_promote else "off",
+        display.percent(evaluation.fee, 3), display.percent(evaluation.eval_fraction, 0),
+    )  # fmt: skip
+    promotion_link = (
+        format_html('<a href="{}">edit</a>', reverse("admin:promotion_promotionpolicy_change",
+                                                      args=[stored.pk]))
+        if stored
+        else format_html('default (<a href="{}">set one</a>)',
+                         reverse("admin:promotion_promotionpolicy_add"))
+    )  # fmt: skip
+    shadow = shadow_policy_for(model.model_type)
+    shadow_text = (
+        f"mode {shadow.mode}, {shadow.min_bars}-{shadow.max_bars} bars, {shadow.looks} looks, "
+        f"alpha {display.ratio(shadow.alpha, 3)}, "
+        f"auto-promote {'on' if shadow.auto_promote else 'off'}"
+    )
+    rollback = rollback_policy_for(model.model_type)
+    rollback_text = (
+        ("on" if rollback.enabled else "off")
+        + f": drawdown over {display.percent(rollback.max_drawdown)} or rolling Sharpe under "
+        f"{display.ratio(rollback.min_rolling_sharpe)} over {rollback.window_bars} bars, "
+        f"cooldown {display.ratio(rollback.cooldown_hours, 0)} h"
+    )
+    rows = [
+        ("Promotion gates", promotion, promotion_link),
+        ("Shadow testing", shadow_text, _policy_link(shadow, "shadowpolicy")),
+        ("Automatic rollback", rollback_text, _policy_link(rollback, "rollbackpolicy")),
+    ]
+    body = format_html_join("", "<tr><th>{}</th><td>{}</td><td>{}</td></tr>", rows)
+    return format_html('<table class="clm-table" id="policies">{}</table>', body)
+
+
+def testing_section(request: HttpRequest, model: RegisteredModel) -> str:
+    """Links to the model's shadow comparisons, experiments and rollback decisions."""
+    links = []
+    for name, label, count in (
+        ("shadowcomparison", "Shadow comparisons", ShadowComparison.objects.filter(model=model)),
+        ("experiment", "Experiments", Experiment.objects.filter(model=model)),
+        ("rollbackdecision", "Rollback decisions", RollbackDecision.objects.filter(model=model)),
+    ):
+        url = reverse(f"admin:promotion_{name}_changelist") + f"?model__id__exact={model.pk}"
+        links.append((url, label, count.count()))
+    return format_html(
+        '<p class="clm-links">{}</p>', format_html_join("", '<a href="{}">{} ({})</a>', links)
+    )
+
+
+RegisteredModelAdmin.sections += [
+    ("Policies in force", policies_section),
+    ("Shadows, experiments and rollbacks", testing_section),
 ]

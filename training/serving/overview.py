@@ -21,7 +21,7 @@ from registry.models import (
     TrainingJob,
 )
 from training.data.bars import as_datetime, as_datetime64, bars_last, load_bars
-from training.evaluation.backtest import backtest
+from training.evaluation.backtest import BacktestResult, backtest
 from training.promotion.policies import evaluation_policy_for
 from training.promotion.rollback import rollback_policy_for
 from training.promotion.shadow import shadow_policy_for
@@ -169,16 +169,25 @@ def versions_compare(*, model_id: str, versions: list[int]) -> Comparison:
     )
 
 
-def _common_window(
-    model: RegisteredModel,
-    versions: list[ModelVersion],
-    evaluations: dict[int, EvaluationResult | None],
-) -> dict[str, Any]:
-    later = versions[-1]
-    window = evaluations[later.version]
+@dataclasses.dataclass(frozen=True)
+class WindowRun:
+    """Versions backtested on one evaluation's bars and fee (`reason` says why not, if not)."""
+
+    window: EvaluationResult | None
+    reason: str = ""
+    timestamps: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0))
+    close: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0))
+    results: dict[int, BacktestResult] = dataclasses.field(default_factory=dict)
+    errors: dict[int, str] = dataclasses.field(default_factory=dict)
+
+
+def versions_on_window(
+    *, model: RegisteredModel, versions: list[ModelVersion], window: EvaluationResult | None
+) -> WindowRun:
+    """Each version's positions on `window`'s bars (with the history its features need),
+    backtested with the window's fee: the API's comparison and the admin's curves."""
     if window is None:
-        return {"source_version": later.version, "available": False,
-                "reason": f"v{later.version} has not been evaluated"}  # fmt: skip
+        return WindowRun(window, reason=f"v{versions[-1].version} has not been evaluated")
     loaded: dict[int, Any] = {}
     errors: dict[int, str] = {}
     for version in versions:
@@ -193,33 +202,50 @@ def _common_window(
     start = as_datetime(before.timestamp[0]) if len(before) else window.window_start
     bars = load_bars(model.symbol, model.timeframe, start, window.window_end + timedelta(seconds=1))
     rows = np.flatnonzero(bars.timestamp >= as_datetime64(window.window_start))
-    scores: dict[str, Any] = {}
     if len(rows) < 2:
-        return {"source_version": later.version, "available": False,
-                "reason": "the window's bars are no longer stored"}  # fmt: skip
+        return WindowRun(window, reason="the window's bars are no longer stored")
     span = slice(int(rows[0]), len(bars))
+    results: dict[int, BacktestResult] = {}
     for version in versions:
         number = version.version
         if number in errors:
-            scores[str(number)] = {"error": errors[number]}
             continue
         try:
             positions = loaded[number].positions_window(bars, span)
         except ValueError as exc:
-            scores[str(number)] = {"error": str(exc)}
+            errors[number] = str(exc)
             continue
-        result = backtest(
+        results[number] = backtest(
             bars.close[span], positions, fee=window.fee, periods_per_year=window.periods_per_year
         )
+    return WindowRun(window, "", bars.timestamp[span], bars.close[span], results, errors)
+
+
+def _common_window(
+    model: RegisteredModel,
+    versions: list[ModelVersion],
+    evaluations: dict[int, EvaluationResult | None],
+) -> dict[str, Any]:
+    later = versions[-1]
+    run = versions_on_window(model=model, versions=versions, window=evaluations[later.version])
+    if run.reason:
+        return {"source_version": later.version, "available": False, "reason": run.reason}
+    scores: dict[str, Any] = {}
+    for version in versions:
+        number = version.version
+        if number in run.errors:
+            scores[str(number)] = {"error": run.errors[number]}
+            continue
         scores[str(number)] = {
-            k: v for k, v in result.as_dict().items() if k not in ("n_trials", "dsr")
+            k: v for k, v in run.results[number].as_dict().items() if k not in ("n_trials", "dsr")
         }
+    window = run.window
     return {
         "source_version": later.version,
         "available": True,
         "window_start": window.window_start,
         "window_end": window.window_end,
-        "n_bars": len(bars) - span.start,
+        "n_bars": len(run.timestamps),
         "fee": window.fee,
         "periods_per_year": window.periods_per_year,
         "scores": scores,

@@ -15,6 +15,7 @@ _REGISTRY: dict[str, str] = {
     "rl_v3": "training.trainers.rl:RLv3Trainer",
 }
 
+TRAINABLE_TYPES: tuple[str, ...] = tuple(_REGISTRY)
 
 # Small budgets: every family trains in seconds on 2 cores (the demo, quick experiments). The
 # trainers' own defaults are what a scheduled job uses.
@@ -49,4 +50,4 @@ def trainer_class(model_type: str) -> type[Trainer]:
     return getattr(import_module(module_name), class_name)
 
 
-__all__ = ["DEMO_PARAMS", "Trainer", "TrainerError", "trainer_class"]
+__all__ = ["DEMO_PARAMS", "TRAINABLE_TYPES", "Trainer", "TrainerError", "trainer_class"]
