@@ -139,9 +139,10 @@ class Worker:
 
 @pytest.fixture
 def workers() -> Iterator[Callable[..., Worker]]:
-    """Start workers (stopped at teardown) on this test's own queue names."""
+    """Start workers (stopped at teardown) on the run's own queue names, where this process and
+    beat's entries send (the run's CLM_QUEUE_PREFIX, whose queues the run deletes at its end)."""
     started: list[Worker] = []
-    prefix = f"clm-t{uuid.uuid4().hex[:6]}-"
+    prefix = settings.CLM_QUEUE_PREFIX
 
     def start(broker: str = "", backend: str = "", **extra: str) -> Worker:
         worker = Worker(
