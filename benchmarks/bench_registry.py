@@ -36,6 +36,8 @@ ENV = {
     "CELERY_BROKER_URL": "",
     "LOG_LEVEL": "WARNING",
     "ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
+    # Plain HTTP on loopback: no TLS proxy in front, so no redirect to https.
+    "BEHIND_TLS_PROXY": "false",
 }
 
 Request = tuple[str, str, bytes | None]  # method, path, JSON body
