@@ -74,7 +74,8 @@ def test_a_failed_job_logs_its_step_and_error_on_one_line(json_lines, settings):
     failed = next(line for line in lines if line["message"].startswith("job failed at fetch_data"))
     assert failed["level"] == "ERROR" and failed["job_id"] == job_id
     assert failed["model_id"] == "xgboost-ethusdt-1h"
-    assert failed["exception"].startswith("Traceback") and "in failing_loader" in failed["exception"]
+    assert failed["exception"].startswith("Traceback")
+    assert "in failing_loader" in failed["exception"]
 
 
 def test_context_nests_and_ends_with_its_block(json_lines):
