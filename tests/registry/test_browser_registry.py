@@ -208,6 +208,7 @@ def test_promote_asks_for_a_reason_and_shows_what_changes(trained, page, shots):
     assert ModelVersion.objects.get(pk=v1.pk).status == ModelStatus.RETIRED
 
 
+@pytest.mark.slow  # a live worker
 def test_train_from_the_form_runs_on_a_worker(page, live_worker, shots):
     store_bars("BTCUSDT", 2_000, seed=5)
     page.goto(f"{page.base}/admin/training/triggerrecord/train/")
