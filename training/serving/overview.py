@@ -111,23 +111,13 @@ def parse_versions(text: str) -> list[int]:
     return list(dict.fromkeys(int(p) for p in parts))
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and value:
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: value}
-
-
 def differences(values: dict[int, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Keys (dotted for nested objects) whose values differ between versions, per version."""
-    flat = {number: _flatten(value or {}) for number, value in values.items()}
-    keys = sorted(set().union(*(f.keys() for f in flat.values())))
+    """Keys (dotted for nested objects) whose values differ between versions, per version: the
+    registry's comparison rows (the admin's too), keyed by version number."""
+    numbers = list(values)
+    rows = selectors.field_rows([values[n] for n in numbers], only_differences=True)
     return {
-        key: {str(number): f.get(key) for number, f in flat.items()}
-        for key in keys
-        if len({repr(f.get(key)) for f in flat.values()}) > 1
+        row.key: {str(n): cell for n, cell in zip(numbers, row.values, strict=True)} for row in rows
     }
 
 
