@@ -68,7 +68,11 @@ class SelectorListView(generics.ListAPIView):
     drop_empty_params = False
 
     def query_params(self) -> dict[str, Any]:
-        given = query_validated(self.query_serializer_class, self.request.query_params)
+        if not hasattr(self, "_query_params"):  # validated once per request, read twice
+            self._query_params = query_validated(
+                self.query_serializer_class, self.request.query_params
+            )
+        given = self._query_params
         if self.drop_empty_params:
             return {key: value for key, value in given.items() if value not in ("", None)}
         return given

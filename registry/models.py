@@ -319,3 +319,18 @@ class OutboxEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.model_id}"
+
+
+class VersionsRevision(models.Model):
+    """One row whose `revision` PostgreSQL sets from a sequence, in the same transaction, whenever
+    a statement changes what a count of versions could depend on (a version inserted or deleted,
+    its status, Sharpe, model or creation time changed; a model renamed). A count cached under a
+    revision is therefore exact while the revision reads the same (registry.selectors
+    .model_versions_count); a sequence never hands out a number twice, even across rollbacks.
+    Written by the trigger of migration 0007 only."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    revision = models.BigIntegerField(default=0, editable=False)
+
+    def __str__(self) -> str:
+        return f"versions revision {self.revision}"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import FullResultSet, ValidationError
 from django.db.models import Q, QuerySet
 from django.utils.module_loading import import_string
 
@@ -22,6 +23,7 @@ from registry.models import (
     OutboxEvent,
     RegisteredModel,
     TrainingJob,
+    VersionsRevision,
 )
 
 
@@ -111,6 +113,44 @@ def model_versions_query(query: ModelQuery) -> QuerySet[ModelVersion]:
     if query.limit:
         qs = qs[: query.limit]
     return qs
+
+
+# (database alias, count SQL, parameters) -> (revision, count); per process, bounded.
+_VERSION_COUNTS: OrderedDict[tuple[Any, ...], tuple[int, int]] = OrderedDict()
+_VERSION_COUNTS_KEPT = 512
+
+
+def model_versions_count(qs: QuerySet[ModelVersion]) -> int:
+    """`qs.count()`, exact, without counting again while the versions revision stays the same.
+
+    An unfiltered or status-filtered count scans most of the table (100,000 versions: 5 ms of the
+    database's time per page); the revision is one row by primary key. The count is read after
+    the revision, so a change committed in between makes it newer, never older, than the
+    revision it is kept under. Without the revision row (SQLite; a flushed test database) every
+    call counts.
+    """
+    revision = (
+        VersionsRevision.objects.using(qs.db).filter(pk=1).values_list("revision", flat=True)
+    ).first()
+    if revision is None:
+        return qs.count()
+    # The WHERE clause alone says which rows count (joins only add columns); compiling it is a
+    # fraction of compiling the whole page query.
+    try:
+        where, params = qs.query.get_compiler(using=qs.db).compile(qs.query.where)
+    except FullResultSet:  # no filter at all
+        where, params = "", []
+    key = (qs.db, where, tuple(params))
+    cached = _VERSION_COUNTS.get(key)
+    if cached is not None and cached[0] == revision:
+        _VERSION_COUNTS.move_to_end(key)
+        return cached[1]
+    count = qs.count()
+    _VERSION_COUNTS[key] = (revision, count)
+    _VERSION_COUNTS.move_to_end(key)
+    while len(_VERSION_COUNTS) > _VERSION_COUNTS_KEPT:
+        _VERSION_COUNTS.popitem(last=False)
+    return count
 
 
 def model_version_get(*, model_id: str, version: int) -> ModelVersion:

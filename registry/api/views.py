@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 
 from clm_project.api import (
     OctetStreamRenderer,
+    Pagination,
     PictureView,
     SelectorListView,
     error_responses,
@@ -103,8 +104,16 @@ class JobCancelView(APIView):
 # Versions
 
 
+class VersionPagination(Pagination):
+    """Counts through registry.selectors.model_versions_count (exact, kept per revision)."""
+
+    def get_count(self, queryset: Any) -> int:
+        return selectors.model_versions_count(queryset)
+
+
 @extend_schema(parameters=[s.ModelQuerySerializer], summary="Query versions (the ModelQuery).")
 class ModelVersionListView(SelectorListView):
+    pagination_class = VersionPagination
     serializer_class = s.ModelVersionSerializer
     query_serializer_class = s.ModelQuerySerializer
 
@@ -117,6 +126,7 @@ class ModelVersionListView(SelectorListView):
 
 @extend_schema(parameters=[s.VersionStatusQuerySerializer], summary="The versions of one model.")
 class ModelVersionsOfModelView(SelectorListView):
+    pagination_class = VersionPagination
     serializer_class = s.ModelVersionSerializer
     query_serializer_class = s.VersionStatusQuerySerializer
 
