@@ -9,6 +9,7 @@ Run: .venv/bin/python benchmarks/bench_pipeline.py --model-type xgboost --bars 5
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 
@@ -23,7 +24,7 @@ def main() -> None:
     parser.add_argument("--param", action="append", default=[], help="key=value")
     parser.add_argument("--warm", action="store_true", help="run one job first, report the second")
     args = parser.parse_args()
-    setup("clm_bench_pipeline")
+    setup(os.environ.get("CLM_BENCH_DB", "clm_bench_pipeline"))
     import json
 
     from training.data.bars import bars_frame, bars_import

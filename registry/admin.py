@@ -210,7 +210,7 @@ def regime_slices_html(slices: dict[str, Any]) -> str:
 
 def equity_curve_img(evaluation: EvaluationResult | None, *, width: int = 720) -> str:
     """The evaluation's stored equity-curve PNG, served by EvaluationResultAdmin.equity_curve."""
-    if evaluation is None or not evaluation.equity_curve:
+    if evaluation is None or not (evaluation.equity_curve or evaluation.equity_series):
         return "-"
     url = reverse("admin:registry_evaluationresult_equity", args=[evaluation.pk])
     return format_html(
@@ -956,7 +956,7 @@ class EvaluationResultAdmin(ReadOnlyAdmin):
             evaluation = selectors.evaluation_get(evaluation_id=evaluation_id)
             if not self.has_view_permission(request, evaluation):
                 raise PermissionDenied
-            blob = selectors.equity_curve_png_get(evaluation=evaluation)
+            blob = services.equity_curve_png_ensure(evaluation=evaluation)
         except NotFound as exc:
             raise Http404(exc.message) from exc
         return HttpResponse(blob, content_type="image/png")

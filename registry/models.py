@@ -267,6 +267,9 @@ class EvaluationResult(models.Model):
     )
     passed = models.BooleanField()
     equity_curve = models.CharField(max_length=500, blank=True)
+    # The picture's points, stored by the job; the PNG is drawn from them when first asked for
+    # (registry.services.equity_curve_png_ensure) and kept in `equity_curve`.
+    equity_series = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

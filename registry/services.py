@@ -15,9 +15,11 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from clm_project.celery import send_task_by_name
 from clm_project.exceptions import DomainError, InvalidInput, NotFound
+from registry import selectors
 from registry.locks import model_lock
 from registry.models import (
     ACTIVE_JOB_STATUSES,
@@ -863,6 +865,7 @@ def evaluation_record(
     passed: bool,
     benchmark_sharpe: float | None = None,
     equity_curve: str = "",
+    equity_series: str = "",
     regime_slices: dict[str, Any] | None = None,
 ) -> EvaluationResult:
     fields = {
@@ -887,6 +890,7 @@ def evaluation_record(
             passed=passed,
             benchmark_sharpe=benchmark_sharpe,
             equity_curve=equity_curve,
+            equity_series=equity_series,
             regime_slices=regime_slices or {},
             **fields,
         )
@@ -905,3 +909,27 @@ def evaluation_record(
             },
         )
     return evaluation
+
+
+def equity_curve_png_ensure(*, evaluation: EvaluationResult) -> bytes:
+    """The evaluation's equity-curve PNG: the stored one, or drawn now from the points the job
+    stored (settings.CLM_EQUITY_CURVE_RENDERER) and kept, so a job never waits for a picture
+    nobody looks at and each picture is drawn once. Two first requests at once may both draw it;
+    the first path written wins and both pictures are the same."""
+    from registry.artifacts import artifact_save, artifact_storage
+
+    if evaluation.equity_curve or not evaluation.equity_series:
+        return selectors.equity_curve_png_get(evaluation=evaluation)
+    storage = artifact_storage()
+    if not storage.exists(evaluation.equity_series):
+        raise NotFound(f"evaluation {evaluation.pk} has no stored equity curve")
+    with storage.open(evaluation.equity_series, "rb") as handle:
+        series = handle.read()
+    picture = import_string(settings.CLM_EQUITY_CURVE_RENDERER)(series)
+    model_id = evaluation.version.model.model_id
+    stored = artifact_save(model_id=f"{model_id}/plots", blob=picture, suffix=".png")
+    EvaluationResult.objects.filter(pk=evaluation.pk, equity_curve="").update(
+        equity_curve=stored.path
+    )
+    evaluation.equity_curve = stored.path
+    return picture

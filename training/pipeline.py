@@ -9,12 +9,14 @@ is marked failed rather than left in `training`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import platform
 import threading
 import time
 import traceback
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,7 +43,7 @@ from training.data.prepare import MIN_BARS, leaking_features, prepare_training
 from training.data.selectors import series_annualisation
 from training.data.split import Split
 from training.evaluation.backtest import BacktestResult, backtest, deflated_sharpe
-from training.evaluation.plots import equity_curve_png
+from training.evaluation.plots import equity_curve_points, equity_series_npz
 from training.evaluation.regime_slices import RegimeEvaluation, evaluate_by_regime
 from training.promotion.decision import Outcome, decide, enact
 from training.promotion.gates import apply_gates
@@ -342,12 +344,7 @@ def _manifest(
     for array in (bars.timestamp.astype("int64"), bars.open, bars.high, bars.low, bars.close,
                   bars.volume):  # fmt: skip
         digest.update(np.ascontiguousarray(array).tobytes())
-    versions = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
+    versions = dict(_library_versions())
     return {
         "data_sha256": digest.hexdigest(),
         "symbol": job.symbol,
@@ -370,6 +367,19 @@ def _manifest(
         "python": platform.python_version(),
         "libraries": versions,
     }
+
+
+@functools.cache
+def _library_versions() -> dict[str, str]:
+    """The installed versions of LIBRARIES, read once per process: what a running worker has
+    imported does not change under it, and reading package metadata costs milliseconds."""
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
 
 
 def _register(
@@ -453,15 +463,22 @@ def _save_evaluation(
         periods_per_year=result.periods_per_year,
     )
     model_id = job.model.model_id
-    picture = equity_curve_png(
+    # The points of the picture, not the picture: drawing it costs more than the rest of the
+    # job's bookkeeping, so it is drawn when first asked for (equity_curve_png_ensure).
+    points = equity_curve_points(
         timestamps=bars.timestamp[window],
         equity=result.equity,
         buy_hold=buy_hold.equity,
         regimes=regimes.labels,
-        title=f"{model_id} v{version.version}: Sharpe {result.sharpe:.2f}, "
-        f"max drawdown {result.max_drawdown:.1%} (buy and hold Sharpe {buy_hold.sharpe:.2f})",
     )
-    stored = artifact_save(model_id=f"{model_id}/plots", blob=picture, suffix=".png")
+    title = (
+        f"{model_id} v{version.version}: Sharpe {result.sharpe:.2f}, "
+        f"max drawdown {result.max_drawdown:.1%} (buy and hold Sharpe {buy_hold.sharpe:.2f})"
+    )
+    stored = artifact_save(
+        model_id=f"{model_id}/plots", blob=equity_series_npz(points=points, title=title),
+        suffix=".npz",
+    )  # fmt: skip
     return services.evaluation_record(
         version=version,
         metrics=metrics,
@@ -474,18 +491,58 @@ def _save_evaluation(
         gates=gates,
         passed=passed,
         benchmark_sharpe=buy_hold.sharpe,
-        equity_curve=stored.path,
+        equity_series=stored.path,
         regime_slices=regimes.slices,
     )
 
 
+# (production version, its artifact, the bars' sha256, window, fee, P) -> Sharpe; per worker
+# process. Jobs of one model on the same bars (evolution's candidates, repeated retraining before
+# new bars arrive) score the same incumbent on the same window: once is enough.
+_PRODUCTION_SHARPES: OrderedDict[tuple[Any, ...], float] = OrderedDict()
+_PRODUCTION_SHARPES_KEPT = 256
+
+
 def production_sharpe_on(
-    job: TrainingJob, policy: EvaluationPolicy, bars: Bars, periods_per_year: float, split: Split
+    job: TrainingJob,
+    policy: EvaluationPolicy,
+    bars: Bars,
+    periods_per_year: float,
+    split: Split,
+    *,
+    data_sha256: str = "",
 ) -> float | None:
-    """The current production version's Sharpe on this job's evaluation window, or None."""
+    """The current production version's Sharpe on this job's evaluation window, or None.
+
+    With `data_sha256` (of the bars, as in the manifest) the score is kept for later jobs on the
+    same bars and window."""
     production = ModelVersion.objects.filter(model=job.model, status=ModelStatus.PRODUCTION).first()
     if production is None:
         return None
+    window = split.evaluate
+    key = (
+        production.pk, production.artifact_sha256, data_sha256, window.start, window.stop,
+        policy.fee, periods_per_year,
+    )  # fmt: skip
+    if data_sha256 and key in _PRODUCTION_SHARPES:
+        _PRODUCTION_SHARPES.move_to_end(key)
+        return _PRODUCTION_SHARPES[key]
+    sharpe = _production_sharpe(production, job, policy, bars, periods_per_year, split)
+    if data_sha256:
+        _PRODUCTION_SHARPES[key] = sharpe
+        while len(_PRODUCTION_SHARPES) > _PRODUCTION_SHARPES_KEPT:
+            _PRODUCTION_SHARPES.popitem(last=False)
+    return sharpe
+
+
+def _production_sharpe(
+    production: ModelVersion,
+    job: TrainingJob,
+    policy: EvaluationPolicy,
+    bars: Bars,
+    periods_per_year: float,
+    split: Split,
+) -> float:
     blob = artifact_load(path=production.artifact_path, sha256=production.artifact_sha256)
     trainer = trainer_class(job.model_type).loads(blob)
     spec = production.feature_spec or None
@@ -518,7 +575,10 @@ def _apply_gates(
               model_id=model_id, version=number, actor="pipeline")  # fmt: skip
         return f"v{number} failed gates {failing}"
     try:
-        incumbent = production_sharpe_on(job, policy, bars, annualisation.periods_per_year, split)
+        incumbent = production_sharpe_on(
+            job, policy, bars, annualisation.periods_per_year, split,
+            data_sha256=(version.manifest or {}).get("data_sha256", ""),
+        )  # fmt: skip
     except Exception as exc:  # an unreadable production artifact must not block a good version
         logger.warning("could not score production of %s: %s", model_id, exc)
         incumbent = None

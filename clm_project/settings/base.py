@@ -263,6 +263,9 @@ CLM_STATUS_SECTIONS = {"scheduler": "training.retraining.scheduler.scheduler_sta
 # the apps that run trials.
 CLM_TRIAL_SOURCES = ["evolution.selectors.candidate_trial_sharpes"]
 CLM_AUTO_PROMOTE = env_bool("CLM_AUTO_PROMOTE", True)
+# Draws an evaluation's equity-curve PNG from the points its job stored: a dotted path to
+# (bytes) -> PNG bytes, called when the picture is first asked for.
+CLM_EQUITY_CURVE_RENDERER = "training.evaluation.plots.equity_curve_png_from_series"
 
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "text")
 LOGGING = {

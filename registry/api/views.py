@@ -278,7 +278,7 @@ class EvaluationEquityCurveView(PictureView):
     )
     def get(self, request: Request, evaluation_id: int) -> HttpResponse:
         evaluation = selectors.evaluation_get(evaluation_id=evaluation_id)
-        blob = selectors.equity_curve_png_get(evaluation=evaluation)
+        blob = services.equity_curve_png_ensure(evaluation=evaluation)
         version = evaluation.version
         return _png_response(
             blob, f"{version.model.model_id}-v{version.version}-evaluation-{evaluation.pk}.png"
@@ -294,5 +294,5 @@ class ModelVersionEquityCurveView(PictureView):
         found = selectors.model_version_get(model_id=model_id, version=version)
         if found.latest_evaluation is None:
             raise NotFound(f"{model_id} v{version} has not been evaluated")
-        blob = selectors.equity_curve_png_get(evaluation=found.latest_evaluation)
+        blob = services.equity_curve_png_ensure(evaluation=found.latest_evaluation)
         return _png_response(blob, f"{model_id}-v{version}-equity.png")

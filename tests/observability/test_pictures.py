@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import numpy as np
 import pytest
 from django.contrib.auth.models import User
 
-from registry.artifacts import artifact_storage
-from tests.conftest import version_add
+from registry import services
+from registry.artifacts import artifact_save, artifact_storage
+from tests.conftest import PASSING_METRICS, version_add
+from training.evaluation.plots import equity_curve_png, equity_curve_points, equity_series_npz
 
 from .conftest import latest_evaluation, version_with_picture
 
@@ -92,3 +97,38 @@ def test_a_version_without_evaluation_shows_a_dash(admin_client):
     version = version_add(passed=None, status="training")
     page = admin_client.get(f"/admin/registry/modelversion/{version.pk}/change/")
     assert page.status_code == 200 and b"equity.png" not in page.content
+
+
+def test_a_jobs_stored_points_are_drawn_on_the_first_request_and_kept(reader_client):
+    """A job stores the picture's points; the first request draws the same picture
+    `equity_curve_png` would have, stores it, and later requests serve the stored one."""
+    rng = np.random.default_rng(3)
+    start = np.datetime64("2026-01-01T00:00:00", "s")
+    series = {
+        "timestamps": start + np.arange(3_000) * np.timedelta64(3600, "s"),
+        "equity": np.cumprod(1 + rng.normal(0.0005, 0.01, 3_000)),
+        "buy_hold": np.cumprod(1 + rng.normal(0.0003, 0.012, 3_000)),
+        "regimes": np.where(np.arange(3_000) < 1_500, "uptrend:low_vol", "range:high_vol"),
+    }
+    version = version_add(passed=None, status="training")
+    stored = artifact_save(
+        model_id="xgboost-btcusdt-1h/plots",
+        blob=equity_series_npz(points=equity_curve_points(**series), title="drawn later"),
+        suffix=".npz",
+    )
+    evaluation = services.evaluation_record(
+        version=version, metrics=PASSING_METRICS, window_start=datetime(2026, 1, 1, tzinfo=UTC),
+        window_end=datetime(2026, 5, 1, tzinfo=UTC), n_bars=3_000, fee=0.0005,
+        periods_per_year=8760, n_trials=1, gates={}, passed=True, equity_series=stored.path,
+    )  # fmt: skip
+    assert evaluation.equity_curve == ""
+
+    first = reader_client.get(f"/clm/evaluations/{evaluation.pk}/equity.png")
+    assert first.status_code == 200 and first.content.startswith(PNG_MAGIC)
+    assert first.content == equity_curve_png(title="drawn later", **series)
+    evaluation.refresh_from_db()
+    assert evaluation.equity_curve.endswith(".png")
+    with artifact_storage().open(evaluation.equity_curve, "rb") as handle:
+        assert handle.read() == first.content
+    again = reader_client.get("/clm/models/xgboost-btcusdt-1h/versions/1/equity.png")
+    assert again.status_code == 200 and again.content == first.content

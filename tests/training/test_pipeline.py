@@ -80,9 +80,11 @@ def test_job_runs_all_ten_steps_and_records_everything(btc_bars):
     events = set(OutboxEvent.objects.values_list("event_type", flat=True))
     assert {"training_job_created", "model_trained", "model_evaluated"} <= events
     assert ("model_promoted" in events) == evaluation.passed
-    # The equity curve picture is rendered once and stored with the evaluation.
-    picture = artifact_storage().open(evaluation.equity_curve).read()
+    # The job stores the equity picture's points; the picture is drawn when first asked for.
+    assert evaluation.equity_curve == "" and evaluation.equity_series.endswith(".npz")
+    picture = services.equity_curve_png_ensure(evaluation=evaluation)
     assert picture.startswith(b"\x89PNG")
+    assert artifact_storage().open(evaluation.equity_curve).read() == picture
     # The artifact reloads to the same model: its positions reproduce the evaluation's.
     blob = artifact_load(path=version.artifact_path, sha256=version.artifact_sha256)
     trainer = trainer_class("xgboost").loads(blob)

@@ -98,6 +98,48 @@ def _png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
+def equity_curve_points(
+    *,
+    timestamps: np.ndarray,
+    equity: np.ndarray,
+    buy_hold: np.ndarray,
+    regimes: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """What the equity picture draws: at most MAX_POINTS times, equity, buy and hold, drawdown
+    and regime labels (empty strings without regimes); small enough to store with a job."""
+    drawdown = 1.0 - equity / np.maximum.accumulate(equity)
+    labels = np.full(len(equity), "", dtype=object) if regimes is None else np.asarray(regimes)
+    if len(labels) != len(equity):
+        raise ValueError(f"{len(labels)} regime labels for {len(equity)} bars")
+    timestamps, equity, buy_hold, drawdown, labels = _decimate(
+        timestamps, equity, buy_hold, drawdown, labels
+    )
+    return {
+        "timestamps": np.asarray(timestamps),
+        "equity": np.asarray(equity, dtype=np.float64),
+        "buy_hold": np.asarray(buy_hold, dtype=np.float64),
+        "drawdown": np.asarray(drawdown, dtype=np.float64),
+        "regimes": labels.astype(str),
+        "shaded": np.asarray(regimes is not None),
+    }
+
+
+def equity_series_npz(*, points: dict[str, np.ndarray], title: str) -> bytes:
+    """The picture's points and title as an .npz (no pickles): a job stores this in a
+    millisecond, and the picture is drawn from it when first asked for."""
+    buffer = io.BytesIO()
+    np.savez(buffer, title=np.asarray(title), **points)
+    return buffer.getvalue()
+
+
+def equity_curve_png_from_series(blob: bytes) -> bytes:
+    """The picture `equity_curve_png` draws, from what `equity_series_npz` stored."""
+    with np.load(io.BytesIO(blob), allow_pickle=False) as stored:
+        points = {name: stored[name] for name in stored.files}
+    title = str(points.pop("title"))
+    return _equity_picture(points, title=title)
+
+
 def equity_curve_png(
     *,
     timestamps: np.ndarray,
@@ -110,33 +152,38 @@ def equity_curve_png(
 ) -> bytes:
     """Two stacked panels sharing time: equity vs buy and hold (shaded by each bar's regime when
     `regimes` is given), drawdown in percent."""
+    points = equity_curve_points(
+        timestamps=timestamps, equity=equity, buy_hold=buy_hold, regimes=regimes
+    )
+    return _equity_picture(points, title=title, width=width, height=height)
+
+
+def _equity_picture(
+    points: dict[str, np.ndarray], *, title: str, width: float = 9.0, height: float = 5.0
+) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    drawdown = 1.0 - equity / np.maximum.accumulate(equity)
-    labels = np.full(len(equity), "", dtype=object) if regimes is None else np.asarray(regimes)
-    if len(labels) != len(equity):
-        raise ValueError(f"{len(labels)} regime labels for {len(equity)} bars")
-    timestamps, equity, buy_hold, drawdown, labels = _decimate(
-        timestamps, equity, buy_hold, drawdown, labels
-    )
-    times = timestamps.astype("datetime64[s]").astype(object)
+    times = points["timestamps"].astype("datetime64[s]").astype(object)
     fig, (top, bottom) = plt.subplots(
         2, 1, figsize=(width, height), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
     try:
-        if regimes is not None:
-            _shade_regimes(top, times, labels)
-        top.plot(times, equity, label="strategy", color="#1f77b4", linewidth=1.2)
-        top.plot(times, buy_hold, label="buy and hold", color="#7f7f7f", linewidth=1.0, alpha=0.8)
+        if bool(points["shaded"]):
+            _shade_regimes(top, times, points["regimes"].astype(object))
+        top.plot(times, points["equity"], label="strategy", color="#1f77b4", linewidth=1.2)
+        top.plot(
+            times, points["buy_hold"], label="buy and hold", color="#7f7f7f", linewidth=1.0,
+            alpha=0.8,
+        )  # fmt: skip
         _equity_axis(top)
         top.set_ylabel("equity (start = 1)")
         top.set_title(title, fontsize=10)
         top.legend(loc="upper left", fontsize=8)
         top.grid(alpha=0.3)
-        bottom.fill_between(times, -100 * drawdown, 0, color="#d62728", alpha=0.5)
+        bottom.fill_between(times, -100 * points["drawdown"], 0, color="#d62728", alpha=0.5)
         bottom.set_ylabel("drawdown %")
         bottom.grid(alpha=0.3)
         return _png(fig)
