@@ -102,37 +102,18 @@ def backtest(
     _validate(close_arr, w, fee, periods_per_year)
     trial_variance = _trial_variance(n_trials, trial_sharpes)
 
-    # pnl[t] = w[t-1] * a[t] and s[t] = pnl[t] - fee * |w[t] - w[t-1]|, with w[-1] = 0. Built in
-    # place because at a million bars allocating temporaries costs as much as the arithmetic.
-    pnl = np.empty(n)
-    pnl[0] = 0.0
-    np.divide(close_arr[1:], close_arr[:-1], out=pnl[1:])
-    pnl[1:] -= 1.0
-    pnl[1:] *= w[:-1]
-    s = np.empty(n)
-    s[0] = w[0]
-    np.subtract(w[1:], w[:-1], out=s[1:])
-    np.abs(s, out=s)
-    s *= -fee
-    s += pnl
-
-    equity = s + 1.0
-    np.cumprod(equity, out=equity)
-    relative_to_peak = np.maximum.accumulate(equity)
-    np.divide(equity, relative_to_peak, out=relative_to_peak)
-    max_drawdown = float(1.0 - relative_to_peak.min())
+    s, equity, max_drawdown = _returns_and_equity(close_arr, w, fee)
     total_return = float(equity[-1] - 1.0)
     cagr = _cagr(float(equity[-1]), periods_per_year, n)
 
     bar_returns = s[1:]
-    moments = _Moments.of(bar_returns)
+    moments, downside_sq, cum_s_at = _second_pass(s, w)
+    downside = math.sqrt(downside_sq / len(bar_returns))
     sqrt_p = math.sqrt(periods_per_year)
-    losses_only = np.minimum(bar_returns, 0.0)
-    downside = math.sqrt(float(np.dot(losses_only, losses_only)) / len(bar_returns))
     psr = _psr(moments, 0.0)
     dsr = psr if n_trials <= 1 else _psr(moments, _deflated_benchmark(n_trials, trial_variance))
 
-    trade_returns, bars_held = _trades(w, s, pnl, fee)
+    trade_returns, bars_held = _trades(w, close_arr, fee, cum_s_at)
     n_trades = len(trade_returns)
     wins = trade_returns[trade_returns > 0].sum()
     losses = -trade_returns[trade_returns < 0].sum()
@@ -243,8 +224,137 @@ def _deflated_benchmark(n_trials: int, trial_variance: float) -> float:
     return math.sqrt(trial_variance) * float(expected_max)
 
 
+# Bars per block of the two passes below: the block's temporaries stay in the CPU cache, so each
+# pass reads and writes main memory once instead of once per arithmetic step.
+BLOCK = 1 << 14
+
+
+def _returns_and_equity(
+    close: np.ndarray, w: np.ndarray, fee: float
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """s[0..N-1], E[0..N-1] and the maximum drawdown, block by block.
+
+    s[t] = -fee * |w[t] - w[t-1]| + w[t-1] * (close[t] / close[t-1] - 1), with w[-1] = 0 and
+    no price move at t = 0. Each block continues the previous one's running product and peak
+    from its last value, which is exactly what one cumprod and one maximum.accumulate over the
+    whole series compute, element by element (IEEE products commute), so the values are the
+    same to the last bit.
+    """
+    n = len(close)
+    s = np.empty(n)
+    equity = np.empty(n)
+    pnl = np.empty(BLOCK)
+    peak = np.empty(BLOCK)
+    carry_equity, carry_peak, lowest = 1.0, -math.inf, math.inf
+    for lo in range(0, n, BLOCK):
+        hi = min(lo + BLOCK, n)
+        sb, eb, pb, kb = s[lo:hi], equity[lo:hi], pnl[: hi - lo], peak[: hi - lo]
+        first = 1 if lo == 0 else 0  # the first bar has no previous position nor price
+        if first:
+            sb[0] = w[0]
+            pb[0] = 0.0
+        np.subtract(w[lo + first : hi], w[lo + first - 1 : hi - 1], out=sb[first:])
+        np.abs(sb, out=sb)
+        sb *= -fee
+        moved = pb[first:]
+        np.divide(close[lo + first : hi], close[lo + first - 1 : hi - 1], out=moved)
+        moved -= 1.0
+        moved *= w[lo + first - 1 : hi - 1]
+        sb += pb
+        np.add(sb, 1.0, out=eb)
+        eb[0] *= carry_equity
+        np.multiply.accumulate(eb, out=eb)
+        np.maximum.accumulate(eb, out=kb)
+        np.maximum(kb, carry_peak, out=kb)
+        carry_equity, carry_peak = float(eb[-1]), float(kb[-1])
+        np.divide(eb, kb, out=kb)
+        lowest = min(lowest, float(kb.min()))
+    return s, equity, float(1.0 - lowest)
+
+
+@dataclass
+class _TradeSums:
+    """The running sum of s at the bars where trades start and end (for `_trades`)."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    at_starts: np.ndarray
+    at_ends: np.ndarray
+
+
+def _trade_bounds(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last decision bar of each trade: a maximal run of same-sign non-zero bars."""
+    n = len(w)
+    sign = (w > 0).view(np.int8) - (w < 0).view(np.int8)
+    nonzero = sign != 0
+    new_sign = np.empty(n, dtype=bool)
+    new_sign[0] = True
+    np.not_equal(sign[1:], sign[:-1], out=new_sign[1:])
+    starts = np.flatnonzero(nonzero & new_sign)
+    run_ends = np.empty(n, dtype=bool)
+    run_ends[:-1] = new_sign[1:]
+    run_ends[-1] = True
+    return starts, np.flatnonzero(nonzero & run_ends)
+
+
+def _second_pass(s: np.ndarray, w: np.ndarray) -> tuple[_Moments, float, _TradeSums]:
+    """The moments of s[1..N-1], the sum of its squared losses, and the running sum of s at
+    the trades' first and last bars, in one blocked pass over s.
+
+    The mean is numpy's over the whole series, as `_Moments.of` takes it; the higher moments'
+    sums add block by block (their last digits may differ from one sum over the series, as two
+    BLAS builds' would). The running sum continues each block from the previous one's last
+    value: the same additions as one cumsum, in the same order.
+    """
+    x = s[1:]
+    mean = float(x.mean())
+    starts, ends = _trade_bounds(w)
+    sums = _TradeSums(starts, ends, np.empty(len(starts)), np.empty(len(ends)))
+    dev = np.empty(BLOCK)
+    dev2 = np.empty(BLOCK)
+    scratch = np.empty(BLOCK)
+    running = np.empty(BLOCK)
+    m2 = m3 = m4 = losses = 0.0
+    lowest, highest = math.inf, -math.inf
+    carry = 0.0
+    for lo in range(0, len(s), BLOCK):
+        hi = min(lo + BLOCK, len(s))
+        sb, rb = s[lo:hi], running[: hi - lo]
+        np.add(sb[:1], carry, out=rb[:1])
+        rb[1:] = sb[1:]
+        np.add.accumulate(rb, out=rb)
+        carry = float(rb[-1])
+        for bounds, at in ((sums.starts, sums.at_starts), (sums.ends, sums.at_ends)):
+            i, j = np.searchsorted(bounds, (lo, hi))
+            at[i:j] = rb[bounds[i:j] - lo]
+        xb = sb[1:] if lo == 0 else sb
+        if not len(xb):
+            continue
+        lowest, highest = min(lowest, float(xb.min())), max(highest, float(xb.max()))
+        # numpy's own sums, not BLAS dot: a threaded BLAS costs more to start than to add up
+        # one block
+        db, d2, product = dev[: len(xb)], dev2[: len(xb)], scratch[: len(xb)]
+        np.subtract(xb, mean, out=db)
+        np.multiply(db, db, out=d2)
+        m2 += float(d2.sum())
+        m3 += float(np.multiply(d2, db, out=product).sum())
+        m4 += float(np.multiply(d2, d2, out=product).sum())
+        np.minimum(xb, 0.0, out=db)
+        losses += float(np.multiply(db, db, out=product).sum())
+    count = len(x)
+    if count < 2 or lowest == highest:
+        moments = _Moments(mean=mean, sharpe=0.0, skew=0.0, kurtosis=3.0, count=count)
+    else:
+        m2, m3, m4 = m2 / count, m3 / count, m4 / count
+        std = math.sqrt(m2 * count / (count - 1))
+        moments = _Moments(
+            mean=mean, sharpe=mean / std, skew=m3 / m2**1.5, kurtosis=m4 / m2**2, count=count
+        )
+    return moments, losses, sums
+
+
 def _trades(
-    w: np.ndarray, s: np.ndarray, pnl: np.ndarray, fee: float
+    w: np.ndarray, close: np.ndarray, fee: float, sums: _TradeSums
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return and bars held of each trade: a maximal run of same-sign non-zero decision bars.
 
@@ -254,24 +364,17 @@ def _trades(
     |w[b] - w[b-1]| = |w[b]| + |w[b-1]|, so this splits the flip's cost exactly as METRICS.md says.
     """
     n = len(w)
-    sign = (w > 0).view(np.int8) - (w < 0).view(np.int8)
-    nonzero = sign != 0
-    new_sign = np.empty(n, dtype=bool)
-    new_sign[0] = True
-    np.not_equal(sign[1:], sign[:-1], out=new_sign[1:])
-    starts = np.flatnonzero(nonzero & new_sign)
+    starts, ends = sums.starts, sums.ends
     if len(starts) == 0:
         return np.empty(0), np.empty(0, dtype=np.int64)
-    run_ends = np.empty(n, dtype=bool)
-    run_ends[:-1] = new_sign[1:]
-    run_ends[-1] = True
-    ends = np.flatnonzero(nonzero & run_ends)
-
-    cum_s = np.cumsum(s)
     closed = ends < n - 1
     last_held = np.minimum(ends + 1, n - 1)
-    returns = cum_s[ends] - cum_s[starts] - fee * np.abs(w[starts])
-    returns += np.where(closed, pnl[last_held] - fee * np.abs(w[ends]), 0.0)
+    # pnl[e + 1] = (close[e + 1] / close[e] - 1) * w[e], as _returns_and_equity computes it
+    move = close[last_held] / close[last_held - 1]
+    move -= 1.0
+    move *= w[last_held - 1]
+    returns = sums.at_ends - sums.at_starts - fee * np.abs(w[starts])
+    returns += np.where(closed, move - fee * np.abs(w[ends]), 0.0)
     return returns, last_held - starts
 
 

@@ -1,0 +1,248 @@
+"""CLM's registry API against MLflow's model registry server, same PostgreSQL, side by side.
+
+For each registry size (default 200 and 2,000 versions, 50 per model) CLM gets a database of its
+own (seeded by _seed_registry) and MLflow another (filled through its REST API, which times its
+create-version call). Both servers run one worker on 127.0.0.1; the operations alternate between
+them, request by request, so both see the same machine load:
+
+  promote          POST /clm/promote                  POST .../registered-models/alias
+  production read  GET /clm/models/{id}/production    GET  .../registered-models/alias
+  search, all      GET /clm/models?limit=20            GET  .../model-versions/search?max_results=20
+  search, a model  GET /clm/models/{id}/versions?limit=20   same, filter name='...'
+
+MLflow is a benchmark-only dependency (`pip install .[bench]`, or any environment with mlflow and
+psycopg: `--mlflow /path/to/bin/mlflow`); it is never imported here.
+
+Run: .venv/bin/python benchmarks/bench_registry_mlflow.py [--sizes 200,2000] [--requests 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+
+from bench_registry import ENV, ensure_data, free_port, start_server
+
+ROOT = Path(__file__).resolve().parent.parent
+PG = "postgres@127.0.0.1:5432"
+PER_MODEL = 50
+API = "/api/2.0/mlflow"
+
+
+def psql(*sql: str) -> None:
+    for statement in sql:
+        subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", statement],
+            capture_output=True,
+            check=False,
+        )
+
+
+def call(port: int, method: str, path: str, body: dict | None = None, token: str = "") -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Token {token}"
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    conn.request(method, path, body=data, headers=headers)
+    response = conn.getresponse()
+    payload = response.read()
+    conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"{method} {path}: HTTP {response.status} {payload[:300]!r}")
+    return json.loads(payload or b"{}")
+
+
+def timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return (time.perf_counter() - started) * 1000
+
+
+def start_mlflow(mlflow: str, db: str, port: int, artifacts: str) -> subprocess.Popen:
+    cmd = [
+        mlflow, "server", "--backend-store-uri", f"postgresql+psycopg://{PG}/{db}",
+        "--default-artifact-root", artifacts, "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1",
+    ]  # fmt: skip
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300  # the first start creates MLflow's schema
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return server
+        except OSError:
+            time.sleep(0.5)
+    server.kill()
+    raise RuntimeError("mlflow server did not answer /health")
+
+
+def mlflow_fill(port: int, model_ids: list[str]) -> tuple[list[str], list[float]]:
+    """Registered models with PER_MODEL versions each, the last one aliased `production`;
+    returns the names and the create-version latencies."""
+    names, creates = [], []
+    for name in model_ids:
+        call(port, "POST", f"{API}/registered-models/create", {"name": name})
+        for v in range(PER_MODEL):
+            body = {"name": name, "source": f"s3://bench/{name}/{v}", "description": "benchmark"}
+            creates.append(timed(lambda b=body: call(port, "POST", f"{API}/model-versions/create", b)))
+        names.append(name)
+        alias = {"name": name, "alias": "production", "version": str(PER_MODEL)}
+        call(port, "POST", f"{API}/registered-models/alias", alias)
+    return names, creates
+
+
+def p50(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+
+
+def compare(size: int, requests: int, mlflow: str, prefix: str) -> list[tuple[str, ...]]:
+    n_models = max(1, size // PER_MODEL)
+    clm_db, mlflow_db = f"{prefix}_clm_{size}", f"{prefix}_mlflow_{size}"
+    # CLM: its own database, seeded and migrated in a child process (Django binds one database).
+    seeded = subprocess.run(
+        [sys.executable, __file__, "--seed-clm", clm_db, "--models", str(n_models)],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    ).stdout.splitlines()[-1]  # fmt: skip
+    token, clm_ids = json.loads(seeded)
+    psql(f"DROP DATABASE IF EXISTS {mlflow_db}", f"CREATE DATABASE {mlflow_db}")
+    artifacts = tempfile.mkdtemp(prefix="clm-bench-mlflow-")
+    clm_port, mlflow_port = free_port(), free_port()
+    os.environ["DATABASE_URL"] = f"postgres://{PG}/{clm_db}"
+    clm = start_server(clm_port, 1)
+    ml = start_mlflow(mlflow, mlflow_db, mlflow_port, artifacts)
+    try:
+        names, creates = mlflow_fill(mlflow_port, clm_ids)  # the same model names
+        live = dict.fromkeys(names, PER_MODEL)
+        search_one = urllib.parse.quote(f"name='{names[0]}'")
+
+        def flip(model: str) -> int:
+            live[model] = PER_MODEL - 1 if live[model] == PER_MODEL else PER_MODEL
+            return live[model]
+
+        ops: list[tuple[str, Callable[[int], object], Callable[[int], object]]] = [
+            (
+                "promote / set alias",
+                lambda i: call(clm_port, "POST", "/clm/promote", {
+                    "model_id": clm_ids[i % n_models], "version": clm_live(i), "reason": "bench",
+                }, token),  # fmt: skip
+                lambda i: call(mlflow_port, "POST", f"{API}/registered-models/alias", {
+                    "name": names[i % n_models], "alias": "production",
+                    "version": str(flip(names[i % n_models])),
+                }),  # fmt: skip
+            ),
+            (
+                "production read / get by alias",
+                lambda i: call(clm_port, "GET", f"/clm/models/{clm_ids[i % n_models]}/production",
+                               token=token),  # fmt: skip
+                lambda i: call(mlflow_port, "GET", f"{API}/registered-models/alias?name="
+                               f"{names[i % n_models]}&alias=production"),  # fmt: skip
+            ),
+            (
+                "search, first 20 of all",
+                lambda i: call(clm_port, "GET", "/clm/models?limit=20", token=token),
+                lambda i: call(mlflow_port, "GET", f"{API}/model-versions/search?max_results=20"),
+            ),
+            (
+                "search, 20 of one model",
+                lambda i: call(clm_port, "GET", f"/clm/models/{clm_ids[0]}/versions?limit=20",
+                               token=token),  # fmt: skip
+                lambda i: call(mlflow_port, "GET", f"{API}/model-versions/search?max_results=20"
+                               f"&filter={search_one}"),  # fmt: skip
+            ),
+        ]
+        clm_versions = dict.fromkeys(clm_ids, PER_MODEL)
+
+        def clm_live(i: int) -> int:
+            model = clm_ids[i % n_models]
+            clm_versions[model] = PER_MODEL - 1 if clm_versions[model] == PER_MODEL else PER_MODEL
+            return clm_versions[model]
+
+        rows = [("create version", "-", f"{p50(creates):.1f}", "-", f"{p95(creates):.1f}", "-")]
+        for name, ours, theirs in ops:
+            for i in range(10):  # warm both servers
+                ours(i)
+                theirs(i)
+            a: list[float] = []
+            b: list[float] = []
+            for i in range(requests):
+                a.append(timed(lambda i=i: ours(i)))
+                b.append(timed(lambda i=i: theirs(i)))
+            rows.append((
+                name, f"{p50(a):.1f}", f"{p50(b):.1f}", f"{p95(a):.1f}", f"{p95(b):.1f}",
+                f"{p50(b) / p50(a):.1f}x",
+            ))  # fmt: skip
+        return rows
+    finally:
+        for server in (clm, ml):
+            server.terminate()
+            server.wait(timeout=30)
+        shutil.rmtree(artifacts, ignore_errors=True)
+
+
+def seed_clm(db: str, n_models: int) -> None:
+    os.environ.update(ENV)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _django import setup
+
+    setup(db)
+    token = ensure_data(n_models, PER_MODEL, reseed=False)
+
+    from registry.models import RegisteredModel
+
+    print(json.dumps([token, list(RegisteredModel.objects.values_list("model_id", flat=True))]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="200,2000", help="versions in each registry")
+    parser.add_argument("--requests", type=int, default=100, help="per operation and server")
+    parser.add_argument("--mlflow", default=shutil.which("mlflow") or "mlflow")
+    parser.add_argument("--db-prefix", default=os.environ.get("CLM_BENCH_DB", "clm_bench"))
+    parser.add_argument("--seed-clm", help=argparse.SUPPRESS)
+    parser.add_argument("--models", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.seed_clm:
+        seed_clm(args.seed_clm, args.models)
+        return
+    os.environ.update(ENV)
+    version = subprocess.run([args.mlflow, "--version"], capture_output=True, text=True).stdout
+    for size in (int(s) for s in args.sizes.split(",")):
+        load = os.getloadavg()[0]
+        rows = compare(size, args.requests, args.mlflow, args.db_prefix)
+        print(
+            f"\n{size:,} versions ({size // PER_MODEL} models), one worker each, {args.requests}"
+            f" alternating requests per operation; {version.strip()}; load {load:.1f} ->"
+            f" {os.getloadavg()[0]:.1f}"
+        )
+        print(
+            f"{'operation':<32} {'CLM p50':>8} {'MLflow p50':>10} {'CLM p95':>8}"
+            f" {'MLflow p95':>10} {'MLflow/CLM':>10}"
+        )
+        for row in rows:
+            print(f"{row[0]:<32} {row[1]:>8} {row[2]:>10} {row[3]:>8} {row[4]:>10} {row[5]:>10}")
+
+
+if __name__ == "__main__":
+    main()
