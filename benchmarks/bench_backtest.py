@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 import warnings
@@ -109,6 +110,59 @@ def run_vectorbt(close: np.ndarray, w: np.ndarray) -> int | None:
     return trades
 
 
+def run_vectorbt_signals(
+    close: np.ndarray, w: np.ndarray, ours: Callable[[], object], repeat: int
+) -> int | None:
+    """vectorbt's Portfolio.from_signals plus stats() against training.evaluation.backtest,
+    alternating call by call so both see the same machine load; prints the ratio of medians."""
+    try:
+        import vectorbt as vbt
+    except Exception as exc:
+        print(f"{'vectorbt from_signals':<34} not available: {type(exc).__name__}: {exc}")
+        return None
+    previous = np.concatenate([[0.0], w[:-1]])
+    signals = {
+        "entries": (w == 1) & (previous != 1),
+        "exits": (w == 0) & (previous == 1),
+        # A flip is an opposite entry alone: vectorbt closes the position and opens the other.
+        "short_entries": (w == -1) & (previous != -1),
+        "short_exits": (w == 0) & (previous == -1),
+    }
+
+    def theirs() -> int:
+        portfolio = vbt.Portfolio.from_signals(close, **signals, fees=FEE, init_cash=1e9, freq="1h")
+        stats = portfolio.stats()
+        return int(stats["Total Trades"])
+
+    try:
+        started = time.perf_counter()
+        theirs()
+        first = time.perf_counter() - started
+        mine, other = [], []
+        trades = 0
+        for _ in range(repeat):
+            started = time.perf_counter()
+            ours()
+            mine.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            trades = theirs()
+            other.append(time.perf_counter() - started)
+    except Exception as exc:
+        print(f"{'vectorbt from_signals':<34} failed: {type(exc).__name__}: {exc}")
+        return None
+    ratio = statistics.median(other) / statistics.median(mine)
+    report(
+        "training.evaluation.backtest (alt.)", statistics.median(mine), len(close), None,
+        f"median of {repeat}, alternating with the next line",
+    )  # fmt: skip
+    report(
+        f"vectorbt {vbt.__version__} from_signals + stats", statistics.median(other), len(close),
+        trades, f"(first call {first:.1f} s: numba)",
+    )  # fmt: skip
+    print(f"{'ratio (vectorbt / ours, medians)':<34} {ratio:>10.1f}x")
+    return trades
+
+
 def run_backtesting_py(close: np.ndarray, w: np.ndarray, timestamps: np.ndarray) -> int | None:
     try:
         import backtesting
@@ -172,6 +226,8 @@ def main() -> None:
         default=None,
         help="run backtesting.py (a Python loop over bars) on the first N bars only",
     )
+    parser.add_argument("--repeat", type=int, default=9, help="alternating runs per library")
+    parser.add_argument("--skip-backtesting-py", action="store_true")
     args = parser.parse_args()
 
     bars, _ = generate_bars(args.bars, seed=args.seed, regimes=[("mean_reverting", args.bars)])
@@ -186,6 +242,9 @@ def main() -> None:
     report("training.evaluation.backtest", seconds, args.bars, result.trades)
     ours = result.trades
 
+    signals_trades = run_vectorbt_signals(
+        close, w, lambda: backtest(close, w, fee=FEE), args.repeat
+    )
     theirs = {"vectorbt": run_vectorbt(close, w)}
     n_bt = args.backtesting_bars or args.bars
     if n_bt < args.bars:
@@ -193,10 +252,18 @@ def main() -> None:
         ours_bt = backtest(close[:n_bt], w[:n_bt], fee=FEE).trades
     else:
         ours_bt = ours
-    bt_trades = run_backtesting_py(close[:n_bt], w[:n_bt], bars.timestamp[:n_bt])
+    bt_trades = (
+        None
+        if args.skip_backtesting_py
+        else run_backtesting_py(close[:n_bt], w[:n_bt], bars.timestamp[:n_bt])
+    )
 
     print()
-    check = [("vectorbt", theirs["vectorbt"], ours), ("backtesting.py", bt_trades, ours_bt)]
+    check = [
+        ("vectorbt from_signals", signals_trades, ours),
+        ("vectorbt from_orders", theirs["vectorbt"], ours),
+        ("backtesting.py", bt_trades, ours_bt),
+    ]
     for name, count, expected in check:
         if count is None:
             print(f"trade count vs {name}: not compared (library unavailable)")

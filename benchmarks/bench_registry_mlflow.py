@@ -19,6 +19,7 @@ Run: .venv/bin/python benchmarks/bench_registry_mlflow.py [--sizes 200,2000] [--
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import json
 import os
@@ -101,7 +102,8 @@ def mlflow_fill(port: int, model_ids: list[str]) -> tuple[list[str], list[float]
         call(port, "POST", f"{API}/registered-models/create", {"name": name})
         for v in range(PER_MODEL):
             body = {"name": name, "source": f"s3://bench/{name}/{v}", "description": "benchmark"}
-            creates.append(timed(lambda b=body: call(port, "POST", f"{API}/model-versions/create", b)))
+            create = functools.partial(call, port, "POST", f"{API}/model-versions/create", body)
+            creates.append(timed(create))
         names.append(name)
         alias = {"name": name, "alias": "production", "version": str(PER_MODEL)}
         call(port, "POST", f"{API}/registered-models/alias", alias)
@@ -141,37 +143,6 @@ def compare(size: int, requests: int, mlflow: str, prefix: str) -> list[tuple[st
             live[model] = PER_MODEL - 1 if live[model] == PER_MODEL else PER_MODEL
             return live[model]
 
-        ops: list[tuple[str, Callable[[int], object], Callable[[int], object]]] = [
-            (
-                "promote / set alias",
-                lambda i: call(clm_port, "POST", "/clm/promote", {
-                    "model_id": clm_ids[i % n_models], "version": clm_live(i), "reason": "bench",
-                }, token),  # fmt: skip
-                lambda i: call(mlflow_port, "POST", f"{API}/registered-models/alias", {
-                    "name": names[i % n_models], "alias": "production",
-                    "version": str(flip(names[i % n_models])),
-                }),  # fmt: skip
-            ),
-            (
-                "production read / get by alias",
-                lambda i: call(clm_port, "GET", f"/clm/models/{clm_ids[i % n_models]}/production",
-                               token=token),  # fmt: skip
-                lambda i: call(mlflow_port, "GET", f"{API}/registered-models/alias?name="
-                               f"{names[i % n_models]}&alias=production"),  # fmt: skip
-            ),
-            (
-                "search, first 20 of all",
-                lambda i: call(clm_port, "GET", "/clm/models?limit=20", token=token),
-                lambda i: call(mlflow_port, "GET", f"{API}/model-versions/search?max_results=20"),
-            ),
-            (
-                "search, 20 of one model",
-                lambda i: call(clm_port, "GET", f"/clm/models/{clm_ids[0]}/versions?limit=20",
-                               token=token),  # fmt: skip
-                lambda i: call(mlflow_port, "GET", f"{API}/model-versions/search?max_results=20"
-                               f"&filter={search_one}"),  # fmt: skip
-            ),
-        ]
         clm_versions = dict.fromkeys(clm_ids, PER_MODEL)
 
         def clm_live(i: int) -> int:
@@ -179,6 +150,42 @@ def compare(size: int, requests: int, mlflow: str, prefix: str) -> list[tuple[st
             clm_versions[model] = PER_MODEL - 1 if clm_versions[model] == PER_MODEL else PER_MODEL
             return clm_versions[model]
 
+        def clm_promote(i: int) -> object:
+            body = {"model_id": clm_ids[i % n_models], "version": clm_live(i), "reason": "b"}
+            return call(clm_port, "POST", "/clm/promote", body, token)
+
+        def mlflow_alias(i: int) -> object:
+            name = names[i % n_models]
+            body = {"name": name, "alias": "production", "version": str(flip(name))}
+            return call(mlflow_port, "POST", f"{API}/registered-models/alias", body)
+
+        def clm_production(i: int) -> object:
+            path = f"/clm/models/{clm_ids[i % n_models]}/production"
+            return call(clm_port, "GET", path, None, token)
+
+        def mlflow_by_alias(i: int) -> object:
+            query = f"name={names[i % n_models]}&alias=production"
+            return call(mlflow_port, "GET", f"{API}/registered-models/alias?{query}")
+
+        def clm_search(i: int) -> object:
+            return call(clm_port, "GET", "/clm/models?limit=20", None, token)
+
+        def mlflow_search(i: int) -> object:
+            return call(mlflow_port, "GET", f"{API}/model-versions/search?max_results=20")
+
+        def clm_search_one(i: int) -> object:
+            return call(clm_port, "GET", f"/clm/models/{clm_ids[0]}/versions?limit=20", None, token)
+
+        def mlflow_search_one(i: int) -> object:
+            path = f"{API}/model-versions/search?max_results=20&filter={search_one}"
+            return call(mlflow_port, "GET", path)
+
+        ops: list[tuple[str, Callable[[int], object], Callable[[int], object]]] = [
+            ("promote / set alias", clm_promote, mlflow_alias),
+            ("production read / get by alias", clm_production, mlflow_by_alias),
+            ("search, first 20 of all", clm_search, mlflow_search),
+            ("search, 20 of one model", clm_search_one, mlflow_search_one),
+        ]
         rows = [("create version", "-", f"{p50(creates):.1f}", "-", f"{p95(creates):.1f}", "-")]
         for name, ours, theirs in ops:
             for i in range(10):  # warm both servers
@@ -187,8 +194,8 @@ def compare(size: int, requests: int, mlflow: str, prefix: str) -> list[tuple[st
             a: list[float] = []
             b: list[float] = []
             for i in range(requests):
-                a.append(timed(lambda i=i: ours(i)))
-                b.append(timed(lambda i=i: theirs(i)))
+                a.append(timed(functools.partial(ours, i)))
+                b.append(timed(functools.partial(theirs, i)))
             rows.append((
                 name, f"{p50(a):.1f}", f"{p50(b):.1f}", f"{p95(a):.1f}", f"{p95(b):.1f}",
                 f"{p50(b) / p50(a):.1f}x",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import math
-from datetime import UTC
 from collections.abc import Callable, Mapping
+from datetime import UTC
 from typing import Any
 
 from django.conf import settings

@@ -99,15 +99,18 @@ def backtest(
     close_arr = _as_1d_float(close, "close")
     w = _as_1d_float(positions, "positions")
     n = len(close_arr)
-    _validate(close_arr, w, fee, periods_per_year)
+    _validate_shape(close_arr, w, fee, periods_per_year)
     trial_variance = _trial_variance(n_trials, trial_sharpes)
 
-    s, equity, max_drawdown = _returns_and_equity(close_arr, w, fee)
+    first = _returns_and_equity(close_arr, w, fee)
+    if not first.valid:
+        _validate(close_arr, w, fee, periods_per_year)  # says what is wrong
+    s, equity, max_drawdown = first.s, first.equity, first.max_drawdown
     total_return = float(equity[-1] - 1.0)
     cagr = _cagr(float(equity[-1]), periods_per_year, n)
 
     bar_returns = s[1:]
-    moments, downside_sq, cum_s_at = _second_pass(s, w)
+    moments, downside_sq, cum_s_at = _second_pass(s, w, first)
     downside = math.sqrt(downside_sq / len(bar_returns))
     sqrt_p = math.sqrt(periods_per_year)
     psr = _psr(moments, 0.0)
@@ -131,7 +134,7 @@ def backtest(
         total_return=total_return,
         cagr=cagr,
         calmar=cagr / max_drawdown if max_drawdown > 0 else 0.0,
-        exposure=float(np.count_nonzero(w[:-1]) / (n - 1)),
+        exposure=float((first.nonzero_positions - int(w[-1] != 0)) / (n - 1)),
         trades=n_trades,
         win_rate=float(np.count_nonzero(trade_returns > 0) / n_trades) if n_trades else 0.0,
         profit_factor=profit_factor,
@@ -224,21 +227,36 @@ def _deflated_benchmark(n_trials: int, trial_variance: float) -> float:
     return math.sqrt(trial_variance) * float(expected_max)
 
 
-# Bars per block of the two passes below: the block's temporaries stay in the CPU cache, so each
-# pass reads and writes main memory once instead of once per arithmetic step.
-BLOCK = 1 << 14
+# Bars per block of the two passes below (512 KiB a float array): the temporaries stay in the CPU
+# cache, so each pass reads and writes main memory once instead of once per arithmetic step,
+# and the blocks are few enough for numpy's per-call cost not to count.
+BLOCK = 1 << 16
 
 
-def _returns_and_equity(
-    close: np.ndarray, w: np.ndarray, fee: float
-) -> tuple[np.ndarray, np.ndarray, float]:
+@dataclass
+class _FirstPass:
+    """What the first pass computes: s, E and the maximum drawdown, and what it saw on the way
+    (whether the inputs are in range, the positions held, the sum and range of s[1..N-1])."""
+
+    s: np.ndarray
+    equity: np.ndarray
+    max_drawdown: float
+    valid: bool
+    nonzero_positions: int
+    returns_sum: float
+    returns_min: float
+    returns_max: float
+
+
+def _returns_and_equity(close: np.ndarray, w: np.ndarray, fee: float) -> _FirstPass:
     """s[0..N-1], E[0..N-1] and the maximum drawdown, block by block.
 
     s[t] = -fee * |w[t] - w[t-1]| + w[t-1] * (close[t] / close[t-1] - 1), with w[-1] = 0 and
     no price move at t = 0. Each block continues the previous one's running product and peak
     from its last value, which is exactly what one cumprod and one maximum.accumulate over the
     whole series compute, element by element (IEEE products commute), so the values are the
-    same to the last bit.
+    same to the last bit. The prices and positions are checked on the way (`valid`): a bad
+    series is found without a pass of its own, and `_validate` then says what is wrong.
     """
     n = len(close)
     s = np.empty(n)
@@ -246,30 +264,45 @@ def _returns_and_equity(
     pnl = np.empty(BLOCK)
     peak = np.empty(BLOCK)
     carry_equity, carry_peak, lowest = 1.0, -math.inf, math.inf
-    for lo in range(0, n, BLOCK):
-        hi = min(lo + BLOCK, n)
-        sb, eb, pb, kb = s[lo:hi], equity[lo:hi], pnl[: hi - lo], peak[: hi - lo]
-        first = 1 if lo == 0 else 0  # the first bar has no previous position nor price
-        if first:
-            sb[0] = w[0]
-            pb[0] = 0.0
-        np.subtract(w[lo + first : hi], w[lo + first - 1 : hi - 1], out=sb[first:])
-        np.abs(sb, out=sb)
-        sb *= -fee
-        moved = pb[first:]
-        np.divide(close[lo + first : hi], close[lo + first - 1 : hi - 1], out=moved)
-        moved -= 1.0
-        moved *= w[lo + first - 1 : hi - 1]
-        sb += pb
-        np.add(sb, 1.0, out=eb)
-        eb[0] *= carry_equity
-        np.multiply.accumulate(eb, out=eb)
-        np.maximum.accumulate(eb, out=kb)
-        np.maximum(kb, carry_peak, out=kb)
-        carry_equity, carry_peak = float(eb[-1]), float(kb[-1])
-        np.divide(eb, kb, out=kb)
-        lowest = min(lowest, float(kb.min()))
-    return s, equity, float(1.0 - lowest)
+    valid, nonzero = True, 0
+    total, low, high = 0.0, math.inf, -math.inf
+    with np.errstate(all="ignore"):  # only a series `_validate` refuses can overflow
+        for lo in range(0, n, BLOCK):
+            hi = min(lo + BLOCK, n)
+            sb, eb, pb, kb = s[lo:hi], equity[lo:hi], pnl[: hi - lo], peak[: hi - lo]
+            cb, wb = close[lo:hi], w[lo:hi]
+            # NaN fails every comparison
+            valid &= bool(cb.min() > 0 and cb.max() < math.inf)
+            valid &= bool(wb.min() >= -1.0 and wb.max() <= 1.0)
+            nonzero += int(np.count_nonzero(wb))
+            first = 1 if lo == 0 else 0  # the first bar has no previous position nor price
+            if first:
+                sb[0] = w[0]
+                pb[0] = 0.0
+            np.subtract(w[lo + first : hi], w[lo + first - 1 : hi - 1], out=sb[first:])
+            np.abs(sb, out=sb)
+            sb *= -fee
+            moved = pb[first:]
+            np.divide(close[lo + first : hi], close[lo + first - 1 : hi - 1], out=moved)
+            moved -= 1.0
+            moved *= w[lo + first - 1 : hi - 1]
+            sb += pb
+            xb = sb[first:]
+            if len(xb):
+                total += float(xb.sum())
+                low, high = min(low, float(xb.min())), max(high, float(xb.max()))
+            np.add(sb, 1.0, out=eb)
+            eb[0] *= carry_equity
+            np.multiply.accumulate(eb, out=eb)
+            np.maximum.accumulate(eb, out=kb)
+            np.maximum(kb, carry_peak, out=kb)
+            carry_equity, carry_peak = float(eb[-1]), float(kb[-1])
+            np.divide(eb, kb, out=kb)
+            lowest = min(lowest, float(kb.min()))
+    return _FirstPass(
+        s=s, equity=equity, max_drawdown=float(1.0 - lowest), valid=valid,
+        nonzero_positions=nonzero, returns_sum=total, returns_min=low, returns_max=high,
+    )  # fmt: skip
 
 
 @dataclass
@@ -297,17 +330,19 @@ def _trade_bounds(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts, np.flatnonzero(nonzero & run_ends)
 
 
-def _second_pass(s: np.ndarray, w: np.ndarray) -> tuple[_Moments, float, _TradeSums]:
+def _second_pass(
+    s: np.ndarray, w: np.ndarray, first: _FirstPass
+) -> tuple[_Moments, float, _TradeSums]:
     """The moments of s[1..N-1], the sum of its squared losses, and the running sum of s at
     the trades' first and last bars, in one blocked pass over s.
 
-    The mean is numpy's over the whole series, as `_Moments.of` takes it; the higher moments'
-    sums add block by block (their last digits may differ from one sum over the series, as two
-    BLAS builds' would). The running sum continues each block from the previous one's last
-    value: the same additions as one cumsum, in the same order.
+    The sums of the mean and the higher moments add block by block (their last digits may
+    differ from one sum over the series, as two BLAS builds' would). The running sum continues
+    each block from the previous one's last value: the same additions as one cumsum, in the same
+    order.
     """
-    x = s[1:]
-    mean = float(x.mean())
+    count = len(s) - 1
+    mean = first.returns_sum / count
     starts, ends = _trade_bounds(w)
     sums = _TradeSums(starts, ends, np.empty(len(starts)), np.empty(len(ends)))
     dev = np.empty(BLOCK)
@@ -315,7 +350,6 @@ def _second_pass(s: np.ndarray, w: np.ndarray) -> tuple[_Moments, float, _TradeS
     scratch = np.empty(BLOCK)
     running = np.empty(BLOCK)
     m2 = m3 = m4 = losses = 0.0
-    lowest, highest = math.inf, -math.inf
     carry = 0.0
     for lo in range(0, len(s), BLOCK):
         hi = min(lo + BLOCK, len(s))
@@ -330,7 +364,6 @@ def _second_pass(s: np.ndarray, w: np.ndarray) -> tuple[_Moments, float, _TradeS
         xb = sb[1:] if lo == 0 else sb
         if not len(xb):
             continue
-        lowest, highest = min(lowest, float(xb.min())), max(highest, float(xb.max()))
         # numpy's own sums, not BLAS dot: a threaded BLAS costs more to start than to add up
         # one block
         db, d2, product = dev[: len(xb)], dev2[: len(xb)], scratch[: len(xb)]
@@ -341,8 +374,7 @@ def _second_pass(s: np.ndarray, w: np.ndarray) -> tuple[_Moments, float, _TradeS
         m4 += float(np.multiply(d2, d2, out=product).sum())
         np.minimum(xb, 0.0, out=db)
         losses += float(np.multiply(db, db, out=product).sum())
-    count = len(x)
-    if count < 2 or lowest == highest:
+    if count < 2 or first.returns_min == first.returns_max:
         moments = _Moments(mean=mean, sharpe=0.0, skew=0.0, kurtosis=3.0, count=count)
     else:
         m2, m3, m4 = m2 / count, m3 / count, m4 / count
@@ -417,6 +449,18 @@ def _as_1d_float(values: ArrayLike, name: str) -> np.ndarray:
 def _require_finite_returns(x: np.ndarray) -> None:
     if len(x) == 0 or not np.isfinite(x).all():
         raise ValueError("returns must be a non-empty series of finite numbers")
+
+
+def _validate_shape(close: np.ndarray, w: np.ndarray, fee: float, periods_per_year: float) -> None:
+    """What can be checked without reading the series."""
+    if len(close) != len(w):
+        raise ValueError(f"close has {len(close)} bars but positions has {len(w)}")
+    if len(close) < 2:
+        raise ValueError(f"a backtest needs at least 2 bars, got {len(close)}")
+    if not 0 <= fee < 1:
+        raise ValueError(f"fee must be a fraction in [0, 1), got {fee!r}")
+    if not (math.isfinite(periods_per_year) and periods_per_year > 0):
+        raise ValueError(f"periods_per_year must be positive, got {periods_per_year!r}")
 
 
 def _validate(close: np.ndarray, w: np.ndarray, fee: float, periods_per_year: float) -> None:
