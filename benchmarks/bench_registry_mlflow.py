@@ -24,6 +24,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -80,7 +81,10 @@ def start_mlflow(mlflow: str, db: str, port: int, artifacts: str) -> subprocess.
         "--default-artifact-root", artifacts, "--host", "127.0.0.1", "--port", str(port),
         "--workers", "1",
     ]  # fmt: skip
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # A session of its own: the server's worker processes stop with it (stop_group).
+    server = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 300  # the first start creates MLflow's schema
     while time.monotonic() < deadline:
         try:
@@ -92,6 +96,15 @@ def start_mlflow(mlflow: str, db: str, port: int, artifacts: str) -> subprocess.
             time.sleep(0.5)
     server.kill()
     raise RuntimeError("mlflow server did not answer /health")
+
+
+def stop_group(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
 
 
 def mlflow_fill(port: int, model_ids: list[str]) -> tuple[list[str], list[float]]:
@@ -202,9 +215,9 @@ def compare(size: int, requests: int, mlflow: str, prefix: str) -> list[tuple[st
             ))  # fmt: skip
         return rows
     finally:
-        for server in (clm, ml):
-            server.terminate()
-            server.wait(timeout=30)
+        clm.terminate()
+        stop_group(ml)
+        clm.wait(timeout=60)
         shutil.rmtree(artifacts, ignore_errors=True)
 
 

@@ -166,10 +166,10 @@ _PLANS: dict[type, list[_Step] | None] = {}
 def _converter(field: serializers.Field) -> Callable[[Any], Any] | None:
     """How `field` turns a non-None attribute into output, or None when only DRF knows."""
     kind = type(field)
-    if kind is serializers.JSONField and not field.binary:
-        return _identity
-    if kind is serializers.UUIDField and field.uuid_format == "hex_verbose":
-        return str
+    if isinstance(field, serializers.JSONField) and kind is serializers.JSONField:
+        return None if field.binary else _identity
+    if isinstance(field, serializers.UUIDField) and kind is serializers.UUIDField:
+        return str if field.uuid_format == "hex_verbose" else None
     if kind in (serializers.ChoiceField, serializers.BigIntegerField):
         return field.to_representation  # choices, or a setting: per field, still cheap
     if isinstance(field, ReadModelSerializer) and _plan(type(field)) is not None:
@@ -190,7 +190,7 @@ def _plan(cls: type[ReadModelSerializer]) -> list[_Step] | None:
             if convert is None or overrides or field.source == "*" or steps is None:
                 steps = None
                 continue
-            steps.append((field.field_name, tuple(field.source_attrs), convert, field))
+            steps.append((str(field.field_name), tuple(field.source_attrs), convert, field))
         _PLANS[cls] = steps
     return _PLANS[cls]
 

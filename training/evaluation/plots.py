@@ -128,7 +128,8 @@ def equity_series_npz(*, points: dict[str, np.ndarray], title: str) -> bytes:
     """The picture's points and title as an .npz (no pickles): a job stores this in a
     millisecond, and the picture is drawn from it when first asked for."""
     buffer = io.BytesIO()
-    np.savez(buffer, title=np.asarray(title), **points)
+    arrays: dict[str, Any] = {"title": np.asarray(title), **points}
+    np.savez(buffer, **arrays)
     return buffer.getvalue()
 
 
