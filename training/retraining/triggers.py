@@ -292,8 +292,10 @@ def trigger_training(
     window_end: datetime | None = None,
     origin: Origin | None = None,
     dispatch: bool = True,
+    if_active: str = "join",
 ) -> TriggerResult:
-    """A request for training (manual or strategy_evolution): a new job, or the active one joined.
+    """A request for training (manual or strategy_evolution): a new job, or the active one joined
+    (`if_active="queue"`: a job that waits for the active one instead).
 
     The model line is registered if it is new. Policies do not apply to requests; invalid input
     is recorded as rejected rather than raised, as for every other trigger. `dispatch=False`
@@ -344,6 +346,7 @@ def trigger_training(
         window_start=window_start,
         window_end=window_end,
         requested_by=origin.requested_by or origin.source,
+        if_active=if_active,
     )
     with transaction.atomic():
         try:
