@@ -36,10 +36,13 @@ logger = logging.getLogger(__name__)
 
 # A claim older than the task's hard time limit plus this grace belongs to a dead worker.
 LEASE_GRACE = timedelta(minutes=5)
+# No "dsr" among them: one backtest knows of one trial only (its dsr would equal psr). A
+# candidate's DSR counts every trial on its data (selectors.candidate_deflated_sharpe).
 METRIC_NAMES = (
     "sharpe", "sortino", "max_drawdown", "total_return", "cagr", "calmar", "exposure", "trades",
-    "win_rate", "profit_factor", "avg_trade_return", "avg_bars_held", "psr", "dsr",
+    "win_rate", "profit_factor", "avg_trade_return", "avg_bars_held", "psr",
 )  # fmt: skip
+NOT_STORED = ("dsr", "n_trials")
 
 
 def lease_of(model_type: str) -> timedelta:
@@ -183,7 +186,7 @@ def candidate_evaluate(*, candidate_id: Any, redelivered: bool = False) -> str:
 def _performance_fields(metrics: Mapping[str, Any], *, min_trades: int) -> dict[str, Any]:
     F_, G = nsga.objectives(metrics, min_trades=min_trades)
     return {
-        "metrics": dict(metrics),
+        "metrics": {k: v for k, v in metrics.items() if k not in NOT_STORED},
         "objectives": {
             "sharpe": -F_[0],
             "profit_factor": -F_[1],
