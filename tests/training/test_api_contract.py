@@ -146,7 +146,9 @@ def test_if_active_queue_waits_for_the_active_job_and_starts_after_it(
     from training.tasks import reap_stuck_jobs_now
 
     def train(params, **extra):
-        return operator_client.post("/clm/train", {**TRAIN, "params": params, **extra}, format="json")
+        return operator_client.post(
+            "/clm/train", {**TRAIN, "params": params, **extra}, format="json"
+        )
 
     active = train({"max_depth": 3}).json()
     queued = train({"max_depth": 5}, if_active="queue")
