@@ -192,11 +192,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(port: int, workers: int) -> subprocess.Popen:
-    env = {**os.environ, **ENV, "DATABASE_URL": os.environ["DATABASE_URL"]}
+def start_server(port: int, workers: int, root: Path | None = None) -> subprocess.Popen:
+    """gunicorn serving the checkout at `root` (this one by default)."""
+    root = root or Path(__file__).resolve().parent.parent
+    env = {**os.environ, **ENV, "DATABASE_URL": os.environ["DATABASE_URL"], "PYTHONPATH": str(root)}
     cmd = [sys.executable, "-m", "gunicorn", "clm_project.wsgi", "-w", str(workers),
            "-b", f"127.0.0.1:{port}", "--log-level", "warning"]  # fmt: skip
-    server = subprocess.Popen(cmd, env=env, cwd=Path(__file__).resolve().parent.parent)
+    server = subprocess.Popen(cmd, env=env, cwd=root)
     deadline = time.monotonic() + 120  # imports are slow on a loaded machine
     while time.monotonic() < deadline:
         try:
@@ -217,7 +219,7 @@ def run(
     make: Callable[[int], Request],
     total: int,
     clients: int,
-    cpu: ServerCPU,
+    cpu: ServerCPU | None,
 ) -> Result:
     """`total` requests from `clients` threads, each a new connection (sync workers close it)."""
     headers = {"Authorization": f"Token {token}", "Accept": "application/json"}
@@ -246,14 +248,61 @@ def run(
                 latencies.append(elapsed)
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
-    cpu_before = cpu.ticks()
+    cpu_before = cpu.ticks() if cpu else {}
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     seconds = time.perf_counter() - started
-    return Result(name, clients, latencies, seconds, cpu.seconds_between(cpu_before, cpu.ticks()))
+    used = cpu.seconds_between(cpu_before, cpu.ticks()) if cpu else 0.0
+    return Result(name, clients, latencies, seconds, used)
+
+
+def side_by_side(
+    token: str,
+    scenarios: list[tuple[str, Callable[[int], Request]]],
+    requests: int,
+    workers: int,
+    baseline: Path,
+) -> None:
+    """This checkout and `baseline` on the same database, one client, alternating request by
+    request, so both see the same machine load. (A baseline without this checkout's migrations
+    still reads the tables: migrations here only add.)"""
+    ours_port, theirs_port = free_port(), free_port()
+    servers = [start_server(ours_port, workers), start_server(theirs_port, workers, baseline)]
+    rows = []
+    try:
+        for name, make in scenarios:
+            latencies: dict[int, list[float]] = {ours_port: [], theirs_port: []}
+            for i in range(requests + 20):
+                # Each server its own model or page (promote flips a model's live version)
+                for k, port in enumerate((ours_port, theirs_port)):
+                    request = make(2 * i + k)
+                    result = run(port, token, name, lambda _, r=request: r, 1, 1, None)
+                    if i >= 20:  # the first 20 warm connections and caches
+                        latencies[port] += result.latencies_ms
+            ours, theirs = sorted(latencies[ours_port]), sorted(latencies[theirs_port])
+            rows.append((name, ours, theirs))
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=60)
+    load = os.getloadavg()
+    print(
+        f"\nside by side with {baseline} ({requests} alternating requests each, one client,"
+        f" gunicorn -w {workers}), load average {load[0]:.1f} {load[1]:.1f}"
+    )
+    print(
+        f"{'scenario':<44} {'p50 ms':>8} {'base p50':>8} {'p95 ms':>8} {'base p95':>8} {'ratio':>7}"
+    )
+    for name, ours, theirs in rows:
+        p95 = int(len(ours) * 0.95)
+        print(
+            f"{name:<44} {statistics.median(ours):>8.1f} {statistics.median(theirs):>8.1f}"
+            f" {ours[p95]:>8.1f} {theirs[p95]:>8.1f}"
+            f" {statistics.median(theirs) / statistics.median(ours):>6.1f}x"
+        )
 
 
 def main() -> None:
@@ -264,6 +313,11 @@ def main() -> None:
     parser.add_argument("--pages", default="20,50", help="page sizes of GET /clm/models")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--reseed", action="store_true")
+    parser.add_argument(
+        "--baseline",
+        help="another checkout (e.g. /path/to/main): serve both, alternate single requests "
+        "between them scenario by scenario, print both latencies and their ratio",
+    )
     args = parser.parse_args()
     sizes = [int(size) for size in args.pages.split(",")]
     os.environ.update(ENV)
@@ -295,6 +349,9 @@ def main() -> None:
         ("GET /clm/models/{id}/production", production),
         ("POST /clm/promote", promote_requests(model_ids[1:], args.per_model)),
     ]
+    if args.baseline:
+        side_by_side(token, scenarios, args.requests, args.workers, Path(args.baseline))
+        return
     port = free_port()
     server = start_server(port, args.workers)
     cpu = ServerCPU(server)

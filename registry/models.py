@@ -340,7 +340,7 @@ class VersionsRevision(models.Model):
     its status, Sharpe, model or creation time changed; a model renamed). A count cached under a
     revision is therefore exact while the revision reads the same (registry.selectors
     .model_versions_count); a sequence never hands out a number twice, even across rollbacks.
-    Written by the trigger of migration 0007 only."""
+    Written by the trigger of migration 0008 only."""
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
     revision = models.BigIntegerField(default=0, editable=False)

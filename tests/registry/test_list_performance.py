@@ -26,7 +26,7 @@ MODEL = "xgboost-btcusdt-1h"
 
 @pytest.fixture
 def revision(db) -> None:
-    """The row migration 0007 writes (a transactional test's flush empties the table)."""
+    """The row migration 0008 writes (a transactional test's flush empties the table)."""
     VersionsRevision.objects.get_or_create(pk=1)
 
 

@@ -2,7 +2,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    dependencies = [("registry", "0007_versions_revision")]
+    dependencies = [("registry", "0008_versions_revision")]
 
     operations = [
         migrations.AddField(

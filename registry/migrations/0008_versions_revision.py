@@ -43,7 +43,7 @@ def _on_postgresql(sql: str):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("registry", "0006_liveness")]
+    dependencies = [("registry", "0007_job_waiting")]
 
     operations = [
         migrations.CreateModel(
