@@ -241,7 +241,7 @@ def evaluation_get(*, evaluation_id: int) -> EvaluationResult:
 
 
 def equity_curve_png_get(*, evaluation: EvaluationResult) -> bytes:
-    """The equity-curve PNG rendered once, when the evaluation was recorded."""
+    """The evaluation's stored equity-curve PNG (drawn by services.equity_curve_png_ensure)."""
     from registry.artifacts import artifact_storage
 
     storage = artifact_storage()
