@@ -111,14 +111,56 @@ STATIC_URL = "static/"
 # Where `manage.py collectstatic --noinput` writes and WhiteNoise serves from.
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", str(VAR_DIR / "static")))
 
-# Model artifacts are written through Django's storage API under ARTIFACT_ROOT.
+# Model artifacts are written through Django's storage API (registry.artifacts): under
+# ARTIFACT_ROOT on one machine, or in an S3-compatible bucket that workers on several machines
+# share (CLM_ARTIFACT_STORAGE=s3; credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY,
+# as boto3 reads them).
 ARTIFACT_ROOT = Path(os.environ.get("ARTIFACT_ROOT", str(VAR_DIR / "artifacts")))
+CLM_ARTIFACT_STORAGE = os.environ.get("CLM_ARTIFACT_STORAGE", "filesystem").strip().lower()
+if CLM_ARTIFACT_STORAGE not in {"filesystem", "s3"}:
+    raise ValueError(f"CLM_ARTIFACT_STORAGE is {CLM_ARTIFACT_STORAGE!r}: 'filesystem' or 's3'")
+# Artifacts read from a remote store are kept on local disk by sha256, least recently used out
+# first once the cache holds more than CLM_ARTIFACT_CACHE_BYTES.
+CLM_ARTIFACT_CACHE_DIR = Path(
+    os.environ.get("CLM_ARTIFACT_CACHE_DIR", str(VAR_DIR / "artifact-cache"))
+)
+CLM_ARTIFACT_CACHE_BYTES = int(os.environ.get("CLM_ARTIFACT_CACHE_BYTES", str(2 * 1024**3)))
+
+
+def artifact_storage_backend(kind: str) -> dict[str, Any]:
+    """The `artifacts` storage of STORAGES for CLM_ARTIFACT_STORAGE `kind`."""
+    if kind == "filesystem":
+        return {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(ARTIFACT_ROOT)},
+        }
+    from botocore.config import Config
+
+    # Bounded waits and few retries: a store that went away fails the job in seconds, not minutes.
+    timeout = float(os.environ.get("CLM_S3_TIMEOUT_S", "10"))
+    attempts = int(os.environ.get("CLM_S3_MAX_ATTEMPTS", "3"))
+    return {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": os.environ.get("CLM_S3_BUCKET", "clm-artifacts"),
+            "location": os.environ.get("CLM_S3_PREFIX", "").strip("/"),
+            "endpoint_url": os.environ.get("CLM_S3_ENDPOINT_URL") or None,
+            "region_name": os.environ.get("CLM_S3_REGION") or None,
+            # Names are content-addressed: the same name is the same bytes.
+            "file_overwrite": True,
+            "querystring_auth": False,
+            "client_config": Config(
+                connect_timeout=timeout,
+                read_timeout=timeout,
+                retries={"max_attempts": attempts, "mode": "standard"},
+            ),
+        },
+    }
+
+
 STORAGES: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "artifacts": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(ARTIFACT_ROOT)},
-    },
+    "artifacts": artifact_storage_backend(CLM_ARTIFACT_STORAGE),
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
