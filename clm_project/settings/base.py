@@ -238,20 +238,47 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Every queue and exchange name CLM declares starts with CLM_QUEUE_PREFIX (empty by default), so
 # that several deployments or test runs can share one broker vhost or Redis database without ever
 # reading or purging each other's messages. Workers started without -Q consume exactly these.
+#
+# The queues, and which process on which machine consumes them (README "Workers on many
+# machines"):
+# - default: dispatch work that must never wait (the scan and its batches, the outbox relay,
+#   the reaper, evolution's reaper);
+# - training: training jobs of every family not in CLM_GPU_FAMILIES, and evolution's generations;
+# - gpu: training jobs of the CLM_GPU_FAMILIES (e.g. nhits,patchtst), for workers with an
+#   accelerator;
+# - lifecycle: the shadow, experiment, rollback and monitor passes, one task per model, within
+#   CLM_LIFECYCLE_TIME_LIMITS: a slow pass never holds up dispatch.
 CLM_QUEUE_PREFIX = os.environ.get("CLM_QUEUE_PREFIX", "")
 CLM_DEFAULT_QUEUE = f"{CLM_QUEUE_PREFIX}default"
 CLM_TRAINING_QUEUE = f"{CLM_QUEUE_PREFIX}training"
+CLM_GPU_QUEUE = f"{CLM_QUEUE_PREFIX}gpu"
+CLM_LIFECYCLE_QUEUE = f"{CLM_QUEUE_PREFIX}lifecycle"
+CLM_GPU_FAMILIES = env_list("CLM_GPU_FAMILIES", [])
 CELERY_TASK_DEFAULT_QUEUE = CLM_DEFAULT_QUEUE
 CELERY_TASK_DEFAULT_EXCHANGE = CLM_DEFAULT_QUEUE
 CELERY_TASK_DEFAULT_ROUTING_KEY = CLM_DEFAULT_QUEUE
 CELERY_TASK_QUEUES = tuple(
     Queue(name, Exchange(name), routing_key=name)
-    for name in (CLM_DEFAULT_QUEUE, CLM_TRAINING_QUEUE)
+    for name in (CLM_DEFAULT_QUEUE, CLM_TRAINING_QUEUE, CLM_GPU_QUEUE, CLM_LIFECYCLE_QUEUE)
 )
+# Training jobs are sent with their family's queue (registry.services.training_queue_for).
 CELERY_TASK_ROUTES = {
     "training.run_training_job": {"queue": CLM_TRAINING_QUEUE},
+    "evolution.reap_runs": {"queue": CLM_DEFAULT_QUEUE},
     "evolution.*": {"queue": CLM_TRAINING_QUEUE},
+    "training.shadow_*": {"queue": CLM_LIFECYCLE_QUEUE},
+    "training.experiment*": {"queue": CLM_LIFECYCLE_QUEUE},
+    "training.rollback_*": {"queue": CLM_LIFECYCLE_QUEUE},
+    "training.monitor_*": {"queue": CLM_LIFECYCLE_QUEUE},
 }
+# Soft and hard time limits (seconds) of each lifecycle task: one model's step, or the pass that
+# sends them.
+CLM_LIFECYCLE_TIME_LIMITS = (
+    int(os.environ.get("CLM_LIFECYCLE_SOFT_TIME_LIMIT", "300")),
+    int(os.environ.get("CLM_LIFECYCLE_TIME_LIMIT", "360")),
+)
+# How many due models one task of the periodic scan triggers.
+CLM_SCAN_BATCH_SIZE = int(os.environ.get("CLM_SCAN_BATCH_SIZE", "25"))
 # Training jobs: soft/hard Celery time limits per family (seconds, sized for default budgets on
 # 2 cores) and how many times a job may be claimed before it fails. They run on
 # CLM_TRAINING_QUEUE.

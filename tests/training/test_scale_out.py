@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from clm_project.celery import send_task_by_name
 from registry import services
 from registry.models import JobStatus, ModelVersion, TrainingJob
 from tests.s3 import CuttingRelay, S3Bucket
@@ -49,7 +50,7 @@ def machine(root: Path, bucket: S3Bucket, **extra: str) -> dict[str, str]:
 def permissive_gates() -> None:
     PromotionPolicy.objects.create(
         model_type="other", min_sharpe=-100, min_win_rate=0, min_profit_factor=0,
-        max_drawdown=1.0, min_trades=0,
+        max_drawdown=1.0, min_trades=0, min_dsr=None,
     )  # fmt: skip
 
 
@@ -87,3 +88,103 @@ def test_the_store_going_away_mid_upload_fails_the_job_with_nothing_registered(
     assert not ModelVersion.objects.filter(model=job.model).exists()
     assert s3_bucket.keys() == []
     assert not (tmp_path / "artifacts").exists()  # nothing fell back to the local disk
+
+
+def test_a_version_trained_on_one_machine_is_scored_shadowed_and_rolled_back_on_another(
+    start_worker, s3_artifacts, tmp_path, settings
+):
+    from tests.training.promotion.lifecycle import arrive, market, stamp
+    from training.models import PerformanceReport
+    from training.promotion.models import (
+        RealisedReturn,
+        RollbackDecision,
+        RollbackPolicy,
+        ShadowObservation,
+        ShadowPolicy,
+    )
+
+    permissive_gates()
+    ShadowPolicy.objects.create(
+        model_type="other", mode="all", min_bars=100, max_bars=1_000, looks=2, min_trades=0
+    )
+    RollbackPolicy.objects.create(
+        model_type="other", max_drawdown=0.10, min_rolling_sharpe=-1.0, window_bars=100,
+        cooldown_hours=24.0,
+    )  # fmt: skip
+    bars = market(2_400, seed=7)
+    arrive(bars, 2_000, symbol="TWOUSD")
+    trainer_box, scorer_box = tmp_path / "machine-a", tmp_path / "machine-b"
+    start_worker(
+        queues=[settings.CLM_DEFAULT_QUEUE, settings.CLM_TRAINING_QUEUE],
+        env=machine(trainer_box, s3_artifacts),
+    )
+    start_worker(queues=[settings.CLM_LIFECYCLE_QUEUE], env=machine(scorer_box, s3_artifacts))
+
+    # Machine A trains both versions: the first goes to production, the second to shadow.
+    first = finished(job_send("TWOUSD")).version
+    second_job = finished(job_send("TWOUSD"))
+    assert second_job.status == JobStatus.COMPLETED, second_job.error_message
+    second = second_job.version
+    first.refresh_from_db()
+    assert (first.status, second.status) == ("production", "shadow")
+    keys = s3_artifacts.keys()
+    assert s3_artifacts.key(first.artifact_path) in keys
+    assert s3_artifacts.key(second.artifact_path) in keys
+
+    # Machine B, with nothing of them on its disk, shadows the second on new bars ...
+    arrive(bars, 2_400, symbol="TWOUSD")
+    send_task_by_name("training.shadow_evaluate", args=[])
+    observation = wait_for(
+        "the shadow step",
+        lambda: ShadowObservation.objects.filter(comparison__shadow=second).first(),
+        120,
+    )
+    assert observation.n_bars == 400  # the same model on both sides: no difference to judge
+    # ... scores production since its training ...
+    send_task_by_name("training.monitor_performance", args=[])
+    report = wait_for(
+        "the performance reading",
+        lambda: PerformanceReport.objects.filter(version=first).first(),
+        120,
+    )
+    assert report.status == "ok" and report.sharpe is not None, report.detail
+
+    # ... and, once the second is promoted and loses, rolls production back to the first.
+    services.model_version_promote(
+        model_id=second.model.model_id, version=second.version, actor="op"
+    )
+    crash = [0.001] * 50 + [-0.004] * 50
+    RealisedReturn.objects.bulk_create(
+        RealisedReturn(version=second, source="reported", timestamp=stamp(bars, 2_300 + i), value=r)
+        for i, r in enumerate(crash)
+    )
+    send_task_by_name("training.rollback_check", args=[])
+    decisions = RollbackDecision.objects.filter(from_version=second)
+    decision = wait_for("the rollback", decisions.first, 120)
+    assert decision.outcome == "rolled_back" and decision.to_version_id == first.pk
+    first.refresh_from_db()
+    assert first.status == "production"
+
+    # B read both artifacts from the bucket into its own cache, by sha256; no machine wrote any
+    # artifact to its own disk.
+    cached = {path.name for path in (scorer_box / "artifact-cache").iterdir()}
+    assert {first.artifact_sha256, second.artifact_sha256} <= cached
+    assert not (trainer_box / "artifacts").exists() and not (scorer_box / "artifacts").exists()
+
+
+def test_jobs_of_gpu_families_are_trained_only_by_a_worker_on_the_gpu_queue(
+    start_worker, s3_artifacts, tmp_path, settings
+):
+    settings.CLM_GPU_FAMILIES = ["other"]  # the test trainer stands in for a deep family
+    permissive_gates()
+    store_bars("GPUUSD", 2_000, seed=5)
+    cpu = machine(tmp_path / "cpu", s3_artifacts, CLM_GPU_FAMILIES="other")
+    start_worker(queues=[settings.CLM_DEFAULT_QUEUE, settings.CLM_TRAINING_QUEUE], env=cpu)
+    job = job_send("GPUUSD")
+    time.sleep(5)
+    assert TrainingJob.objects.get(pk=job.pk).status == JobStatus.QUEUED  # no CPU worker takes it
+
+    gpu = machine(tmp_path / "gpu", s3_artifacts, CLM_GPU_FAMILIES="other")
+    start_worker(queues=[settings.CLM_GPU_QUEUE], env=gpu)
+    done = finished(job)
+    assert done.status == JobStatus.COMPLETED, done.error_message
