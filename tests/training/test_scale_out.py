@@ -188,3 +188,91 @@ def test_jobs_of_gpu_families_are_trained_only_by_a_worker_on_the_gpu_queue(
     start_worker(queues=[settings.CLM_GPU_QUEUE], env=gpu)
     done = finished(job)
     assert done.status == JobStatus.COMPLETED, done.error_message
+
+
+# ---------------------------------------------------------------------------------------------
+# Scale: four worker processes, the due-model scan and 200 short jobs
+
+FLEET = 200
+FLEET_BARS = 800
+
+
+def fleet_seed(n_models: int) -> list[str]:
+    """`n_models` model lines of the test trainer, never trained (so all due), each with the same
+    FLEET_BARS synthetic bars, written in one go."""
+    from datetime import UTC, datetime
+
+    from training.data.synthetic import generate_bars
+    from training.models import Bar, RetrainPolicy
+
+    RetrainPolicy.objects.update_or_create(
+        model_type="other",
+        defaults={"enabled": True, "periodic_interval_hours": 24, "cooldown_hours": 0,
+                  "max_retrains_per_day": 100},
+    )  # fmt: skip
+    bars, _ = generate_bars(FLEET_BARS, seed=1)
+    moments = [
+        datetime.fromtimestamp(int(t), tz=UTC)
+        for t in bars.timestamp.astype("datetime64[s]").astype("int64")
+    ]
+    symbols = [f"F{n:03d}" for n in range(n_models)]
+    for symbol in symbols:
+        services.registered_model_get_or_create(model_type="other", symbol=symbol, timeframe="1h")
+    Bar.objects.bulk_create(
+        Bar(symbol=symbol, timeframe="1h", timestamp=moments[i], open=bars.open[i],
+            high=bars.high[i], low=bars.low[i], close=bars.close[i], volume=bars.volume[i])
+        for symbol in symbols
+        for i in range(FLEET_BARS)
+    )  # fmt: skip
+    return symbols
+
+
+def test_four_workers_scan_and_train_200_models_each_exactly_once(broker, start_worker, settings):
+    """The scan (in batches) and the jobs it creates spread over four `celery worker` processes;
+    every job completes, on its first attempt, with one version. CLM_SCALE_REPORT names a file
+    where the run's figures go (benchmarks/bench_scale_out.py reads it)."""
+    import json
+    import os
+
+    from django.db.models import Count, Max, Min
+
+    from training.models import SchedulerScan
+
+    permissive_gates()
+    fleet_seed(FLEET)
+    env = {
+        "CLM_EXTRA_TRAINERS": HOLD_TRAINER, "CLM_EVENTS_CONSUME": "false",
+        "CLM_SCAN_MAX_JOBS": str(FLEET), "CLM_SCAN_BATCH_SIZE": "25",
+    }  # fmt: skip
+    for _ in range(4):
+        start_worker(env=env)
+
+    started = time.monotonic()
+    send_task_by_name("training.scan_due_models", args=[])
+    jobs = TrainingJob.objects.filter(model__model_type="other")
+    wait_for(
+        f"{FLEET} jobs finished",
+        lambda: jobs.count() == FLEET and not jobs.exclude(status__in=TERMINAL).exists(),
+        timeout=1_200,
+    )
+    elapsed = time.monotonic() - started
+
+    scan = SchedulerScan.objects.get()
+    assert (scan.models_checked, scan.due, scan.created, scan.joined, scan.skipped) == (
+        FLEET, FLEET, FLEET, 0, 0,
+    )  # fmt: skip
+    failed = list(jobs.exclude(status=JobStatus.COMPLETED).values_list("error_message", flat=True))
+    assert failed == []
+    assert set(jobs.values_list("attempts", flat=True)) == {1}  # none run twice
+    assert set(jobs.values_list("redispatches", flat=True)) == {0}  # none lost and sent again
+    per_model = ModelVersion.objects.values("model").annotate(n=Count("pk"), top=Max("version"))
+    assert len(per_model) == FLEET and {(row["n"], row["top"]) for row in per_model} == {(1, 1)}
+    if report := os.environ.get("CLM_SCALE_REPORT"):
+        span = jobs.aggregate(first=Min("created_at"), last=Max("finished_at"))
+        Path(report).write_text(
+            json.dumps({
+                "broker": broker, "jobs": FLEET,
+                "seconds": elapsed,
+                "job_seconds": (span["last"] - span["first"]).total_seconds(),
+            })
+        )  # fmt: skip

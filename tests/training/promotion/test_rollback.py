@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from registry.artifacts import artifact_storage
 from registry.models import LifecycleEvent, ModelStatus, ModelVersion, OutboxEvent
@@ -190,7 +191,10 @@ def test_without_reports_it_reads_paper_returns_since_training(policy, bars):
     """A model that trades against the next move loses on the bars since its training ended."""
     rule_version(skill=0.3, seed=1, status=ModelStatus.PRODUCTION, train_end=stamp(bars, 900))
     rule_version(skill=-0.4, seed=2, status=ModelStatus.PRODUCTION, train_end=stamp(bars, 900))
+    counted = {"lifecycle_pass": "rollback", "outcome": "rolled_back"}
+    before = REGISTRY.get_sample_value("clm_lifecycle_outcomes_total", counted) or 0
     assert rollback_step(MODEL_ID) == "rolled_back"  # the pass's Celery task, in-process
+    assert REGISTRY.get_sample_value("clm_lifecycle_outcomes_total", counted) == before + 1
     decision = RollbackDecision.objects.get()
     assert decision.source == "computed" and decision.n_bars == 100
     assert decision.window_end == stamp(bars, 1_199) and decision.window_start == stamp(bars, 1_100)
