@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import uuid
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, Storage, storages
+
+logger = logging.getLogger(__name__)
 
 
 class ArtifactError(Exception):
@@ -59,15 +62,16 @@ def artifact_save(*, model_id: str, blob: bytes, suffix: str = ".clm") -> Stored
     return StoredArtifact(path=name, sha256=digest, size=len(blob))
 
 
-def artifact_load(*, path: str, sha256: str) -> bytes:
+def artifact_load(*, path: str, sha256: str, cached: bool = True) -> bytes:
     """The artifact's bytes, verified against the recorded `sha256` on every load.
 
     From a remote store (not the local filesystem) they come from the local cache when it has
-    them, else they are downloaded and cached for the next load on this machine.
+    them (unless `cached` is False), else they are downloaded and cached for the next load on
+    this machine.
     """
     storage = artifact_storage()
     remote = not isinstance(storage, FileSystemStorage)
-    if remote:
+    if remote and cached:
         cached = artifact_cache().get(sha256)
         if cached is not None:
             return cached
@@ -84,12 +88,17 @@ def artifact_load(*, path: str, sha256: str) -> bytes:
     if actual != sha256:
         raise ArtifactError(f"artifact {path} sha256 {actual[:12]}… != recorded {sha256[:12]}…")
     if remote:
-        artifact_cache().put(sha256, blob)
+        try:
+            artifact_cache().put(sha256, blob)
+        except OSError as exc:  # a full or read-only local disk costs a download, not the load
+            logger.warning("artifact %s not cached locally: %s", path, exc)
     return blob
 
 
 def artifact_verify(*, path: str, sha256: str) -> None:
-    artifact_load(path=path, sha256=sha256)
+    """The stored artifact (in the store itself, not this machine's cache) is there and intact:
+    every machine can load it."""
+    artifact_load(path=path, sha256=sha256, cached=False)
 
 
 class ArtifactCache:

@@ -17,6 +17,7 @@ from registry.artifacts import (
     artifact_cache,
     artifact_load,
     artifact_save,
+    artifact_verify,
 )
 from tests.s3 import CuttingRelay, free_port
 
@@ -52,6 +53,9 @@ def test_a_loaded_artifact_is_cached_locally_by_sha256(s3_artifacts):
     # The next load on this machine needs no download: it works with the object gone.
     s3_artifacts.client().delete_object(Bucket=s3_artifacts.name, Key=s3_artifacts.key(stored.path))
     assert artifact_load(path=stored.path, sha256=stored.sha256) == b"cached bytes"
+    # A verification asks the store itself: other machines could not load it.
+    with pytest.raises(ArtifactError, match="is missing"):
+        artifact_verify(path=stored.path, sha256=stored.sha256)
 
 
 def test_a_missing_object_is_a_clear_error_and_a_409(s3_artifacts, operator_client, make_version):

@@ -227,7 +227,7 @@ def fleet_seed(n_models: int) -> list[str]:
     return symbols
 
 
-def test_four_workers_scan_and_train_200_models_each_exactly_once(broker, start_worker, settings):
+def test_four_workers_scan_and_train_200_models_each_exactly_once(broker, start_worker):
     """The scan (in batches) and the jobs it creates spread over four `celery worker` processes;
     every job completes, on its first attempt, with one version. CLM_SCALE_REPORT names a file
     where the run's figures go (benchmarks/bench_scale_out.py reads it)."""
