@@ -243,9 +243,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # machines"):
 # - default: dispatch work that must never wait (the scan and its batches, the outbox relay,
 #   the reaper, evolution's reaper);
-# - training: training jobs of every family not in CLM_GPU_FAMILIES, and evolution's generations;
-# - gpu: training jobs of the CLM_GPU_FAMILIES (e.g. nhits,patchtst), for workers with an
-#   accelerator;
+# - training: training jobs and evolution's candidate fits of every family not in
+#   CLM_GPU_FAMILIES, and evolution's gathering of each generation;
+# - gpu: training jobs and candidate fits of the CLM_GPU_FAMILIES (e.g. nhits,patchtst), for
+#   workers with an accelerator;
 # - lifecycle: the shadow, experiment, rollback and monitor passes, one task per model, within
 #   CLM_LIFECYCLE_TIME_LIMITS: a slow pass never holds up dispatch.
 CLM_QUEUE_PREFIX = os.environ.get("CLM_QUEUE_PREFIX", "")

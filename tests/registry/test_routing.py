@@ -55,6 +55,14 @@ def test_deep_families_go_to_the_gpu_queue_when_settings_say_so(
     assert _message_ids(settings.CLM_TRAINING_QUEUE) == _task_ids(trees)
 
 
+def test_evolution_fits_a_deep_family_on_the_gpu_queue(settings):
+    from evolution.dispatch import _evaluation
+
+    settings.CLM_GPU_FAMILIES = ["nhits"]
+    assert _evaluation("c1", "nhits").options["queue"] == settings.CLM_GPU_QUEUE
+    assert _evaluation("c2", "xgboost").options["queue"] == settings.CLM_TRAINING_QUEUE
+
+
 def test_without_gpu_families_every_job_goes_to_training(purge_queues, settings):
     settings.CLM_GPU_FAMILIES = []
     assert {training_queue_for(kind) for kind in ("nhits", "patchtst", "xgboost", "rl_v2")} == {
