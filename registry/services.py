@@ -386,12 +386,12 @@ def training_job_redispatch(*, job_id: uuid.UUID | str, max_tries: int, count: b
             return "skipped"
         if count and job.redispatches + 1 >= max_tries:
             waited = (timezone.now() - (job.created_at or timezone.now())).total_seconds()
+            queue = "gpu" if job.model_type in settings.CLM_GPU_FAMILIES else "training"
             job.status = JobStatus.FAILED
             job.error_step = "queued"
             job.error_message = (
                 f"never picked up by a worker: sent {job.redispatches + 1} times over "
-                f"{waited / 60:.0f} min; is a worker consuming "
-                f"{training_queue_for(job.model_type)!r}?"
+                f"{waited / 60:.0f} min; is a worker consuming the {queue} queue?"
             )
             job.finished_at = timezone.now()
             job.save(update_fields=["status", "error_step", "error_message", "finished_at"])
