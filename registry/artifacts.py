@@ -72,9 +72,9 @@ def artifact_load(*, path: str, sha256: str, cached: bool = True) -> bytes:
     storage = artifact_storage()
     remote = not isinstance(storage, FileSystemStorage)
     if remote and cached:
-        cached = artifact_cache().get(sha256)
-        if cached is not None:
-            return cached
+        hit = artifact_cache().get(sha256)
+        if hit is not None:
+            return hit
     try:
         if not storage.exists(path):
             raise ArtifactError(f"artifact {path} is missing")
