@@ -59,7 +59,8 @@ def candidate_version():
     assert run_job(job_id=str(job.pk)) == "completed"
     job.refresh_from_db()
     version = job.version
-    assert version.status == ModelStatus.CANDIDATE and version.latest_evaluation.equity_curve
+    # the job stores the picture's points; the admin page draws it on its first request
+    assert version.status == ModelStatus.CANDIDATE and version.latest_evaluation.equity_series
     return version
 
 
