@@ -305,10 +305,14 @@ def evaluated(make_run):
 
 def test_by_default_a_candidate_below_dsr_095_is_refused(evaluated):
     PromotionPolicy.objects.filter(model_type="xgboost").delete()  # the defaults apply
-    dsr, trials = selectors.candidate_deflated_sharpe(candidate=evaluated)
+    scored = [
+        (selectors.candidate_deflated_sharpe(candidate=c), c)
+        for c in _candidates(evaluated.run).filter(evaluation_status=EvaluationStatus.EVALUATED)
+    ]
+    (dsr, trials), weakest = min(scored, key=lambda item: item[0][0])
     assert trials == 4 and dsr < 0.95
     with pytest.raises(DomainError, match=r"require at least 0\.95"):
-        services.candidate_select(candidate_id=evaluated.pk, actor="alice")
+        services.candidate_select(candidate_id=weakest.pk, actor="alice")
     assert not TrainingJob.objects.exists()
 
 

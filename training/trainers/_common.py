@@ -291,6 +291,8 @@ TREE_PARAMS: dict[str, Param] = {
     "subsample": Param(0.8, 0.05, 1.0),
     "colsample_bytree": Param(0.8, 0.05, 1.0),
     "reg_lambda": Param(1.0, 0.0, 1e6),
+    # Only for a direct fit without a validation window (the pipeline and the fitness always pass
+    # the split's): the share of the fit rows held out for early stopping and calibration.
     "validation_fraction": Param(0.2, 0.0, 0.5),
     "early_stopping_rounds": Param(50, 0, 20_000),
     "calibration": Param("auto", choices=("auto", "platt", "isotonic", "none")),
@@ -375,10 +377,12 @@ def choose_calibrator(mode: str, margin: np.ndarray, y: np.ndarray) -> dict[str,
 class SignClassifierTrainer(BaseTrainer):
     """Gradient-boosted classifier of the label's sign; position from the calibrated probability.
 
-    The last `validation_fraction` of the fit rows (purged by the horizon) is held out for early
-    stopping and for calibration, so both decisions are made out of sample. Rows whose label is
-    exactly zero carry no sign and are left out. Positions: `banded_positions` of p - 0.5 with
-    `no_trade_band`, `position_scale` and `hold_in_band`.
+    Early stopping and calibration are decided on the split's validation window (rows whose label
+    ends inside it), so both decisions are made out of sample and on the same bars as every other
+    selection step; the booster is fitted on the train rows only. A direct call without a
+    validation window holds out the last `validation_fraction` of the fit rows instead (purged by
+    the horizon). Rows whose label is exactly zero carry no sign and are left out. Positions:
+    `banded_positions` of p - 0.5 with `no_trade_band`, `position_scale` and `hold_in_band`.
     """
 
     param_spec = TREE_PARAMS
@@ -416,11 +420,20 @@ class SignClassifierTrainer(BaseTrainer):
     def _probability(self, x: np.ndarray) -> np.ndarray:
         return calibrated_probability(self.calibrator, self._margin(x))
 
-    def fit(self, data: Dataset, train: slice) -> dict[str, float]:
+    def fit(self, data: Dataset, train: slice, validation: slice | None = None) -> dict[str, float]:
         started = time.perf_counter()
         rows = self._fit_rows(data, train, min_rows=_MIN_TREE_ROWS)
         rows = rows[data.label[rows] != 0]
-        head, tail = split_tail(rows, self.params["validation_fraction"], data.horizon)
+        if validation is None:
+            head, tail = split_tail(rows, self.params["validation_fraction"], data.horizon)
+        else:
+            if rows_of(validation, len(data), "validation").start < train.stop:
+                raise TrainerError(
+                    f"{self.model_type}: the validation window {validation!r} overlaps the "
+                    f"train window {train!r}"
+                )
+            head, tail = rows, fit_rows(data, validation)
+            tail = tail[data.label[tail] != 0]
         y = (data.label > 0).astype(np.float64)
         if len(head) < _MIN_TREE_ROWS or len(np.unique(y[head])) < 2:
             raise TrainerError(

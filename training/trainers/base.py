@@ -1,8 +1,8 @@
 """The one interface every model family implements.
 
 A trainer is pure: it sees numpy arrays, never the ORM. The pipeline fits it on the training rows
-of a Dataset, asks it for target positions over the evaluation rows, and stores `dumps()` as the
-version's single artifact.
+of a Dataset (with the validation rows for the choices a family makes while fitting), asks it for
+target positions over the test rows, and stores `dumps()` as the version's single artifact.
 """
 
 from __future__ import annotations
@@ -34,8 +34,14 @@ class Trainer(ABC):
         self.seed = seed
 
     @abstractmethod
-    def fit(self, data: Dataset, train: slice) -> dict[str, float]:
-        """Fit on rows `train` of `data` (labels inside it are usable); return training metrics."""
+    def fit(self, data: Dataset, train: slice, validation: slice | None = None) -> dict[str, float]:
+        """Fit on rows `train` of `data` (labels inside it are usable); return training metrics.
+
+        `validation` is the split's validation window: a family that makes a choice while fitting
+        (the trees' early stopping and calibration) makes it there, on labels that end inside that
+        window; the model itself is fitted on `train` only. Rows after the validation window
+        (the test window) are never read.
+        """
 
     def positions(self, data: Dataset, window: slice) -> np.ndarray:
         """Target positions in [-1, 1] for each row of `window`.

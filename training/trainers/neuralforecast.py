@@ -196,7 +196,8 @@ class _NeuralForecastTrainer(BaseTrainer):
         with np.errstate(invalid="ignore", divide="ignore"):
             return self._forecast(data, start, stop) / (vol * np.sqrt(self.horizon))
 
-    def fit(self, data: Dataset, train: slice) -> dict[str, float]:
+    def fit(self, data: Dataset, train: slice, validation: slice | None = None) -> dict[str, float]:
+        # A fixed training budget: no choice is made on the validation window.
         with torch_threads(self.params["torch_threads"]):
             return self._fit(data, train)
 

@@ -147,7 +147,8 @@ class _SB3Trainer(BaseTrainer):
             np.float32
         )
 
-    def fit(self, data: Dataset, train: slice) -> dict[str, float]:
+    def fit(self, data: Dataset, train: slice, validation: slice | None = None) -> dict[str, float]:
+        # A fixed training budget: no choice is made on the validation window.
         with torch_threads(self.params["torch_threads"]):
             return self._fit(data, train)
 
