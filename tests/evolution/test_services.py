@@ -36,7 +36,7 @@ from tests.conftest import version_add
 from training.pipeline import run_job
 from training.promotion.models import PromotionPolicy
 
-from .conftest import SYMBOL
+from .conftest import N_BARS, SYMBOL
 
 pytestmark = pytest.mark.django_db
 
@@ -325,6 +325,13 @@ def test_selecting_creates_a_training_job_and_an_event_at_once(evaluated):
     # K: every candidate evaluated on EVOUSDT 1h (the four of the run), DSR beside Sharpe.
     assert candidate.dsr_trials == 4 and 0.0 <= candidate.dsr <= 1.0
     assert job.trigger_context["dsr"] == candidate.dsr
+    # The job is tested after the last bar any candidate of the run was scored on.
+    seen = [
+        c.training_metrics["seen_until"]
+        for c in _candidates(evaluated.run).filter(evaluation_status=EvaluationStatus.EVALUATED)
+    ]
+    assert job.trigger_context["search_seen_until"] == max(seen)
+    assert evaluated.training_metrics["split"]["validation"][1] < N_BARS
     event = OutboxEvent.objects.get(event_type=EventType.STRATEGY_CANDIDATE_CREATED)
     assert event.model_id == "xgboost-evousdt-1h" and event.payload["job_id"] == str(job.pk)
     assert event.payload["metrics"]["sharpe"] == evaluated.metrics["sharpe"]
@@ -377,6 +384,18 @@ def test_the_selected_candidates_version_is_deflated_by_every_trial_on_its_data(
     # trial this evaluation repeats, so it is not counted twice).
     assert evaluation.n_trials == 4
     assert "dsr" in evaluation.gates and evaluation.dsr <= evaluation.psr
+    # Re-evaluated on bars after everything the search saw: its fitness was the validation
+    # window's, the version's evaluation is the test window's.
+    windows = evaluation.version.manifest["windows"]
+    assert (
+        evaluation.version.manifest["search_seen_until"] == job.trigger_context["search_seen_until"]
+    )
+    assert windows["test"]["first"] > job.trigger_context["search_seen_until"]
+    # Other candidates of the run (other horizons, other warm-ups) saw a few bars more than
+    # this one: the test window starts after those too, never earlier than its own split's.
+    own = evaluated.training_metrics["split"]
+    assert windows["test"]["rows"][0] >= own["evaluate"][0] > own["validation"][1]
+    assert evaluation.window_start.isoformat() == windows["test"]["first"]
     assert services.candidates_sync_lifecycle() == 1
     candidate.refresh_from_db()
     assert candidate.produced_version == evaluation.version

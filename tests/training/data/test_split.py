@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
@@ -44,7 +46,7 @@ def test_every_window_is_non_empty_and_purged_by_at_least_the_horizon(
 
     windows = [window for _, window in split.windows()]
     assert windows[0].start == 50 and windows[-1].stop == n_rows
-    for before, after in zip(windows, windows[1:], strict=False):
+    for before, after in pairwise(windows):
         assert before.stop == after.start  # adjacent, in time order
     assert all(w.stop > w.start for w in (split.train, split.validation, split.test))
     assert split.purge.stop - split.purge.start >= horizon
