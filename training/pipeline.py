@@ -106,7 +106,7 @@ class Trained:
 
 @dataclass(frozen=True)
 class Evaluated:
-    """The evaluate step's result: the backtest on the evaluation window and its regime slices."""
+    """The evaluate step's result: the backtest on the test window and its regime slices."""
 
     result: BacktestResult
     regimes: RegimeEvaluation

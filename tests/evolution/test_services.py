@@ -57,6 +57,7 @@ def test_a_run_records_its_settings_and_first_generation(make_run):
     assert run.status == RunStatus.RUNNING and run.current_generation == 1
     assert run.n_bars == 2_000 and run.window_start < run.window_end
     assert run.fee == 0.0005 and run.eval_fraction == 0.25  # the policy defaults, pinned
+    assert run.validation_fraction == 0.2
     generation = run.generation_set.get()
     assert generation.status == GenerationStatus.EVALUATING
     candidates = list(_candidates(run))
