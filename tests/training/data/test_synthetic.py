@@ -102,10 +102,10 @@ def test_volatility_clusters_in_every_regime() -> None:
     for regime in ("trending", "mean_reverting", "quiet"):
         bars, _ = generate_bars(n, seed=6, regimes=[(regime, n)])
         r = _log_returns(bars.close)
-        weekly = r[: len(r) // 168 * 168].reshape(-1, 168).std(axis=1)
-        # calm and stormy weeks: weekly volatility wanders far more than sampling noise would
-        assert weekly.max() / weekly.min() > 1.8, regime
-        assert _autocorrelation(weekly) > 0.5, regime
+        daily = r[: len(r) // 24 * 24].reshape(-1, 24).std(axis=1)
+        # calm and stormy days: a day's volatility says something about the next day's (about
+        # 0.06 for independent Student-t returns)
+        assert _autocorrelation(daily) > 0.2, regime
 
 
 def test_markov_switching_visits_every_regime() -> None:
