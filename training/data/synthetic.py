@@ -6,7 +6,7 @@ Log returns switch between four regimes (Markov switching, or staged segments gi
 - volatile: high volatility that clusters (log-volatility follows an AR(1), a stochastic-volatility
   cousin of GARCH), no drift, in short bursts;
 - quiet: low volatility, range-bound (a slow Ornstein-Uhlenbeck deviation).
-In every regime volatility also clusters over hours to days (a slow AR(1) of log-volatility, mean
+In every regime volatility also clusters over days to weeks (a slow AR(1) of log-volatility, mean
 multiplier 1), so a position sized on realised volatility has something to react to.
 Innovations are Student-t (5 degrees of freedom) for fat tails. Magnitudes are set for 1h bars and
 scaled by sqrt(bar length / 1h), so every timeframe has the same per-bar Sharpe ratios.
@@ -60,9 +60,9 @@ _VOLATILE_PERSISTENCE = 0.97
 _VOLATILE_VOL_OF_VOL = 0.35
 _QUIET_SIGMA = 0.0015
 _QUIET_KAPPA = 0.05
-# Volatility clusters in every regime: an AR(1) of log-volatility (half-life about 35 bars)
+# Volatility clusters in every regime: an AR(1) of log-volatility (half-life about 140 bars)
 # multiplies each bar's sigma.
-_CLUSTER_PERSISTENCE = 0.98
+_CLUSTER_PERSISTENCE = 0.995
 _CLUSTER_VOL_OF_VOL = 0.25
 _RANGE_FACTOR = 0.6  # how far the intrabar extremes reach beyond open/close, in bar sigmas
 _VOLUME_PER_HOUR = 1_000.0
@@ -180,7 +180,7 @@ def _quiet(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _clusters(n: int, rng: np.random.Generator) -> np.ndarray:
-    """A volatility multiplier with mean 1 whose logarithm is a slow AR(1): calm and stormy days
+    """A volatility multiplier with mean 1 whose logarithm is a slow AR(1): calm and stormy weeks
     in every regime, the clustering a volatility-targeted position reacts to."""
     persistence, spread = _CLUSTER_PERSISTENCE, _CLUSTER_VOL_OF_VOL
     shocks = spread * math.sqrt(1 - persistence**2) * rng.standard_normal(n)
