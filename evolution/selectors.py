@@ -6,6 +6,7 @@ import contextlib
 import math
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,16 +202,37 @@ def trial_sharpes_on(*, model_type: str, symbol: str, timeframe: str) -> list[fl
 
 def candidate_deflated_sharpe(*, candidate: StrategyCandidate) -> tuple[float | None, int]:
     """(DSR, K): the candidate's out-of-sample returns deflated by K = every trial on its data
-    (itself included). None when it has no stored returns (not evaluated here)."""
-    returns = candidate_returns(candidate=candidate)
-    if len(returns) < 2 or candidate.evaluation_status != EvaluationStatus.EVALUATED:
-        return None, 0
-    trials = trial_sharpes_on(
-        model_type=candidate.model_type, symbol=candidate.symbol, timeframe=candidate.timeframe
+    (itself included). None when it has no stored returns (not evaluated here). The one DSR a
+    candidate has: the API, the admin and the selection gate all read it from here."""
+    return candidates_deflated_sharpe([candidate])[candidate.pk]
+
+
+def candidates_deflated_sharpe(
+    candidates: Iterable[StrategyCandidate],
+) -> dict[Any, tuple[float | None, int]]:
+    """`candidate_deflated_sharpe` of many (a list page): the trials of each data set are read
+    once, the stored returns in one query."""
+    candidates = list(candidates)
+    evaluated = [c.pk for c in candidates if c.evaluation_status == EvaluationStatus.EVALUATED]
+    blobs = dict(
+        StrategyCandidate.objects.filter(pk__in=evaluated).values_list("pk", "oos_returns")
     )
-    n_trials = max(len(trials), 1)
-    variance = float(np.var(trials, ddof=1)) if len(trials) > 1 else 0.0
-    return deflated_sharpe(returns, n_trials=n_trials, trial_sharpe_variance=variance), n_trials
+    trials_of: dict[tuple[str, str, str], tuple[int, float]] = {}
+    result: dict[Any, tuple[float | None, int]] = {}
+    for candidate in candidates:
+        returns = unpack_returns(blobs.get(candidate.pk))
+        if len(returns) < 2:
+            result[candidate.pk] = (None, 0)
+            continue
+        key = (candidate.model_type, candidate.symbol, candidate.timeframe)
+        if key not in trials_of:
+            trials = trial_sharpes_on(model_type=key[0], symbol=key[1], timeframe=key[2])
+            variance = float(np.var(trials, ddof=1)) if len(trials) > 1 else 0.0
+            trials_of[key] = (max(len(trials), 1), variance)
+        n_trials, variance = trials_of[key]
+        dsr = deflated_sharpe(returns, n_trials=n_trials, trial_sharpe_variance=variance)
+        result[candidate.pk] = (dsr, n_trials)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
@@ -34,6 +35,45 @@ def _record(*, kind: str, name: str, info: dict[str, Any]) -> None:
     except Exception as exc:  # a database outage must not stop the worker or beat
         logger.warning("could not record that %s %s is alive: %s", kind, name, exc)
         close_old_connections()
+
+
+class Heartbeat(threading.Thread):
+    """Calls `beat` every CLM_JOB_HEARTBEAT_INTERVAL seconds while the work it guards runs (a
+    training job, a candidate's evaluation), until `beat` answers False: the work is no longer
+    this attempt's.
+
+    A thread of the process doing the work, so it beats through a long fit in any library (they
+    release the GIL in their native loops) and stops when that process dies: whoever watches
+    the heartbeat (the reaper, the next claim) then sees it go stale and takes the work back.
+    """
+
+    def __init__(self, *, name: str, beat: Callable[[], bool]) -> None:
+        super().__init__(name=f"clm-heartbeat {name}", daemon=True)
+        self.what = name
+        self.beat = beat
+        self.stopped = threading.Event()
+
+    def __enter__(self) -> Heartbeat:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.join(timeout=5)
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(settings.CLM_JOB_HEARTBEAT_INTERVAL):
+                try:
+                    held = self.beat()
+                except Exception as exc:  # the database may come back before the timeout
+                    logger.warning("heartbeat of %s failed: %s", self.what, exc)
+                    close_old_connections()
+                    continue
+                if not held:
+                    return
+        finally:
+            connection.close()
 
 
 class _WorkerBeacon(threading.Thread):

@@ -41,6 +41,8 @@ class TriggerReason(models.TextChoices):
 
 
 class JobStatus(models.TextChoices):
+    # Requested with if_active=queue while the model had an active job: starts after it ends.
+    WAITING = "waiting"
     PENDING = "pending"
     QUEUED = "queued"
     IN_PROGRESS = "in_progress"
@@ -142,6 +144,14 @@ class TrainingJob(models.Model):
     dispatched_at = models.DateTimeField(null=True, blank=True)
     redispatches = models.PositiveIntegerField(default=0)
     step_durations = models.JSONField(default=dict, blank=True)
+    queued_after = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The active job this one waited for (requested with if_active=queue).",
+    )
     version = models.OneToOneField(
         "ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="produced_by"
     )

@@ -184,15 +184,50 @@ class JobRequest:
     window_start: datetime | None = None
     window_end: datetime | None = None
     requested_by: str = ""
+    # What to do when the model has an active job: "join" it, or "queue" a job that starts after.
+    if_active: str = "join"
+
+
+IF_ACTIVE_CHOICES = ("join", "queue")
+
+
+def _recipe_matches(job: TrainingJob, request: JobRequest) -> bool:
+    return (
+        job.params == (request.params or {})
+        and job.seed == request.seed
+        and job.window_start == request.window_start
+        and job.window_end == request.window_end
+    )
+
+
+def _join(job: TrainingJob, request: JobRequest) -> TrainingJob:
+    """Record a trigger on a job it joins instead of piling up duplicate work."""
+    job.joined_triggers = [
+        *job.joined_triggers,
+        {
+            "trigger_reason": request.trigger_reason,
+            "trigger_context": request.trigger_context or {},
+            "requested_by": request.requested_by,
+            "at": timezone.now().isoformat(),
+        },
+    ]
+    job.save(update_fields=["joined_triggers"])
+    return job
 
 
 def training_job_create(*, request: JobRequest, dispatch: bool = True) -> tuple[TrainingJob, bool]:
     """Create a job, or join the model's active one. Returns (job, created).
 
     A model has at most one pending/queued/running job (a database constraint): a second trigger
-    records itself on that job instead of piling up duplicate work. The new job is dispatched to
-    the pipeline after commit.
+    records itself on that job instead of piling up duplicate work. With `if_active="queue"` it
+    becomes a `waiting` job instead (or joins the waiting job of the same recipe), started when
+    the active one ends (`training_job_release_waiting`). The new job is dispatched to the
+    pipeline after commit.
     """
+    if request.if_active not in IF_ACTIVE_CHOICES:
+        raise InvalidInput(
+            f"if_active must be one of {', '.join(IF_ACTIVE_CHOICES)}", field="if_active"
+        )
     if request.trigger_reason not in TriggerReason.values:
         raise InvalidInput(
             f"unknown trigger reason {request.trigger_reason!r}", field="trigger_reason"
@@ -205,18 +240,17 @@ def training_job_create(*, request: JobRequest, dispatch: bool = True) -> tuple[
     with transaction.atomic():
         model = model_lock(model_id=model.model_id)
         active = TrainingJob.objects.filter(model=model, status__in=ACTIVE_JOB_STATUSES).first()
-        if active is not None:
-            active.joined_triggers = [
-                *active.joined_triggers,
-                {
-                    "trigger_reason": request.trigger_reason,
-                    "trigger_context": request.trigger_context or {},
-                    "requested_by": request.requested_by,
-                    "at": timezone.now().isoformat(),
-                },
+        waits = active is not None and request.if_active == "queue"
+        if active is not None and not waits:
+            return _join(active, request), False
+        if waits:
+            same = [
+                job
+                for job in TrainingJob.objects.filter(model=model, status=JobStatus.WAITING)
+                if _recipe_matches(job, request)
             ]
-            active.save(update_fields=["joined_triggers"])
-            return active, False
+            if same:
+                return _join(same[0], request), False
         job = TrainingJob.objects.create(
             model=model,
             model_type=model.model_type,
@@ -229,7 +263,8 @@ def training_job_create(*, request: JobRequest, dispatch: bool = True) -> tuple[
             window_start=request.window_start,
             window_end=request.window_end,
             requested_by=request.requested_by,
-            status=JobStatus.PENDING,
+            status=JobStatus.WAITING if waits else JobStatus.PENDING,
+            queued_after=active if waits else None,
         )
         outbox_event_write(
             event_type=EventType.TRAINING_JOB_CREATED,
@@ -241,12 +276,42 @@ def training_job_create(*, request: JobRequest, dispatch: bool = True) -> tuple[
                 "timeframe": job.timeframe,
                 "trigger_reason": job.trigger_reason,
                 "trigger_context": job.trigger_context,
+                "status": job.status,
             },
         )
-        if dispatch:
+        if dispatch and not waits:
             job_id = job.id
             transaction.on_commit(lambda: training_job_dispatch(job_id=job_id))
     return job, True
+
+
+def training_job_release_waiting(*, model_pk: Any, dispatch: bool = True) -> TrainingJob | None:
+    """Start the model's oldest waiting job once it has no active one (pending, then dispatched
+    after commit). Called when a job ends, and by the reaper for anything that slipped by."""
+    with transaction.atomic():
+        if RegisteredModel.objects.select_for_update().filter(pk=model_pk).first() is None:
+            return None
+        if TrainingJob.objects.filter(model_id=model_pk, status__in=ACTIVE_JOB_STATUSES).exists():
+            return None
+        job = (
+            TrainingJob.objects.select_for_update()
+            .filter(model_id=model_pk, status=JobStatus.WAITING)
+            .order_by("created_at")
+            .first()
+        )
+        if job is None:
+            return None
+        job.status = JobStatus.PENDING
+        job.save(update_fields=["status"])
+        if dispatch:
+            job_id = job.pk
+            transaction.on_commit(lambda: training_job_dispatch(job_id=job_id))
+    return job
+
+
+def _job_ended(model_pk: Any) -> None:
+    """After the ending job's commit, start the model's next waiting job, if any."""
+    transaction.on_commit(lambda: training_job_release_waiting(model_pk=model_pk))
 
 
 class AttemptLost(Exception):
@@ -322,6 +387,7 @@ def training_job_redispatch(*, job_id: uuid.UUID | str, max_tries: int, count: b
             job.finished_at = timezone.now()
             job.save(update_fields=["status", "error_step", "error_message", "finished_at"])
             logger.error("job %s failed: %s", job.pk, job.error_message)
+            _job_ended(job.model_id)
             return "failed"
         task_id = job.celery_task_id or str(uuid.uuid4())
     try:
@@ -374,6 +440,7 @@ def _job_give_up(job: TrainingJob, what: str) -> None:
     job.finished_at = timezone.now()
     job.save(update_fields=["status", "error_step", "error_message", "finished_at", "version"])
     logger.error("job %s failed: %s", job.pk, job.error_message)
+    _job_ended(job.model_id)
 
 
 def _abandon_attempt(job: TrainingJob, why: str) -> bool:
@@ -397,6 +464,7 @@ def _abandon_attempt(job: TrainingJob, why: str) -> bool:
         job.step = "completed"
         job.finished_at = timezone.now()
         job.save(update_fields=["status", "progress", "step", "finished_at"])
+        _job_ended(job.model_id)
         return True
     job.version = None
     return False
@@ -543,6 +611,7 @@ def training_job_complete(
             **{name: round(s, 4) for name, s in (model_seconds or {}).items()},
         }
         job.save()
+        _job_ended(job.model_id)
 
 
 def training_job_fail(
@@ -564,7 +633,9 @@ def training_job_fail(
     jobs = TrainingJob.objects.filter(pk=job_id, status__in=ACTIVE_JOB_STATUSES)
     if attempt is not None:
         jobs = jobs.filter(attempts=attempt)
-    jobs.update(**updates)
+    model_pk = jobs.values_list("model_id", flat=True).first()
+    if jobs.update(**updates):
+        _job_ended(model_pk)
 
 
 def training_job_cancel(*, job_id: uuid.UUID | str, actor: str = "") -> Any:
@@ -573,12 +644,17 @@ def training_job_cancel(*, job_id: uuid.UUID | str, actor: str = "") -> Any:
             job = TrainingJob.objects.select_for_update().get(pk=job_id)
         except TrainingJob.DoesNotExist:
             raise NotFound(f"unknown job {job_id}") from None
-        if job.status not in (JobStatus.PENDING, JobStatus.QUEUED):
-            raise DomainError(f"job {job.id} is {job.status}; only pending or queued jobs cancel")
+        if job.status not in (JobStatus.WAITING, JobStatus.PENDING, JobStatus.QUEUED):
+            raise DomainError(
+                f"job {job.id} is {job.status}; only waiting, pending or queued jobs cancel"
+            )
+        was_active = job.status != JobStatus.WAITING
         job.status = JobStatus.CANCELLED
         job.finished_at = timezone.now()
         job.error_message = f"cancelled by {actor or 'unknown'}"
         job.save(update_fields=["status", "finished_at", "error_message"])
+        if was_active:
+            _job_ended(job.model_id)
     return job
 
 

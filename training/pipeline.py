@@ -9,10 +9,10 @@ is marked failed rather than left in `training`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import platform
-import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import close_old_connections, connection
 
 from clm_project import metrics
 from clm_project.exceptions import DomainError
@@ -32,6 +31,7 @@ from clm_project.logging import log_context
 from registry import selectors as registry_selectors
 from registry import services
 from registry.artifacts import artifact_load, artifact_save
+from registry.liveness import Heartbeat
 from registry.models import EvaluationResult, JobStatus, ModelStatus, ModelVersion, TrainingJob
 from training.data.bars import as_datetime, get_data_loader
 from training.data.calendars import Annualisation
@@ -133,43 +133,6 @@ class _StepFailed(Exception):
         self.error = error
 
 
-class JobHeartbeat(threading.Thread):
-    """Refreshes the job's heartbeat every CLM_JOB_HEARTBEAT_INTERVAL seconds while it runs.
-
-    A thread of the process that trains, so it beats through a long fit in any library (they
-    release the GIL in their native loops) and stops when that process dies: the reaper then
-    sees the heartbeat go stale and takes the job back.
-    """
-
-    def __init__(self, *, job_id: Any, attempt: int) -> None:
-        super().__init__(name=f"clm-heartbeat-{job_id}", daemon=True)
-        self.job_id = job_id
-        self.attempt = attempt
-        self.stopped = threading.Event()
-
-    def __enter__(self) -> JobHeartbeat:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopped.set()
-        self.join(timeout=5)
-
-    def run(self) -> None:
-        try:
-            while not self.stopped.wait(settings.CLM_JOB_HEARTBEAT_INTERVAL):
-                try:
-                    held = services.training_job_heartbeat(job_id=self.job_id, attempt=self.attempt)
-                except Exception as exc:  # the database may come back before the timeout
-                    logger.warning("heartbeat of job %s failed: %s", self.job_id, exc)
-                    close_old_connections()
-                    continue
-                if not held:
-                    return
-        finally:
-            connection.close()
-
-
 def run_job(*, job_id: str, redelivered: bool = False) -> str:
     """Run one job through the pipeline. Idempotent by job id: a second delivery does nothing.
 
@@ -198,7 +161,8 @@ def run_job(*, job_id: str, redelivered: bool = False) -> str:
         ),
         attempt=job.attempts,
     )
-    with JobHeartbeat(job_id=job.pk, attempt=run.attempt):
+    beat = functools.partial(services.training_job_heartbeat, job_id=job.pk, attempt=run.attempt)
+    with Heartbeat(name=f"job {job.pk}", beat=beat):
         return _run_steps(run, log)
 
 

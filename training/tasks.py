@@ -43,7 +43,8 @@ def reap_stuck_jobs_now() -> dict[str, int]:
     - queued past the dispatch timeout without a claim (a lost message): sent again, and failed
       after CLM_DISPATCH_MAX_TRIES sends in vain (not counted while the queue is busy);
     - pending past CLM_PENDING_REDISPATCH_AFTER (the broker was down): dispatched again, until
-      the broker fails once more in this pass.
+      the broker fails once more in this pass;
+    - waiting (if_active=queue) with no active job left on its model: started.
     """
     now = timezone.now()
     stale_before = now - timedelta(seconds=settings.CLM_JOB_HEARTBEAT_TIMEOUT)
@@ -88,6 +89,11 @@ def reap_stuck_jobs_now() -> dict[str, int]:
             counts["broker_down"] = counts.get("broker_down", 0) + 1
             break
         counts["dispatched"] += 1
+    # Waiting jobs whose active job ended without releasing them (a crash between the two).
+    waiting = TrainingJob.objects.filter(status=JobStatus.WAITING)
+    for model_pk in set(waiting.values_list("model_id", flat=True)):
+        if services.training_job_release_waiting(model_pk=model_pk):
+            counts["released"] = counts.get("released", 0) + 1
     services.liveness_prune(before=now - LIVENESS_KEPT)
     if any(counts.values()):
         logger.warning("reaper: %s", counts)

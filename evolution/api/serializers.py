@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from evolution import selectors
 from evolution.models import (
     CandidateOrigin,
     CandidateStatus,
@@ -63,8 +64,22 @@ class DetailQuerySerializer(serializers.Serializer):
     depth = serializers.IntegerField(min_value=0, max_value=MAX_LINEAGE_DEPTH, default=5)
 
 
+class CandidateListSerializer(serializers.ListSerializer):
+    """Reads the DSR of a whole page at once (selectors.candidates_deflated_sharpe)."""
+
+    def to_representation(self, data: Any) -> list[Any]:
+        items = list(data.all() if hasattr(data, "all") else data)
+        context = cast(dict[str, Any], self.context)
+        context["deflated_sharpe_of"] = selectors.candidates_deflated_sharpe(items)
+        return super().to_representation(items)
+
+
 class CandidateSerializer(serializers.ModelSerializer):
-    """A candidate in a list: where it came from, how it scored (METRICS.md names)."""
+    """A candidate in a list: where it came from, how it scored (METRICS.md names).
+
+    `dsr` is the candidate's one deflated Sharpe ratio: its out-of-sample returns deflated by
+    `dsr_trials` = K, every trial on its data so far (the number the selection gate uses).
+    """
 
     run = serializers.UUIDField(source="run_id", read_only=True, allow_null=True)
     generation = serializers.IntegerField(
@@ -75,9 +90,12 @@ class CandidateSerializer(serializers.ModelSerializer):
     profit_factor = serializers.SerializerMethodField()
     profit_factor_infinite = serializers.SerializerMethodField()
     trades = serializers.SerializerMethodField()
+    dsr = serializers.SerializerMethodField()
+    dsr_trials = serializers.SerializerMethodField()
 
     class Meta:
         model = StrategyCandidate
+        list_serializer_class = CandidateListSerializer
         fields = [
             "id", "base_strategy", "model_type", "symbol", "timeframe", "origin", "status",
             "evaluation_status", "run", "generation", "index", "params", "feasible",
@@ -105,6 +123,23 @@ class CandidateSerializer(serializers.ModelSerializer):
     @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_trades(self, obj: StrategyCandidate) -> int | None:
         return obj.metrics.get("trades")
+
+    def _deflated(self, obj: StrategyCandidate) -> tuple[float | None, int]:
+        known = self.context.get("deflated_sharpe_of") or {}
+        if obj.pk not in known:
+            known = {**known, obj.pk: selectors.candidate_deflated_sharpe(candidate=obj)}
+            cast(dict[str, Any], self.context)["deflated_sharpe_of"] = known
+        return known[obj.pk]
+
+    @extend_schema_field(serializers.FloatField(allow_null=True))
+    def get_dsr(self, obj: StrategyCandidate) -> float | None:
+        return self._deflated(obj)[0]
+
+    @extend_schema_field(
+        serializers.IntegerField(help_text="K: every trial on the same data (0: not evaluated).")
+    )
+    def get_dsr_trials(self, obj: StrategyCandidate) -> int:
+        return self._deflated(obj)[1]
 
 
 class AncestorSerializer(CandidateSerializer):
@@ -163,7 +198,8 @@ class CandidateDetailSerializer(CandidateSerializer):
 
     @extend_schema_field(DeflatedSharpeSerializer)
     def get_deflated_sharpe(self, obj: StrategyCandidate) -> dict[str, Any]:
-        dsr, trials = self.context["deflated_sharpe"]
+        """The same DSR as `dsr` and `dsr_trials`, beside the Sharpe ratio it deflates."""
+        dsr, trials = self._deflated(obj)
         return {"sharpe": obj.metrics.get("sharpe"), "dsr": dsr, "trials": trials}
 
     @extend_schema_field(LineageSerializer)

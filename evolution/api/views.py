@@ -84,7 +84,6 @@ class CandidateDetailView(APIView):
             "request": request,
             "lineage": selectors.candidate_lineage(candidate=candidate, depth=depth),
             "parent_ids": selectors.candidate_parent_ids(candidate=candidate),
-            "deflated_sharpe": selectors.candidate_deflated_sharpe(candidate=candidate),
         }
         return Response(s.CandidateDetailSerializer(candidate, context=context).data)
 

@@ -17,13 +17,13 @@ How a run moves (every step idempotent, so a crash anywhere is repaired by runni
 from __future__ import annotations
 
 from evolution.services.evaluation import (
-    LEASE_GRACE,
     METRIC_NAMES,
     EvaluationSettings,
     candidate_claim,
     candidate_evaluate,
+    candidate_heartbeat,
     candidate_update_performance,
-    lease_of,
+    claim_lease,
 )
 from evolution.services.operators import (
     POOR_SHARPE,
@@ -59,7 +59,6 @@ from evolution.services.upkeep import (
 
 __all__ = [
     "GENERATION_LIMITS",
-    "LEASE_GRACE",
     "METRIC_NAMES",
     "POOR_SHARPE",
     "POPULATION_LIMITS",
@@ -68,9 +67,11 @@ __all__ = [
     "RunRequest",
     "candidate_claim",
     "candidate_evaluate",
+    "candidate_heartbeat",
     "candidate_select",
     "candidate_update_performance",
     "candidates_sync_lifecycle",
+    "claim_lease",
     "crossover_strategies",
     "describe_changes",
     "evolution_run_create",
@@ -81,7 +82,6 @@ __all__ = [
     "generation_advance",
     "generation_complete",
     "generation_dispatch",
-    "lease_of",
     "mutate_strategy",
     "propose_new_candidates",
     "run_continue",

@@ -26,7 +26,7 @@ from evolution.models import (
     RunStatus,
     StrategyCandidate,
 )
-from registry import services as registry_services
+from registry.liveness import Heartbeat
 from training.data.bars import get_data_loader
 from training.data.dataset import Bars
 from training.evaluation.backtest import PERIODS_PER_YEAR
@@ -34,16 +34,30 @@ from training.promotion.policies import evaluation_policy_for
 
 logger = logging.getLogger(__name__)
 
-# A claim older than the task's hard time limit plus this grace belongs to a dead worker.
-LEASE_GRACE = timedelta(minutes=5)
+# No "dsr" among them: one backtest knows of one trial only (its dsr would equal psr). A
+# candidate's DSR counts every trial on its data (selectors.candidate_deflated_sharpe).
 METRIC_NAMES = (
     "sharpe", "sortino", "max_drawdown", "total_return", "cagr", "calmar", "exposure", "trades",
-    "win_rate", "profit_factor", "avg_trade_return", "avg_bars_held", "psr", "dsr",
+    "win_rate", "profit_factor", "avg_trade_return", "avg_bars_held", "psr",
 )  # fmt: skip
+NOT_STORED = ("dsr", "n_trials")
 
 
-def lease_of(model_type: str) -> timedelta:
-    return timedelta(seconds=registry_services.time_limits_for(model_type)[1]) + LEASE_GRACE
+def claim_lease() -> timedelta:
+    """How long a claim lives without a heartbeat: the worker evaluating a candidate refreshes
+    `claimed_at` every CLM_JOB_HEARTBEAT_INTERVAL seconds, so an older claim belongs to a dead
+    worker (on any broker: Redis gives a dead worker's message back only after its visibility
+    timeout, far later)."""
+    return timedelta(seconds=settings.CLM_JOB_HEARTBEAT_TIMEOUT)
+
+
+def candidate_heartbeat(*, candidate_id: Any, token: uuid.UUID) -> bool:
+    """The worker holding claim `token` is alive. False: the claim is no longer its own."""
+    return bool(
+        StrategyCandidate.objects.filter(
+            pk=candidate_id, evaluation_status=EvaluationStatus.RUNNING, claim_token=token
+        ).update(claimed_at=timezone.now())
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,8 +96,10 @@ def candidate_claim(*, candidate_id: Any, redelivered: bool = False) -> uuid.UUI
     """Compare-and-set a candidate to running under a fresh token; None: it is not ours to run.
 
     A pending candidate is claimed outright. A running one is taken over only when its claim is
-    abandoned: this delivery is a redelivery (the broker saw the worker die) or the claim is older
-    than the lease. After CLM_TRAINING_MAX_ATTEMPTS claims the candidate is failed instead.
+    abandoned: its heartbeat is older than the lease. A redelivery alone proves nothing (a broker
+    redelivers when a connection drops while the worker still runs): with a fresh heartbeat it is
+    skipped, and the reaper hands the claim back once the heartbeat goes stale. After
+    CLM_TRAINING_MAX_ATTEMPTS claims the candidate is failed instead. `redelivered` is logged.
     """
     token = uuid.uuid4()
     now = timezone.now()
@@ -107,12 +123,10 @@ def candidate_claim(*, candidate_id: Any, redelivered: bool = False) -> uuid.UUI
         )
         if row is None or row.evaluation_status != EvaluationStatus.RUNNING:
             return None
-        abandoned = (
-            redelivered
-            or row.claimed_at is None
-            or (now - row.claimed_at > lease_of(row.model_type))
-        )
+        abandoned = row.claimed_at is None or now - row.claimed_at > claim_lease()
         if not abandoned:
+            if redelivered:
+                logger.info("candidate %s redelivered but its claim is alive", candidate_id)
             return None
         if row.attempts >= settings.CLM_TRAINING_MAX_ATTEMPTS:
             StrategyCandidate.objects.filter(pk=row.pk).update(
@@ -154,15 +168,17 @@ def candidate_evaluate(*, candidate_id: Any, redelivered: bool = False) -> str:
                              *settings_.window)  # fmt: skip
         else:
             bars = get_data_loader()(candidate.symbol, candidate.timeframe, settings_.window)
-        result = evaluate_genome(
-            bars,
-            model_type=candidate.model_type,
-            params=candidate.params,
-            seed=settings_.seed,
-            fee=settings_.fee,
-            eval_fraction=settings_.eval_fraction,
-            periods_per_year=PERIODS_PER_YEAR[candidate.timeframe],
-        )
+        beat = functools.partial(candidate_heartbeat, candidate_id=candidate_id, token=token)
+        with Heartbeat(name=f"candidate {candidate_id}", beat=beat):
+            result = evaluate_genome(
+                bars,
+                model_type=candidate.model_type,
+                params=candidate.params,
+                seed=settings_.seed,
+                fee=settings_.fee,
+                eval_fraction=settings_.eval_fraction,
+                periods_per_year=PERIODS_PER_YEAR[candidate.timeframe],
+            )
     except SoftTimeLimitExceeded:
         _record_failure(candidate_id, token, "evaluation ran past its soft time limit")
         return "failed"
@@ -183,7 +199,7 @@ def candidate_evaluate(*, candidate_id: Any, redelivered: bool = False) -> str:
 def _performance_fields(metrics: Mapping[str, Any], *, min_trades: int) -> dict[str, Any]:
     F_, G = nsga.objectives(metrics, min_trades=min_trades)
     return {
-        "metrics": dict(metrics),
+        "metrics": {k: v for k, v in metrics.items() if k not in NOT_STORED},
         "objectives": {
             "sharpe": -F_[0],
             "profit_factor": -F_[1],

@@ -35,7 +35,7 @@ from evolution.search_space import (
     check_space_trains,
     resolve_search_space,
 )
-from evolution.services.evaluation import candidate_evaluate, lease_of
+from evolution.services.evaluation import candidate_evaluate, claim_lease
 from registry.models import (
     RegisteredModel,
     Timeframe,
@@ -233,7 +233,7 @@ def evolution_run_resume(*, run_id: Any, actor: str, dispatch: bool = True) -> E
     """Carry on a stopped run, or a running one whose workers crashed.
 
     Whatever the current generation has not finished is dispatched again; claims older than the
-    lease (a worker that died without its message coming back) are released first. Candidates that
+    lease (a worker that died: its heartbeat stopped) are released first. Candidates that
     a live worker holds are left to it: their duplicate messages find them claimed.
     """
     with transaction.atomic():
@@ -261,8 +261,9 @@ def _lock_run(run_id: Any) -> EvolutionRun:
 
 
 def stale_claims_release(run: EvolutionRun) -> int:
-    """Hand back claims older than their lease (their worker died); returns how many."""
-    cutoff = timezone.now() - lease_of(run.model_type)
+    """Hand back claims whose heartbeat is older than the lease (their worker died); returns how
+    many."""
+    cutoff = timezone.now() - claim_lease()
     return StrategyCandidate.objects.filter(
         run=run, evaluation_status=EvaluationStatus.RUNNING, claimed_at__lt=cutoff
     ).update(evaluation_status=EvaluationStatus.PENDING, claim_token=None)

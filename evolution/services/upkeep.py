@@ -72,9 +72,10 @@ STALL_AFTER = timedelta(minutes=10)
 
 
 def evolution_runs_reap() -> dict[str, int]:
-    """Repair running runs: release dead claims and re-dispatch generations that made no
-    progress for STALL_AFTER; continue runs whose last generation completed but went no further;
-    dispatch standalone candidates left pending; sync lifecycle statuses."""
+    """Repair running runs: release dead claims (no heartbeat within the lease) and re-dispatch
+    their generation, as for generations that made no progress for STALL_AFTER; continue runs
+    whose last generation completed but went no further; dispatch standalone candidates left
+    pending; sync lifecycle statuses."""
     counts = {"redispatched": 0, "continued": 0, "released": 0, "standalone": 0, "synced": 0}
     now = timezone.now()
     for run in EvolutionRun.objects.filter(status=RunStatus.RUNNING):
@@ -85,11 +86,13 @@ def evolution_runs_reap() -> dict[str, int]:
             run_continue(run_id=run.pk)
             counts["continued"] += 1
             continue
-        counts["released"] += stale_claims_release(run)
+        released = stale_claims_release(run)
+        counts["released"] += released
         recent = latest.candidates.filter(
             Q(claimed_at__gte=now - STALL_AFTER) | Q(evaluated_at__gte=now - STALL_AFTER)
         ).exists()
-        if not recent and latest.created_at < now - STALL_AFTER:
+        # Released claims are sent again at once; a generation idle for STALL_AFTER too.
+        if released or (not recent and latest.created_at < now - STALL_AFTER):
             generation_dispatch(generation_id=latest.pk)
             counts["redispatched"] += 1
     standalone = list(

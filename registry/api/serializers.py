@@ -203,13 +203,16 @@ class TrainingJobSerializer(ReadModelSerializer):
             "status", "progress", "step", "step_durations", "error_message", "error_step",
             "requested_by", "celery_task_id", "attempts", "version", "created_at", "started_at",
             "finished_at", "step_started_at", "heartbeat_at", "dispatched_at", "redispatches",
+            "queued_after",
         ]  # fmt: skip
         read_only_fields = fields
 
 
 class TrainResponseSerializer(TrainingJobSerializer):
     created = serializers.BooleanField(
-        read_only=True, help_text="False when the request joined the model's active job."
+        read_only=True,
+        help_text="False when the request joined the model's active job (or, with "
+        "if_active=queue, the waiting job of the same recipe).",
     )
 
     class Meta(TrainingJobSerializer.Meta):

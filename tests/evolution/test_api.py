@@ -308,3 +308,23 @@ def test_schema_lists_the_evolution_paths(anon_client, db):
         "/clm/evolution/runs", "/clm/evolution/runs/{run_id}/resume",
         "/clm/evolution/runs/{run_id}/generations/{number}/front.{fmt}",
     } <= set(schema["paths"])  # fmt: skip
+
+
+def test_a_candidate_has_one_dsr_with_its_trials_in_list_and_detail(reader_client, finished):
+    from evolution.selectors import candidate_deflated_sharpe
+
+    listed = reader_client.get("/clm/candidates", {"run": finished.pk, "limit": 50}).json()
+    evaluated = [c for c in listed["results"] if c["evaluation_status"] == "evaluated"]
+    assert len(evaluated) >= 2
+    for row in evaluated:
+        candidate = StrategyCandidate.objects.get(pk=row["id"])
+        dsr, trials = candidate_deflated_sharpe(candidate=candidate)
+        assert trials == 8 and dsr is not None and 0.0 <= dsr <= 1.0
+        assert (row["dsr"], row["dsr_trials"]) == (dsr, trials)
+        detail = reader_client.get(f"/clm/candidates/{row['id']}").json()
+        assert (detail["dsr"], detail["dsr_trials"]) == (dsr, trials)
+        assert detail["deflated_sharpe"] == {
+            "sharpe": detail["metrics"]["sharpe"], "dsr": dsr, "trials": trials
+        }  # fmt: skip
+        # One backtest knows of one trial only: no second, undeflated "dsr" among the metrics.
+        assert "dsr" not in detail["metrics"] and "psr" in detail["metrics"]

@@ -180,12 +180,19 @@ def test_a_candidate_is_claimed_once(make_run):
     assert candidate.evaluation_status == EvaluationStatus.RUNNING and candidate.attempts == 1
 
 
-def test_a_redelivery_takes_over_and_the_first_claim_cannot_record(make_run):
-    """A worker that died mid-evaluation: the redelivered message reclaims; were the first worker
-    still alive, its result would be discarded (the claim token changed)."""
+def test_a_redelivery_takes_over_only_a_dead_claim_and_the_first_cannot_record(make_run):
+    """A redelivered message leaves a claim whose heartbeat is fresh alone (a dropped connection
+    redelivers while the worker still runs); once the heartbeat is stale (the worker died) it
+    reclaims, and were the first worker still alive its result would be discarded (the claim
+    token changed)."""
     candidate = _candidates(make_run()).first()
     stale = services.candidate_claim(candidate_id=candidate.pk)
+    assert services.candidate_evaluate(candidate_id=candidate.pk, redelivered=True) == "skipped"
+    assert services.candidate_heartbeat(candidate_id=candidate.pk, token=stale)
+    long_ago = timezone.now() - services.claim_lease() - timedelta(seconds=1)
+    StrategyCandidate.objects.filter(pk=candidate.pk).update(claimed_at=long_ago)
     assert services.candidate_evaluate(candidate_id=candidate.pk, redelivered=True) == "evaluated"
+    assert not services.candidate_heartbeat(candidate_id=candidate.pk, token=stale)
     candidate.refresh_from_db()
     assert candidate.attempts == 2 and candidate.evaluation_status == EvaluationStatus.EVALUATED
     assert not evaluation._record_failure(candidate.pk, stale, "late")
@@ -197,9 +204,11 @@ def test_a_redelivery_takes_over_and_the_first_claim_cannot_record(make_run):
 def test_an_expired_claim_is_taken_over_and_attempts_are_capped(make_run):
     candidate = _candidates(make_run()).first()
     services.candidate_claim(candidate_id=candidate.pk)
-    long_ago = timezone.now() - services.lease_of("xgboost") - timedelta(seconds=1)
+    long_ago = timezone.now() - services.claim_lease() - timedelta(seconds=1)
     StrategyCandidate.objects.filter(pk=candidate.pk).update(claimed_at=long_ago)
-    assert services.candidate_claim(candidate_id=candidate.pk) is not None  # lease expired
+    assert (
+        services.candidate_claim(candidate_id=candidate.pk) is not None
+    )  # no heartbeat within the lease
     StrategyCandidate.objects.filter(pk=candidate.pk).update(claimed_at=long_ago)
     assert services.candidate_claim(candidate_id=candidate.pk) is None  # MAX_ATTEMPTS reached
     candidate.refresh_from_db()
@@ -281,7 +290,7 @@ def test_the_reaper_continues_stalled_runs_and_releases_dead_claims(
     # A claim of a worker that vanished with its message, in a generation idle for long.
     stuck = _candidates(run, 2).first()
     services.candidate_claim(candidate_id=stuck.pk)
-    long_ago = timezone.now() - services.lease_of("xgboost") - timedelta(minutes=1)
+    long_ago = timezone.now() - services.claim_lease() - timedelta(minutes=1)
     StrategyCandidate.objects.filter(pk=stuck.pk).update(claimed_at=long_ago)
     run.generation_set.filter(number=2).update(created_at=long_ago)
     counts = services.evolution_runs_reap()

@@ -54,11 +54,19 @@ def _states(run: EvolutionRun) -> Counter:
     )
 
 
-# Redis gives a dead worker's message back only after its visibility timeout (above the longest
-# hard limit), and the candidate's claim holds until its lease: this test is about RabbitMQ's
-# redelivery on a lost connection.
-@pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
-def test_a_worker_killed_mid_generation_then_resumed_loses_nothing(purge_queues):
+# A short heartbeat lease, so a dead worker's claim goes stale within seconds (60 s by default).
+LEASE_S = 6
+
+
+# On both brokers: RabbitMQ redelivers the dead worker's message at once, Redis only after its
+# visibility timeout; either way the claim is handed back when its heartbeat goes stale.
+@pytest.mark.parametrize("broker", ["rabbitmq", "redis"], indirect=True)
+def test_a_worker_killed_mid_generation_then_resumed_loses_nothing(
+    purge_queues, monkeypatch, settings
+):
+    monkeypatch.setenv("CLM_JOB_HEARTBEAT_INTERVAL", "1")  # the workers' environment
+    monkeypatch.setenv("CLM_JOB_HEARTBEAT_TIMEOUT", str(LEASE_S))
+    settings.CLM_JOB_HEARTBEAT_TIMEOUT = LEASE_S  # this process's resume
     store_bars(SYMBOL, 2_000, seed=7)
     db_name = connection.settings_dict["NAME"]
     first, _ = _start_worker(db_name)
@@ -77,6 +85,8 @@ def test_a_worker_killed_mid_generation_then_resumed_loses_nothing(purge_queues)
             run=run, evaluation_status=EvaluationStatus.RUNNING
         ).values_list("pk", flat=True)
     )
+    # The dead worker's claims stop beating; once past the lease, resuming hands them back.
+    time.sleep(LEASE_S + 1)
     services.evolution_run_resume(run_id=run.pk, actor="ops")
 
     second, _ = _start_worker(db_name)

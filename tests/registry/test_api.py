@@ -320,7 +320,7 @@ def test_job_cancel(operator_client, db):
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
     assert again.status_code == 409
-    assert "only pending or queued" in again.json()["detail"]
+    assert "only waiting, pending or queued" in again.json()["detail"]
     assert unknown.status_code == 404
 
 

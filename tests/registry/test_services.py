@@ -332,7 +332,7 @@ def test_training_job_cancel_only_while_waiting():
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED
     assert "carol" in job.error_message
-    with pytest.raises(DomainError, match="only pending or queued"):
+    with pytest.raises(DomainError, match="only waiting, pending or queued"):
         services.training_job_cancel(job_id=job.pk, actor="carol")
 
 

@@ -49,3 +49,27 @@ def test_the_calendar_sets_periods_per_year_and_scales_sharpe_exactly(reader_cli
     shown = reader_client.get("/clm/evaluations").json()
     rows = shown["results"] if isinstance(shown, dict) else shown
     assert {r["id"]: r["periods_per_year"] for r in rows} == {auto.pk: 8_760, fx.pk: 6_240}
+
+
+@pytest.mark.django_db
+def test_live_figures_annualise_as_the_evaluations_do():
+    """Shadow, experiments, rollback and the monitors take P from the same rule as the
+    pipeline: the symbol's calendar, or bars per year measured over the newest stored year."""
+    from training.data.selectors import stored_periods_per_year
+
+    assert stored_periods_per_year(symbol="NONE", timeframe="1h") == 8_760  # no bars: 24/7
+    store_bars("AUTOUSD", 3_000, seed=5)
+    store_bars("FXUSD", 3_000, seed=5)
+    Symbol.objects.create(symbol="FXUSD", calendar="fx")
+    assert stored_periods_per_year(symbol="autousd", timeframe="1h") == 8_760
+    assert stored_periods_per_year(symbol="FXUSD", timeframe="1h") == 6_240
+    # Daily bars of a 24/7 market measure 365 a year; an hourly series with every other bar
+    # missing measures half of 8,760.
+    store_bars("DAYUSD", 400, seed=5, timeframe="1d")
+    assert stored_periods_per_year(symbol="DAYUSD", timeframe="1d") == 365
+    from training.models import Bar
+
+    hourly = Bar.objects.filter(symbol="AUTOUSD", timeframe="1h").order_by("timestamp")
+    odd = list(hourly.values_list("pk", flat=True)[1::2])
+    Bar.objects.filter(pk__in=odd).delete()
+    assert stored_periods_per_year(symbol="AUTOUSD", timeframe="1h") == pytest.approx(4_380, abs=2)

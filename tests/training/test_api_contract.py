@@ -137,3 +137,53 @@ def test_an_event_with_an_idempotency_key_is_handled_once(operator_client, btc):
     assert first.json()["event_id"] == "drift-7"
     assert [r["duplicate"] for r in again.json()["results"]] == [True]
     assert TriggerRecord.objects.filter(event_id="drift-7").count() == 1
+
+
+def test_if_active_queue_waits_for_the_active_job_and_starts_after_it(
+    operator_client, btc, django_capture_on_commit_callbacks
+):
+    from registry import services
+    from training.tasks import reap_stuck_jobs_now
+
+    def train(params, **extra):
+        return operator_client.post(
+            "/clm/train", {**TRAIN, "params": params, **extra}, format="json"
+        )
+
+    active = train({"max_depth": 3}).json()
+    queued = train({"max_depth": 5}, if_active="queue")
+    assert queued.status_code == 202, queued.json()
+    waiting = queued.json()
+    assert (waiting["status"], waiting["queued_after"], waiting["created"]) == (
+        "waiting", active["id"], True
+    )  # fmt: skip
+    assert queued["Location"].endswith(f"/clm/jobs/{waiting['id']}")
+    # The same recipe queued again (here through the query parameter) joins the waiting job.
+    again = operator_client.post(
+        "/clm/train?if_active=queue", {**TRAIN, "params": {"max_depth": 5}}, format="json"
+    )
+    assert (again.json()["id"], again.json()["created"]) == (waiting["id"], False)
+    later = train({"max_depth": 7}, if_active="queue").json()
+    assert later["status"] == "waiting" and later["id"] != waiting["id"]
+    bad = train({"max_depth": 5}, if_active="later")
+    assert bad.status_code == 400 and "if_active" in bad.json()["errors"]
+    assert TriggerRecord.objects.filter(outcome="created").count() == 3
+
+    def status(job):
+        return TrainingJob.objects.get(pk=job["id"]).status
+
+    # The active job ends: the oldest waiting job starts (dispatched), the other keeps waiting.
+    with django_capture_on_commit_callbacks(execute=True):
+        services.training_job_fail(job_id=active["id"], step="train", error="boom")
+    assert (status(waiting), status(later)) == ("queued", "waiting")
+    # A waiting job cancels like a queued one; cancelling the running one releases the next.
+    with django_capture_on_commit_callbacks(execute=True):
+        services.training_job_cancel(job_id=waiting["id"], actor="op")
+    assert status(later) == "queued"
+    # A job that ended without releasing its waiter (a crash between the two): the reaper does.
+    held = train({"max_depth": 9}, if_active="queue").json()
+    assert held["status"] == "waiting"
+    TrainingJob.objects.filter(pk=later["id"]).update(status="failed")
+    with django_capture_on_commit_callbacks(execute=True):
+        counts = reap_stuck_jobs_now()
+    assert counts["released"] == 1 and status(held) == "queued"

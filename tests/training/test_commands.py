@@ -58,6 +58,12 @@ def test_demo_runs_end_to_end_on_a_small_market():
     assert set(TrainingJob.objects.values_list("trigger_reason", flat=True)) == {
         "manual", "regime_change"
     }  # fmt: skip
+    # Every job came through the trigger handlers and left its record, the regime change included
+    # (the demo's policies skip the cooldown, and restore it after).
+    records = TriggerRecord.objects.filter(outcome="created")
+    assert records.count() == 4
+    assert {r.trigger_reason for r in records} == {"manual", "regime_change"}
+    assert all(r.job_id is not None and r.requested_by == "demo" for r in records)
     assert "xgboost-btcusdt-1h" in text and "Open the result" in text
 
 

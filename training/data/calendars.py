@@ -80,10 +80,14 @@ def measured_periods_per_year(epoch_seconds: np.ndarray) -> int | None:
     """
     if len(epoch_seconds) < 2:
         return None
-    span = int(epoch_seconds[-1]) - int(epoch_seconds[0])
-    if span < MIN_MEASURED_SPAN:
+    return bars_per_year(len(epoch_seconds), int(epoch_seconds[-1]) - int(epoch_seconds[0]))
+
+
+def bars_per_year(count: int, span_seconds: float) -> int | None:
+    """(count - 1) spacings over `span_seconds`, in 365-day years; None under four weeks."""
+    if count < 2 or span_seconds < MIN_MEASURED_SPAN:
         return None
-    return max(1, round((len(epoch_seconds) - 1) * YEAR_SECONDS / span))
+    return max(1, round((count - 1) * YEAR_SECONDS / span_seconds))
 
 
 def annualisation(calendar: str, timeframe: str, epoch_seconds: np.ndarray) -> Annualisation:

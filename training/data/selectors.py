@@ -14,8 +14,10 @@ from django.db.models.functions import Lag
 
 from training.data.bars import COLUMNS, load_bars
 from training.data.calendars import (
+    CALENDARS,
     Annualisation,
     annualisation,
+    bars_per_year,
     gap_allowed,
     gap_calendar,
     max_gap_seconds,
@@ -110,6 +112,31 @@ def series_annualisation(*, symbol: str, timeframe: str, timestamps: np.ndarray)
     year measured over `timestamps` (the bars a job trains and evaluates on)."""
     epoch = np.asarray(timestamps).astype("datetime64[s]").astype(np.int64)
     return annualisation(symbol_calendar(symbol=symbol), timeframe, epoch)
+
+
+# The stored history that `stored_periods_per_year` measures over (the newest bars).
+MEASURED_HISTORY = timedelta(days=365)
+
+
+def stored_periods_per_year(*, symbol: str, timeframe: str) -> int:
+    """P for a model line's live figures (shadow, experiments, rollback, monitors): its symbol's
+    calendar, or (auto) bars per year over the newest year of stored bars, as
+    `series_annualisation` measures a job's bars: live Sharpe ratios and the evaluations they
+    are compared with are annualised alike."""
+    symbol = symbol.strip().upper()
+    calendar = symbol_calendar(symbol=symbol)
+    fallback = annualisation(calendar, timeframe, np.empty(0)).periods_per_year
+    if calendar in CALENDARS:
+        return fallback
+    bars = Bar.objects.filter(symbol=symbol, timeframe=timeframe)
+    newest = bars.aggregate(last=Max("timestamp"))["last"]
+    if newest is None:
+        return fallback
+    span = bars.filter(timestamp__gte=newest - MEASURED_HISTORY).aggregate(
+        n=Count("timestamp"), first=Min("timestamp")
+    )
+    measured = bars_per_year(span["n"], (newest - span["first"]).total_seconds())
+    return fallback if measured is None else measured
 
 
 def bar_gap_rule(

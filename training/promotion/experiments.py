@@ -34,7 +34,7 @@ from django.utils import timezone
 from clm_project.exceptions import DomainError, InvalidInput, NotFound
 from registry.locks import model_lock, row_lock_under_model
 from registry.models import ModelStatus, ModelVersion, RegisteredModel
-from training.evaluation.backtest import PERIODS_PER_YEAR
+from training.data.selectors import stored_periods_per_year
 from training.evaluation.stats import PairedTest, SequentialDesign, paired_test, sequential_design
 from training.models import Bar
 from training.promotion.decision import Decision, Outcome, auto_promotion_on, enact
@@ -145,7 +145,9 @@ def experiment_start(
                     spending=spending,
                     auto_promote=auto_promote,
                     fee=evaluation_policy_for(model.model_type, auto_promote_default=True).fee,
-                    periods_per_year=PERIODS_PER_YEAR[model.timeframe],
+                    periods_per_year=stored_periods_per_year(
+                        symbol=model.symbol, timeframe=model.timeframe
+                    ),
                     start_after=latest_bar_at(model.symbol, model.timeframe) or timezone.now(),
                     created_by=actor,
                 )

@@ -17,7 +17,8 @@ from registry.artifacts import artifact_load
 from registry.models import ModelVersion
 from training.data.bars import as_datetime, as_datetime64, bars_last, load_bars
 from training.data.features import build_dataset, validate_feature_spec
-from training.evaluation.backtest import PERIODS_PER_YEAR, backtest
+from training.data.selectors import stored_periods_per_year
+from training.evaluation.backtest import backtest
 from training.models import Bar
 from training.trainers import trainer_class
 
@@ -53,7 +54,7 @@ def paper_trade(versions: list[ModelVersion], *, after: datetime, fee: float) ->
         empty = np.empty(0)
         return PaperTrades(live.astype("datetime64[s]"), empty, {}, {})
     window = slice(int(live[0]), len(bars))
-    periods = PERIODS_PER_YEAR[model.timeframe]
+    periods = stored_periods_per_year(symbol=model.symbol, timeframe=model.timeframe)
     positions, returns = {}, {}
     for version in versions:
         trainer = trainer_class(model.model_type).loads(

@@ -34,7 +34,7 @@ from registry.artifacts import ArtifactError, artifact_verify
 from registry.locks import model_lock
 from registry.models import ModelStatus, ModelVersion, RegisteredModel
 from training.data.bars import as_datetime
-from training.evaluation.backtest import PERIODS_PER_YEAR
+from training.data.selectors import stored_periods_per_year
 from training.promotion.models import (
     RealisedReturn,
     ReturnSource,
@@ -175,7 +175,9 @@ def rollback_check(*, model_id: str) -> RollbackDecision | None:
         live.returns,
         max_drawdown=policy.max_drawdown,
         min_rolling_sharpe=policy.min_rolling_sharpe,
-        periods_per_year=PERIODS_PER_YEAR[production.model.timeframe],
+        periods_per_year=stored_periods_per_year(
+            symbol=production.model.symbol, timeframe=production.model.timeframe
+        ),
     )
     if not check.breaches:
         return None

@@ -34,7 +34,7 @@ from registry import services
 from registry.locks import model_lock, row_lock_under_model
 from registry.models import ModelStatus, ModelVersion, RegisteredModel
 from training.data.bars import as_datetime
-from training.evaluation.backtest import PERIODS_PER_YEAR
+from training.data.selectors import stored_periods_per_year
 from training.evaluation.stats import (
     PairedTest,
     SequentialDesign,
@@ -199,7 +199,9 @@ def shadow_start(
                     reason=reason,
                     start_after=shadow_start_after(model, target, production),
                     fee=evaluation_policy_for(model.model_type, auto_promote_default=True).fee,
-                    periods_per_year=PERIODS_PER_YEAR[model.timeframe],
+                    periods_per_year=stored_periods_per_year(
+                        symbol=model.symbol, timeframe=model.timeframe
+                    ),
                     auto_promote=policy.auto_promote if auto_promote is None else auto_promote,
                     min_trades=policy.min_trades,
                     **design,

@@ -60,9 +60,14 @@ def training_request_check(
         )
 
 
-def active_job_conflict(*, model_id: str, params: dict[str, Any], seed: int) -> None:
+def active_job_conflict(
+    *, model_id: str, params: dict[str, Any], seed: int, if_active: str = "join"
+) -> None:
     """409 when the model's active job trains other params or another seed: joining it would
-    drop this request's recipe without a word."""
+    drop this request's recipe without a word. `if_active="queue"` never conflicts: the request
+    waits for the active job instead."""
+    if if_active == "queue":
+        return
     active = (
         TrainingJob.objects.filter(model__model_id=model_id, status__in=ACTIVE_JOB_STATUSES)
         .only("id", "params", "seed", "status")
@@ -72,6 +77,7 @@ def active_job_conflict(*, model_id: str, params: dict[str, Any], seed: int) -> 
         return
     raise DomainError(
         f"model {model_id} has an active job {active.pk} ({active.status}) with other params or "
-        f"seed; wait for it, cancel it, or send the same params and seed to join it",
+        f"seed; wait for it, cancel it, send the same params and seed to join it, or send "
+        f"if_active=queue to train after it",
         extra={"active_job": str(active.pk)},
     )

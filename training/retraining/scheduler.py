@@ -81,8 +81,9 @@ SCHEDULES: tuple[PeriodicSchedule, ...] = (
         "limit; send lost queued jobs again; dispatch jobs left pending by a broker outage.",
     ),
     PeriodicSchedule(
-        "clm: evolution reaper", "evolution.reap_runs", 5, "minutes",
-        "Re-dispatch stalled evolution generations; keep candidate status in step with jobs.",
+        "clm: evolution reaper", "evolution.reap_runs", 1, "minutes",
+        "Hand back claims of dead workers (stale heartbeat) and re-dispatch them; re-dispatch "
+        "stalled evolution generations; keep candidate status in step with jobs.",
     ),
     PeriodicSchedule(
         "clm: shadow evaluation", "training.shadow_evaluate", 15, "minutes",

@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from clm_project.exceptions import DomainError
+from clm_project.exceptions import DomainError, InvalidInput
 from registry import services
 from registry.locks import model_lock
 from registry.models import (
@@ -142,6 +143,25 @@ def retrain_policy_for(model_type: str) -> RetrainPolicy:
     )
 
 
+def retrain_policy_update(*, model_type: str, **changes: Any) -> RetrainPolicy:
+    """Store the type's policy with `changes` applied (validated; the row is created from the
+    defaults when the type has none)."""
+    with transaction.atomic():
+        policy = RetrainPolicy.objects.select_for_update().filter(
+            model_type=model_type
+        ).first() or RetrainPolicy.default_for(model_type)
+        for name, value in changes.items():
+            setattr(policy, name, value)
+        try:
+            policy.full_clean()
+        except ValidationError as exc:
+            raise InvalidInput(
+                "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
+            ) from exc
+        policy.save()
+    return policy
+
+
 def retrain_policies() -> dict[str, RetrainPolicy]:
     """Every model type's policy (stored or default), in one query."""
     stored = {p.model_type: p for p in RetrainPolicy.objects.all()}
@@ -207,8 +227,12 @@ def handle_regime_change(
     symbol: str | None = None,
     timeframe: str | None = None,
     origin: Origin | None = None,
+    dispatch: bool = True,
 ) -> list[TriggerResult]:
-    """Retrain the affected models, or every model of `symbol` (and `timeframe`, if given)."""
+    """Retrain the affected models, or every model of `symbol` (and `timeframe`, if given).
+
+    `dispatch=False` leaves new jobs pending for a caller that runs them in-process (the demo).
+    """
     origin = origin or Origin()
     payload: dict[str, Any] = {"new_regime": new_regime}
     if affected_models is not None:
@@ -236,7 +260,11 @@ def handle_regime_change(
         ]
     return [
         _automatic(
-            model_key=key, reason=TriggerReason.REGIME_CHANGE, origin=origin, payload=payload
+            model_key=key,
+            reason=TriggerReason.REGIME_CHANGE,
+            origin=origin,
+            payload=payload,
+            dispatch=dispatch,
         )
         for key in keys
     ]
@@ -264,8 +292,10 @@ def trigger_training(
     window_end: datetime | None = None,
     origin: Origin | None = None,
     dispatch: bool = True,
+    if_active: str = "join",
 ) -> TriggerResult:
-    """A request for training (manual or strategy_evolution): a new job, or the active one joined.
+    """A request for training (manual or strategy_evolution): a new job, or the active one joined
+    (`if_active="queue"`: a job that waits for the active one instead).
 
     The model line is registered if it is new. Policies do not apply to requests; invalid input
     is recorded as rejected rather than raised, as for every other trigger. `dispatch=False`
@@ -316,6 +346,7 @@ def trigger_training(
         window_start=window_start,
         window_end=window_end,
         requested_by=origin.requested_by or origin.source,
+        if_active=if_active,
     )
     with transaction.atomic():
         try:
@@ -405,6 +436,7 @@ def _automatic(
     origin: Origin,
     payload: dict[str, Any],
     gate: Callable[[RetrainPolicy], Skip | None] | None = None,
+    dispatch: bool = True,
 ) -> TriggerResult:
     model = RegisteredModel.objects.filter(model_id=model_key).first()
     if model is None:
@@ -439,7 +471,8 @@ def _automatic(
                 trigger_context=_job_context(origin, payload, priority),
                 requested_by=origin.requested_by or origin.source,
                 **_recipe(model),
-            )
+            ),
+            dispatch=dispatch,
         )
         return _job_record(
             origin=origin, reason=reason, model=model, job=job, created=created,

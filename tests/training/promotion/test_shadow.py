@@ -34,6 +34,7 @@ from training.promotion.shadow import (
 
 from .lifecycle import (
     MODEL_ID,
+    SYMBOL,
     RuleTrainer,
     arrive,
     market,
@@ -106,6 +107,19 @@ def test_a_better_shadow_is_promoted_with_its_statistics_in_audit_and_event(poli
     assert (series.timestamps[0], series.timestamps[-1]) == (
         stored.timestamp[1_000], stored.timestamp[1_249],
     )  # fmt: skip
+
+
+def test_a_shadow_annualises_with_its_symbols_calendar(policy, bars):
+    from training.models import Symbol
+
+    Symbol.objects.create(symbol=SYMBOL, calendar="fx")  # 24/5: 6,240 hourly bars a year
+    rule_version(skill=0.0, seed=1, status=ModelStatus.PRODUCTION)
+    comparison = start(rule_version(skill=0.5, seed=2))
+    assert comparison.periods_per_year == 6_240
+    arrive(bars, 1_250)
+    shadow_evaluate(comparison_id=comparison.pk)
+    comparison.refresh_from_db()
+    assert comparison.periods_per_year == 6_240
 
 
 def test_an_equally_good_shadow_keeps_shadowing_then_is_retired_at_the_maximum(policy, bars):

@@ -9,10 +9,12 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from registry.models import ModelVersion, TriggerReason
+from registry.models import ModelVersion, RegisteredModel, TrainingJob
 from registry.selectors import with_latest_evaluation
-from registry.services import JobRequest, training_job_create
 from training.management.runner import run_job_with_progress
+from training.models import TriggerSource
+from training.retraining import triggers
+from training.retraining.triggers import Origin, TriggerResult
 from training.trainers import DEMO_PARAMS
 
 DEMO_SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -62,9 +64,14 @@ class Command(BaseCommand):
         )
 
         self._section("3/6 train, evaluate out of sample, apply the gates")
+        origin = Origin(source=TriggerSource.INTERNAL, requested_by="demo")
         for symbol in DEMO_SYMBOLS:
             for family in families:
-                self._train(family, symbol, TriggerReason.MANUAL, {})
+                result = triggers.trigger_training(
+                    model_type=family, symbol=symbol, timeframe="1h", params=DEMO_PARAMS[family],
+                    origin=origin, dispatch=False,
+                )  # fmt: skip
+                self._run(result, f"{family:>8} {symbol}")
         self._table()
 
         self._section("4/6 stage a regime change: new volatile bars arrive")
@@ -80,10 +87,26 @@ class Command(BaseCommand):
             stdout=self.stdout,
         )
 
-        self._section("5/6 retrain on the regime change")
-        for symbol in DEMO_SYMBOLS:
-            for family in families:
-                self._train(family, symbol, TriggerReason.REGIME_CHANGE, {"new_regime": "volatile"})
+        self._section("5/6 retrain on the regime change (through the regime-change trigger)")
+        # The demo compresses weeks into a minute: its retrain policies wait 0 h between jobs, so
+        # the regime change is not skipped for the cooldown (6 h by default). Restored after.
+        cooldowns = {f: triggers.retrain_policy_for(f).cooldown_hours for f in families}
+        self.stdout.write("demo retrain policies: cooldown 0 h (default 6 h), restored after")
+        for family in families:
+            triggers.retrain_policy_update(model_type=family, cooldown_hours=0.0)
+        try:
+            for symbol in DEMO_SYMBOLS:
+                results = triggers.handle_regime_change(
+                    "volatile",
+                    [RegisteredModel.make_model_id(f, symbol, "1h") for f in families],
+                    origin=Origin(source=TriggerSource.INTERNAL, requested_by="demo"),
+                    dispatch=False,
+                )
+                for family, result in zip(families, results, strict=True):
+                    self._run(result, f"{family:>8} {symbol}")
+        finally:
+            for family, hours in cooldowns.items():
+                triggers.retrain_policy_update(model_type=family, cooldown_hours=hours)
 
         self._section("6/6 the registry")
         self._table()
@@ -100,20 +123,14 @@ class Command(BaseCommand):
     def _section(self, title: str) -> None:
         self.stdout.write(self.style.MIGRATE_HEADING(f"\n== {title}"))
 
-    def _train(self, family: str, symbol: str, reason: str, context: dict) -> None:
-        job, _ = training_job_create(
-            request=JobRequest(
-                model_type=family,
-                symbol=symbol,
-                timeframe="1h",
-                trigger_reason=reason,
-                trigger_context=context,
-                params=DEMO_PARAMS[family],
-                requested_by="demo",
-            ),
-            dispatch=False,
-        )
-        job = run_job_with_progress(job, label=f"{family:>8} {symbol}")
+    def _run(self, result: TriggerResult, label: str) -> None:
+        """Run the job a trigger created, in-process; say why when the trigger made none."""
+        job: TrainingJob | None = result.job
+        if job is None:
+            why = f"  {label}: {result.outcome}: {result.record.reason}"
+            self.stdout.write(self.style.WARNING(why))
+            return
+        job = run_job_with_progress(job, label=label)
         if job.status == "failed":
             message = f"  failed at {job.error_step}: {job.error_message}"
             self.stdout.write(self.style.ERROR(message))

@@ -19,10 +19,12 @@ from rest_framework.views import APIView
 
 from clm_project.api import ErrorSerializer
 from clm_project.exceptions import InvalidInput
+from clm_project.query import query_validated
 from registry import selectors as registry_selectors
 from registry.api import serializers as rs
 from registry.api.permissions import CanRequestTraining
 from registry.models import RegisteredModel, TriggerReason
+from registry.services import IF_ACTIVE_CHOICES
 from training.models import TriggerOutcome, TriggerSource
 from training.retraining import triggers
 from training.retraining.requests import active_job_conflict, training_request_check
@@ -43,11 +45,27 @@ def _error(description: str) -> OpenApiResponse:
     return OpenApiResponse(ErrorSerializer, description=description)
 
 
+IF_ACTIVE = OpenApiParameter(
+    "if_active",
+    OpenApiTypes.STR,
+    OpenApiParameter.QUERY,
+    enum=list(IF_ACTIVE_CHOICES),
+    description="As the body field `if_active` (the body wins when both are given).",
+)
+
+
+class TrainQuerySerializer(serializers.Serializer):
+    if_active = serializers.ChoiceField(choices=[(c, c) for c in IF_ACTIVE_CHOICES], required=False)
+
+
 TRAIN_ERRORS = {
     400: _error("Invalid input: fields, trainer params, feature spec, too few bars."),
     401: _error("No credentials."),
     403: _error("No permission to request training."),
-    409: _error("The model's active job trains other params or seed (named in active_job)."),
+    409: _error(
+        "The model's active job trains other params or seed (named in active_job); send "
+        "if_active=queue to train after it."
+    ),
 }
 
 
@@ -72,6 +90,13 @@ def accepted(request: Request, result: TriggerResult) -> Response:
 
 
 class ManualTrainInputSerializer(rs.TrainInputSerializer):
+    if_active = serializers.ChoiceField(
+        choices=[(c, c) for c in IF_ACTIVE_CHOICES],
+        default="join",
+        help_text="When the model has an active job: `join` it (same params and seed only; "
+        "otherwise 409), or `queue` a job that waits (status `waiting`) and starts when the "
+        "active one ends. Also accepted as the query parameter `?if_active=`.",
+    )
     trigger_reason = serializers.ChoiceField(
         choices=[(TriggerReason.MANUAL, "manual")],
         default=TriggerReason.MANUAL,
@@ -87,7 +112,7 @@ class TrainView(APIView):
 
     @extend_schema(
         request=ManualTrainInputSerializer,
-        parameters=[IDEMPOTENCY_KEY],
+        parameters=[IDEMPOTENCY_KEY, IF_ACTIVE],
         responses={202: rs.TrainResponseSerializer, **TRAIN_ERRORS},
         summary="Request training; joins the model's active job when it trains the same recipe.",
     )
@@ -97,7 +122,11 @@ class TrainView(APIView):
             first = [r for r in triggers.trigger_results_for_event(event_id=key) if r.job]
             if first:
                 return accepted(request, first[0])
-        serializer = ManualTrainInputSerializer(data=request.data)
+        query = query_validated(TrainQuerySerializer, request.query_params)
+        body = request.data
+        if "if_active" in query and hasattr(body, "get") and "if_active" not in body:
+            body = {**body, "if_active": query["if_active"]}
+        serializer = ManualTrainInputSerializer(data=body)
         serializer.is_valid(raise_exception=True)
         data: dict[str, Any] = dict(serializer.validated_data)
         recipe = {k: data[k] for k in ("params", "seed", "window_start", "window_end")}
@@ -108,7 +137,10 @@ class TrainView(APIView):
         model_id = RegisteredModel.make_model_id(
             data["model_type"], data["symbol"], data["timeframe"]
         )
-        active_job_conflict(model_id=model_id, params=data["params"], seed=data["seed"])
+        active_job_conflict(
+            model_id=model_id, params=data["params"], seed=data["seed"],
+            if_active=data["if_active"],
+        )  # fmt: skip
         origin = Origin(
             source=TriggerSource.API,
             event_id=key,
@@ -117,7 +149,8 @@ class TrainView(APIView):
         )
         result = triggers.trigger_training(
             model_type=data["model_type"], symbol=data["symbol"], timeframe=data["timeframe"],
-            trigger_reason=TriggerReason.MANUAL, origin=origin, **recipe,
+            trigger_reason=TriggerReason.MANUAL, origin=origin, if_active=data["if_active"],
+            **recipe,
         )  # fmt: skip
         if result.job is None:
             raise InvalidInput(result.record.reason)

@@ -20,7 +20,7 @@ from registry.artifacts import artifact_load
 from registry.models import ModelStatus, ModelVersion, RegisteredModel
 from training.data.bars import as_datetime, as_datetime64, bars_last, load_bars
 from training.data.features import build_dataset, validate_feature_spec
-from training.evaluation.backtest import PERIODS_PER_YEAR
+from training.data.selectors import stored_periods_per_year
 from training.models import (
     DriftReport,
     MonitorStatus,
@@ -195,7 +195,7 @@ def _measure_performance(
         bars.close[window],
         positions,
         fee=evaluation_policy_for(model.model_type, auto_promote_default=True).fee,
-        periods_per_year=PERIODS_PER_YEAR[model.timeframe],
+        periods_per_year=stored_periods_per_year(symbol=model.symbol, timeframe=model.timeframe),
         window=policy.performance_window_bars,
     )
     report.window_start = as_datetime(bars.timestamp[window.start])
