@@ -17,7 +17,7 @@ demo's market (seed 7, 20,000 bars, the last quarter out of sample, a 0.0005 fee
 to 10 % a year) the tree families reach Sharpe ratios of 2.5 to 4.4 and clear the default gates,
 while random, flat and buy-and-hold positions do not; other seeds put more or less of a
 predictable regime in the evaluation window and move the figure (the same models measured 5 to 7
-on seeds 1 and 2). Volatility (about 0.3 % per hour, 28 % a year) is that of a calmer asset than
+on seed 1). Volatility (about 0.3 % per hour, 28 % a year) is that of a calmer asset than
 bitcoin.
 """
 
