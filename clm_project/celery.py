@@ -12,6 +12,7 @@ events is added here, explicitly, as a worker bootstep (off where CLM_EVENTS_CON
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery, bootsteps
@@ -59,3 +60,29 @@ def send_task_by_name(name: str, *, args: list[Any], **options: Any) -> None:
         task.apply_async(args=args, **options)
     else:
         app.send_task(name, args=args, **options)
+
+
+def task_queue(name: str) -> str:
+    """The queue settings.CELERY_TASK_ROUTES sends the task called `name` to."""
+    return app.amqp.router.route({}, name)["queue"].name
+
+
+def fan_out(name: str, items: Iterable[Any], *, batch: int = 1) -> int:
+    """Send the task called `name` once per item (`batch` 1: the item is its one argument) or
+    once per list of up to `batch` items, so that workers on every machine share a pass over many
+    models. Returns how many messages were sent."""
+    sent = 0
+    chunk: list[Any] = []
+    for item in items:
+        if batch == 1:
+            send_task_by_name(name, args=[item])
+            sent += 1
+            continue
+        chunk.append(item)
+        if len(chunk) == batch:
+            send_task_by_name(name, args=[chunk])
+            sent, chunk = sent + 1, []
+    if chunk:
+        send_task_by_name(name, args=[chunk])
+        sent += 1
+    return sent

@@ -112,3 +112,20 @@ def outbox_relay_failure_count() -> None:
         OUTBOX_RELAY_FAILURES.inc()
     except Exception:
         logger.warning("could not count a relay failure", exc_info=True)
+
+
+LIFECYCLE_OUTCOMES = Counter(
+    "clm_lifecycle_outcomes",
+    "Per-model steps of the lifecycle passes (shadow, experiment, rollback, monitors) and of the "
+    "periodic scan, by pass and outcome: what a fanned-out pass did, summed over its tasks.",
+    ["lifecycle_pass", "outcome"],
+)
+
+
+def lifecycle_outcomes_count(lifecycle_pass: str, counts: dict[str, int]) -> None:
+    try:
+        for outcome, n in counts.items():
+            if n:
+                LIFECYCLE_OUTCOMES.labels(lifecycle_pass=lifecycle_pass, outcome=outcome).inc(n)
+    except Exception:
+        logger.warning("could not count a lifecycle outcome", exc_info=True)

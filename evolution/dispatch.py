@@ -13,7 +13,7 @@ from celery import Signature, chord, group
 from django.conf import settings
 
 from clm_project.celery import app, tasks_loaded
-from registry.services import time_limits_for
+from registry.services import time_limits_for, training_queue_for
 
 EVALUATE_CANDIDATE = "evolution.evaluate_candidate"
 GATHER_GENERATION = "evolution.gather_generation"
@@ -27,7 +27,7 @@ def _evaluation(candidate_id: str, model_type: str | None = None) -> Signature:
         EVALUATE_CANDIDATE,
         args=(candidate_id,),
         immutable=True,
-        queue=settings.CLM_TRAINING_QUEUE,
+        queue=training_queue_for(model_type or "other"),  # a deep family's fits go to `gpu`
         soft_time_limit=soft,
         time_limit=hard,
     )

@@ -325,8 +325,16 @@ def time_limits_for(model_type: str) -> tuple[int, int]:
     return soft, hard
 
 
+def training_queue_for(model_type: str) -> str:
+    """The queue a family's training jobs go to: `gpu` for settings.CLM_GPU_FAMILIES (served by
+    workers with an accelerator), `training` for every other."""
+    if model_type in settings.CLM_GPU_FAMILIES:
+        return settings.CLM_GPU_QUEUE
+    return settings.CLM_TRAINING_QUEUE
+
+
 def _enqueue_training_job(*, job_id: str, task_id: str) -> None:
-    """Send a job to the training queue by task name, with its family's time limits: the
+    """Send a job to its family's queue by task name, with its family's time limits: the
     registry knows the task only by the name the training app registers."""
     model_type = TrainingJob.objects.values_list("model_type", flat=True).get(pk=job_id)
     soft, hard = time_limits_for(model_type)
@@ -334,14 +342,14 @@ def _enqueue_training_job(*, job_id: str, task_id: str) -> None:
         TRAINING_TASK,
         args=[job_id],
         task_id=task_id,
-        queue=settings.CLM_TRAINING_QUEUE,
+        queue=training_queue_for(model_type),
         soft_time_limit=soft,
         time_limit=hard,
     )
 
 
 def training_job_dispatch(*, job_id: uuid.UUID) -> bool:
-    """Hand a pending job to the pipeline task on the `training` queue.
+    """Hand a pending job to the pipeline task on its family's queue (`training` or `gpu`).
 
     The task id is recorded before sending, so the worker always finds the row queued. If the
     broker is down (the send gives up within the broker timeouts of settings) the job stays
@@ -378,11 +386,12 @@ def training_job_redispatch(*, job_id: uuid.UUID | str, max_tries: int, count: b
             return "skipped"
         if count and job.redispatches + 1 >= max_tries:
             waited = (timezone.now() - (job.created_at or timezone.now())).total_seconds()
+            queue = "gpu" if job.model_type in settings.CLM_GPU_FAMILIES else "training"
             job.status = JobStatus.FAILED
             job.error_step = "queued"
             job.error_message = (
                 f"never picked up by a worker: sent {job.redispatches + 1} times over "
-                f"{waited / 60:.0f} min; is a worker consuming the training queue?"
+                f"{waited / 60:.0f} min; is a worker consuming the {queue} queue?"
             )
             job.finished_at = timezone.now()
             job.save(update_fields=["status", "error_step", "error_message", "finished_at"])

@@ -25,6 +25,7 @@ from clm_project.celery import app as celery_app
 from registry import services
 from registry.artifacts import StoredArtifact
 from registry.models import EvaluationResult, ModelStatus, ModelVersion, TrainingJob
+from tests.s3 import S3Bucket, S3Server, bucket_create
 
 
 @pytest.fixture
@@ -66,7 +67,15 @@ def operator_client(operator) -> APIClient:
 # A real Celery worker on the real broker, reading the test database.
 
 
-def _start_worker(db_name: str, *, concurrency: int = 1) -> tuple[subprocess.Popen, str]:
+def _start_worker(
+    db_name: str,
+    *,
+    concurrency: int = 1,
+    queues: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen, str]:
+    """Start a worker consuming `queues` (default: all of this run's), with `env` on top of the
+    test environment (another machine's artifact store or local directories)."""
     hostname = f"clm-test-{uuid.uuid4().hex[:8]}@localhost"
     url = settings.DATABASES["default"]
     env = {
@@ -78,6 +87,8 @@ def _start_worker(db_name: str, *, concurrency: int = 1) -> tuple[subprocess.Pop
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "CELERY_RESULT_BACKEND": settings.CELERY_RESULT_BACKEND,
         "ARTIFACT_ROOT": str(settings.ARTIFACT_ROOT),
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        **(env or {}),
     }
     log = open(Path(tempfile.gettempdir()) / f"{hostname.split('@')[0]}.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -89,7 +100,7 @@ def _start_worker(db_name: str, *, concurrency: int = 1) -> tuple[subprocess.Pop
             "clm_project",
             "worker",
             "-Q",
-            ",".join(queue.name for queue in settings.CELERY_TASK_QUEUES),
+            ",".join(queues or [queue.name for queue in settings.CELERY_TASK_QUEUES]),
             "-c",
             str(concurrency),
             "-P",
@@ -242,6 +253,52 @@ def live_worker(transactional_db, purge_queues):
     proc, hostname = _start_worker(connection.settings_dict["NAME"])
     yield hostname
     _stop_worker(proc)
+
+
+@pytest.fixture
+def start_worker(transactional_db, purge_queues) -> Iterator[Callable[..., str]]:
+    """`start_worker(queues=..., env=..., concurrency=...)`: real `celery worker` subprocesses on
+    the test's broker, as many as the test starts, stopped at teardown; returns the hostname."""
+    started: list[subprocess.Popen] = []
+
+    def start(**options) -> str:
+        proc, hostname = _start_worker(connection.settings_dict["NAME"], **options)
+        started.append(proc)
+        return hostname
+
+    yield start
+    for proc in started:
+        _stop_worker(proc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Artifacts on a real S3-protocol server (tests/s3.py).
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server) -> S3Bucket:
+    """A fresh bucket of this test's own."""
+    return bucket_create(s3_server.endpoint)
+
+
+@pytest.fixture
+def s3_artifacts(s3_bucket, settings, monkeypatch, tmp_path) -> S3Bucket:
+    """This process keeps its artifacts in `s3_bucket` (as CLM_ARTIFACT_STORAGE=s3 does), with a
+    local cache of its own."""
+    from clm_project.settings.base import artifact_storage_backend
+
+    for name, value in s3_bucket.env().items():
+        monkeypatch.setenv(name, value)
+    settings.STORAGES = {**settings.STORAGES, "artifacts": artifact_storage_backend("s3")}
+    settings.CLM_ARTIFACT_CACHE_DIR = tmp_path / "artifact-cache"
+    return s3_bucket
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ data loader that fails it (CLM_DATA_LOADER). Both run in real worker processes.
 `HoldTrainer` (model type "other") touches the file `started` when it reaches the chosen point
 (`hold_in`: "fit", or "positions", which comes after its version is registered), then waits while
 the file `hold_while` exists: a test kills the worker at a moment it knows, not one raced against
-a timer, and removes the file so that the next attempt goes straight through.
+a timer, and removes the file so that the next attempt goes straight through. With its default
+params it holds nothing: a trainer of a few milliseconds, for tests of many jobs.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ NO_BARS_LOADER = "tests.seams.no_bars"
 
 class HoldTrainer(Trainer):
     model_type = "other"
-    default_params = {"hold_in": "fit", "hold_while": "", "started": ""}
+    default_params = {"hold_in": "fit", "hold_while": "", "started": "", "pad_bytes": 0}
 
     def _hold(self, point: str) -> None:
         if self.params["hold_in"] != point:
@@ -44,7 +45,9 @@ class HoldTrainer(Trainer):
         return np.ones(window.stop - window.start)
 
     def dumps(self) -> bytes:
-        return json.dumps({"params": self.params, "seed": self.seed}).encode()
+        """`pad_bytes` makes the artifact that much larger (an upload that takes a while)."""
+        pad = "0" * int(self.params["pad_bytes"])
+        return json.dumps({"params": self.params, "seed": self.seed, "pad": pad}).encode()
 
     @classmethod
     def loads(cls, blob: bytes) -> HoldTrainer:

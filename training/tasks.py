@@ -13,6 +13,8 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from clm_project.celery import fan_out, send_task_by_name
+from clm_project.metrics import lifecycle_outcomes_count
 from registry import services
 from registry.models import JobStatus, TrainingJob
 from training.retraining import events, scheduler
@@ -106,20 +108,33 @@ def reap_stuck_jobs() -> dict[str, int]:
 
 
 # Retraining: the periodic scan, the outbox relay and the monitors, run by celery-beat (see
-# training.retraining.scheduler.SCHEDULES).
+# training.retraining.scheduler.SCHEDULES). The scan and the monitors fan out: the beat task lists
+# what is due and sends a task per batch of models (scan, on the default queue) or per model or
+# series (monitors, on the lifecycle queue), which workers on every machine share.
+
+SOFT, HARD = settings.CLM_LIFECYCLE_TIME_LIMITS
 
 
 @shared_task(name="training.scan_due_models")
 def scan_due_models() -> dict[str, int]:
-    scan = scheduler.periodic_scan()
+    scan = scheduler.periodic_scan(
+        send=lambda scan_id, batch: send_task_by_name(
+            "training.scan_due_batch", args=[scan_id, batch]
+        )
+    )
     return {
+        "scan": scan.pk,
         "models": scan.models_checked,
         "due": scan.due,
-        "created": scan.created,
-        "joined": scan.joined,
-        "skipped": scan.skipped,
         "deferred": scan.deferred,
     }
+
+
+@shared_task(name="training.scan_due_batch")
+def scan_due_batch(scan_id: int, items: list[dict[str, Any]]) -> dict[str, int]:
+    counts = scheduler.periodic_scan_batch(scan_id=scan_id, items=items)
+    lifecycle_outcomes_count("scan", counts)
+    return counts
 
 
 @shared_task(name="training.relay_outbox", ignore_result=True)
@@ -133,16 +148,48 @@ def relay_outbox() -> dict[str, Any]:
     return {"published": result.published, "error": result.error}
 
 
-@shared_task(name="training.monitor_drift")
+def _monitor_pass(monitor: str, step_task: str, items: list[Any]) -> dict[str, int]:
+    sent = fan_out(step_task, items)
+    logger.info("%s monitor: %s readings sent", monitor, sent)
+    return {"sent": sent}
+
+
+def _monitor_counted(monitor: str, counts: dict[str, int]) -> dict[str, int]:
+    lifecycle_outcomes_count(monitor, counts)
+    return counts
+
+
+@shared_task(name="training.monitor_drift", soft_time_limit=SOFT, time_limit=HARD)
 def monitor_drift() -> dict[str, int]:
-    return monitors.drift_monitor_run_all()
+    return _monitor_pass("drift", "training.monitor_drift_step", monitors.production_version_ids())
 
 
-@shared_task(name="training.monitor_performance")
+@shared_task(name="training.monitor_drift_step", soft_time_limit=SOFT, time_limit=HARD)
+def monitor_drift_step(version_id: int) -> dict[str, int]:
+    return _monitor_counted("drift", monitors.drift_monitor_step(version_id=version_id))
+
+
+@shared_task(name="training.monitor_performance", soft_time_limit=SOFT, time_limit=HARD)
 def monitor_performance() -> dict[str, int]:
-    return monitors.performance_monitor_run_all()
+    return _monitor_pass(
+        "performance", "training.monitor_performance_step", monitors.production_version_ids()
+    )
 
 
-@shared_task(name="training.monitor_regime")
+@shared_task(name="training.monitor_performance_step", soft_time_limit=SOFT, time_limit=HARD)
+def monitor_performance_step(version_id: int) -> dict[str, int]:
+    return _monitor_counted("performance", monitors.performance_monitor_step(version_id=version_id))
+
+
+@shared_task(name="training.monitor_regime", soft_time_limit=SOFT, time_limit=HARD)
 def monitor_regime() -> dict[str, int]:
-    return monitors.regime_monitor_run_all()
+    series = [list(pair) for pair in monitors.traded_series()]
+    return _monitor_pass("regime", "training.monitor_regime_step", series)
+
+
+@shared_task(name="training.monitor_regime_step", soft_time_limit=SOFT, time_limit=HARD)
+def monitor_regime_step(series: list[str]) -> dict[str, int]:
+    symbol, timeframe = series
+    return _monitor_counted(
+        "regime", monitors.regime_monitor_step(symbol=symbol, timeframe=timeframe)
+    )

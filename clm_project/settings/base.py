@@ -111,14 +111,56 @@ STATIC_URL = "static/"
 # Where `manage.py collectstatic --noinput` writes and WhiteNoise serves from.
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", str(VAR_DIR / "static")))
 
-# Model artifacts are written through Django's storage API under ARTIFACT_ROOT.
+# Model artifacts are written through Django's storage API (registry.artifacts): under
+# ARTIFACT_ROOT on one machine, or in an S3-compatible bucket that workers on several machines
+# share (CLM_ARTIFACT_STORAGE=s3; credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY,
+# as boto3 reads them).
 ARTIFACT_ROOT = Path(os.environ.get("ARTIFACT_ROOT", str(VAR_DIR / "artifacts")))
+CLM_ARTIFACT_STORAGE = os.environ.get("CLM_ARTIFACT_STORAGE", "filesystem").strip().lower()
+if CLM_ARTIFACT_STORAGE not in {"filesystem", "s3"}:
+    raise ValueError(f"CLM_ARTIFACT_STORAGE is {CLM_ARTIFACT_STORAGE!r}: 'filesystem' or 's3'")
+# Artifacts read from a remote store are kept on local disk by sha256, least recently used out
+# first once the cache holds more than CLM_ARTIFACT_CACHE_BYTES.
+CLM_ARTIFACT_CACHE_DIR = Path(
+    os.environ.get("CLM_ARTIFACT_CACHE_DIR", str(VAR_DIR / "artifact-cache"))
+)
+CLM_ARTIFACT_CACHE_BYTES = int(os.environ.get("CLM_ARTIFACT_CACHE_BYTES", str(2 * 1024**3)))
+
+
+def artifact_storage_backend(kind: str) -> dict[str, Any]:
+    """The `artifacts` storage of STORAGES for CLM_ARTIFACT_STORAGE `kind`."""
+    if kind == "filesystem":
+        return {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(ARTIFACT_ROOT)},
+        }
+    from botocore.config import Config
+
+    # Bounded waits and few retries: a store that went away fails the job in seconds, not minutes.
+    timeout = float(os.environ.get("CLM_S3_TIMEOUT_S", "10"))
+    attempts = int(os.environ.get("CLM_S3_MAX_ATTEMPTS", "3"))
+    return {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": os.environ.get("CLM_S3_BUCKET", "clm-artifacts"),
+            "location": os.environ.get("CLM_S3_PREFIX", "").strip("/"),
+            "endpoint_url": os.environ.get("CLM_S3_ENDPOINT_URL") or None,
+            "region_name": os.environ.get("CLM_S3_REGION") or None,
+            # Names are content-addressed: the same name is the same bytes.
+            "file_overwrite": True,
+            "querystring_auth": False,
+            "client_config": Config(
+                connect_timeout=timeout,
+                read_timeout=timeout,
+                retries={"max_attempts": attempts, "mode": "standard"},
+            ),
+        },
+    }
+
+
 STORAGES: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "artifacts": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(ARTIFACT_ROOT)},
-    },
+    "artifacts": artifact_storage_backend(CLM_ARTIFACT_STORAGE),
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
@@ -196,20 +238,48 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Every queue and exchange name CLM declares starts with CLM_QUEUE_PREFIX (empty by default), so
 # that several deployments or test runs can share one broker vhost or Redis database without ever
 # reading or purging each other's messages. Workers started without -Q consume exactly these.
+#
+# The queues, and which process on which machine consumes them (README "Workers on many
+# machines"):
+# - default: dispatch work that must never wait (the scan and its batches, the outbox relay,
+#   the reaper, evolution's reaper);
+# - training: training jobs and evolution's candidate fits of every family not in
+#   CLM_GPU_FAMILIES, and evolution's gathering of each generation;
+# - gpu: training jobs and candidate fits of the CLM_GPU_FAMILIES (e.g. nhits,patchtst), for
+#   workers with an accelerator;
+# - lifecycle: the shadow, experiment, rollback and monitor passes, one task per model, within
+#   CLM_LIFECYCLE_TIME_LIMITS: a slow pass never holds up dispatch.
 CLM_QUEUE_PREFIX = os.environ.get("CLM_QUEUE_PREFIX", "")
 CLM_DEFAULT_QUEUE = f"{CLM_QUEUE_PREFIX}default"
 CLM_TRAINING_QUEUE = f"{CLM_QUEUE_PREFIX}training"
+CLM_GPU_QUEUE = f"{CLM_QUEUE_PREFIX}gpu"
+CLM_LIFECYCLE_QUEUE = f"{CLM_QUEUE_PREFIX}lifecycle"
+CLM_GPU_FAMILIES = env_list("CLM_GPU_FAMILIES", [])
 CELERY_TASK_DEFAULT_QUEUE = CLM_DEFAULT_QUEUE
 CELERY_TASK_DEFAULT_EXCHANGE = CLM_DEFAULT_QUEUE
 CELERY_TASK_DEFAULT_ROUTING_KEY = CLM_DEFAULT_QUEUE
 CELERY_TASK_QUEUES = tuple(
     Queue(name, Exchange(name), routing_key=name)
-    for name in (CLM_DEFAULT_QUEUE, CLM_TRAINING_QUEUE)
+    for name in (CLM_DEFAULT_QUEUE, CLM_TRAINING_QUEUE, CLM_GPU_QUEUE, CLM_LIFECYCLE_QUEUE)
 )
+# Training jobs are sent with their family's queue (registry.services.training_queue_for).
 CELERY_TASK_ROUTES = {
     "training.run_training_job": {"queue": CLM_TRAINING_QUEUE},
+    "evolution.reap_runs": {"queue": CLM_DEFAULT_QUEUE},
     "evolution.*": {"queue": CLM_TRAINING_QUEUE},
+    "training.shadow_*": {"queue": CLM_LIFECYCLE_QUEUE},
+    "training.experiment*": {"queue": CLM_LIFECYCLE_QUEUE},
+    "training.rollback_*": {"queue": CLM_LIFECYCLE_QUEUE},
+    "training.monitor_*": {"queue": CLM_LIFECYCLE_QUEUE},
 }
+# Soft and hard time limits (seconds) of each lifecycle task: one model's step, or the pass that
+# sends them.
+CLM_LIFECYCLE_TIME_LIMITS = (
+    int(os.environ.get("CLM_LIFECYCLE_SOFT_TIME_LIMIT", "300")),
+    int(os.environ.get("CLM_LIFECYCLE_TIME_LIMIT", "360")),
+)
+# How many due models one task of the periodic scan triggers.
+CLM_SCAN_BATCH_SIZE = int(os.environ.get("CLM_SCAN_BATCH_SIZE", "25"))
 # Training jobs: soft/hard Celery time limits per family (seconds, sized for default budgets on
 # 2 cores) and how many times a job may be claimed before it fails. They run on
 # CLM_TRAINING_QUEUE.

@@ -23,10 +23,13 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
 
 # One artifact root per test run, shared with the worker subprocesses the tests start.
 ARTIFACT_ROOT = Path(os.environ.setdefault("ARTIFACT_ROOT", tempfile.mkdtemp(prefix="clm-art-")))
-STORAGES = {
-    **STORAGES,
-    "artifacts": {**STORAGES["artifacts"], "OPTIONS": {"location": str(ARTIFACT_ROOT)}},
-}
+if CLM_ARTIFACT_STORAGE == "filesystem":  # noqa: F405
+    STORAGES = {
+        **STORAGES,
+        "artifacts": {**STORAGES["artifacts"], "OPTIONS": {"location": str(ARTIFACT_ROOT)}},
+    }
+_CACHE = ARTIFACT_ROOT.parent / f"{ARTIFACT_ROOT.name}-cache"
+CLM_ARTIFACT_CACHE_DIR = Path(os.environ.setdefault("CLM_ARTIFACT_CACHE_DIR", str(_CACHE)))
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")

@@ -717,19 +717,30 @@ def _summary_of(verdict: Verdict) -> dict[str, float | None]:
 
 
 def experiments_evaluate_all() -> dict[str, int]:
-    """The periodic task: one step of every running experiment, each on its own."""
+    """The whole pass in this process: one step of every running experiment, each on its own (a
+    worker fans the steps out: training.promotion.tasks)."""
     counts: Counter[str] = Counter()
-    for experiment_id in Experiment.objects.filter(status=ExperimentStatus.RUNNING).values_list(
-        "pk", flat=True
-    ):
-        try:
-            evaluation = experiment_evaluate(experiment_id=experiment_id)
-        except Exception:  # a broken artifact or bad bars for one model
-            logger.exception("step of experiment %s failed", experiment_id)
-            counts["failed"] += 1
-            continue
-        counts[evaluation.decision if evaluation else "unchanged"] += 1
+    for experiment_id in experiments_running_ids():
+        counts[experiment_step(experiment_id=experiment_id)] += 1
     return dict(counts)
+
+
+def experiments_running_ids() -> list[int]:
+    return list(
+        Experiment.objects.filter(status=ExperimentStatus.RUNNING)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def experiment_step(*, experiment_id: int) -> str:
+    """One experiment's step; returns its decision ("unchanged" without new bars, "failed")."""
+    try:
+        evaluation = experiment_evaluate(experiment_id=experiment_id)
+    except Exception:  # a broken artifact or bad bars for one model
+        logger.exception("step of experiment %s failed", experiment_id)
+        return "failed"
+    return evaluation.decision if evaluation else "unchanged"
 
 
 # ---------------------------------------------------------------------------------------------

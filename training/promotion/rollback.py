@@ -286,21 +286,31 @@ def _invalid_because(version: ModelVersion, rolled_from: set[int]) -> str:
 
 
 def rollback_check_all() -> dict[str, int]:
-    """The periodic task: every production model, each on its own."""
+    """The whole pass in this process: every production model, each on its own (a worker fans
+    the checks out: training.promotion.tasks)."""
     counts: Counter[str] = Counter()
-    for model_id in (
+    for model_id in rollback_model_ids():
+        counts[rollback_step(model_id=model_id)] += 1
+    return dict(counts)
+
+
+def rollback_model_ids() -> list[str]:
+    """The models a rollback pass checks: those with a production version."""
+    return list(
         ModelVersion.objects.filter(status=ModelStatus.PRODUCTION)
         .order_by("model__model_id")
         .values_list("model__model_id", flat=True)
-    ):
-        try:
-            decision = rollback_check(model_id=model_id)
-        except Exception:  # a broken artifact or bad bars for one model
-            logger.exception("rollback check of %s failed", model_id)
-            counts["failed"] += 1
-            continue
-        counts[decision.outcome if decision else "ok"] += 1
-    return dict(counts)
+    )
+
+
+def rollback_step(*, model_id: str) -> str:
+    """One model's check; returns its outcome ("ok" without a decision, "failed")."""
+    try:
+        decision = rollback_check(model_id=model_id)
+    except Exception:  # a broken artifact or bad bars for one model
+        logger.exception("rollback check of %s failed", model_id)
+        return "failed"
+    return decision.outcome if decision else "ok"
 
 
 # ---------------------------------------------------------------------------------------------

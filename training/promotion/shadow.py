@@ -514,8 +514,16 @@ def _step_figures(
 
 
 def shadow_evaluate_all() -> dict[str, int]:
-    """The periodic task: open comparisons for shadow versions without one, then step each active
-    comparison. One model's trouble is logged on its comparison and never stops the others."""
+    """The whole pass in this process: open comparisons for shadow versions without one, then
+    step each active comparison (a worker fans the steps out: training.promotion.tasks)."""
+    counts = shadow_orphans_start()
+    for comparison_id in shadow_active_ids():
+        counts[shadow_step(comparison_id=comparison_id)] += 1
+    return dict(counts)
+
+
+def shadow_orphans_start() -> Counter[str]:
+    """Open a comparison for each shadow version that has none (while production exists)."""
     counts: Counter[str] = Counter()
     orphans = (
         ModelVersion.objects.filter(status=ModelStatus.SHADOW)
@@ -534,20 +542,29 @@ def shadow_evaluate_all() -> dict[str, int]:
         except DomainError as exc:
             logger.warning("could not start shadowing %s: %s", version, exc.message)
             counts["failed"] += 1
-    for comparison_id in ShadowComparison.objects.filter(
-        status=ComparisonStatus.ACTIVE
-    ).values_list("pk", flat=True):
-        try:
-            observation = shadow_evaluate(comparison_id=comparison_id)
-        except Exception as exc:  # a broken artifact or bad bars for one model
-            logger.exception("shadow step of comparison %s failed", comparison_id)
-            ShadowComparison.objects.filter(pk=comparison_id).update(
-                last_error=f"{exc.__class__.__name__}: {exc}"[:2_000]
-            )
-            counts["failed"] += 1
-            continue
-        counts[observation.decision if observation else "unchanged"] += 1
-    return dict(counts)
+    return counts
+
+
+def shadow_active_ids() -> list[int]:
+    return list(
+        ShadowComparison.objects.filter(status=ComparisonStatus.ACTIVE)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def shadow_step(*, comparison_id: int) -> str:
+    """One comparison's step; returns its decision ("unchanged" without new bars, "failed").
+    One model's trouble is logged on its comparison and never stops the others."""
+    try:
+        observation = shadow_evaluate(comparison_id=comparison_id)
+    except Exception as exc:  # a broken artifact or bad bars for one model
+        logger.exception("shadow step of comparison %s failed", comparison_id)
+        ShadowComparison.objects.filter(pk=comparison_id).update(
+            last_error=f"{exc.__class__.__name__}: {exc}"[:2_000]
+        )
+        return "failed"
+    return observation.decision if observation else "unchanged"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,16 +16,18 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Max
+from django.db.models import Count, F, Max
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from clm_project.celery import task_queue
 from registry.models import (
     ACTIVE_JOB_STATUSES,
     JobStatus,
@@ -208,44 +210,95 @@ def _by_urgency(entries: list[ScheduleEntry]) -> list[ScheduleEntry]:
     return sorted(due, key=lambda e: (-e.priority, e.next_training_at or _NEVER, e.model_id))
 
 
-def periodic_scan(*, now: datetime | None = None, max_jobs: int | None = None) -> SchedulerScan:
-    """Trigger periodic retraining of the due models and record the scan."""
+def periodic_scan(
+    *,
+    now: datetime | None = None,
+    max_jobs: int | None = None,
+    send: Callable[[int, list[dict[str, Any]]], None] | None = None,
+) -> SchedulerScan:
+    """Trigger periodic retraining of the due models and record the scan.
+
+    The due models go in batches of CLM_SCAN_BATCH_SIZE to `send(scan_id, batch)`: a worker sends
+    each batch as a task of its own (training.tasks), so that workers on every machine share a
+    scan over many models; without `send` the batches run here, one after the other. Each batch
+    adds what it did to the scan's row (created, joined, skipped, finished_at).
+    """
     started_at = timezone.now()
     started = time.perf_counter()
     cap = settings.CLM_SCAN_MAX_JOBS if max_jobs is None else max_jobs
     entries = schedule_entries(now=now)
     due = _by_urgency(entries)
-    outcomes: Counter[str] = Counter()
-    for entry in due[:cap]:
-        origin = Origin(
-            source=TriggerSource.SCHEDULER,
-            requested_by="scheduler",
-            context={
-                "interval_hours": entry.interval_hours,
-                "last_training_at": entry.last_training_at.isoformat()
-                if entry.last_training_at
-                else None,
-            },
-        )
-        try:
-            outcomes[handle_periodic(entry.model_id, origin=origin).outcome] += 1
-        except Exception:  # one model's database trouble must not stop the scan
-            logger.exception("periodic trigger of %s failed", entry.model_id)
-            outcomes["failed"] += 1
     scan = SchedulerScan.objects.create(
         started_at=started_at,
         finished_at=timezone.now(),
         duration_ms=(time.perf_counter() - started) * 1000,
         models_checked=len(entries),
         due=len(due),
-        created=outcomes[TriggerOutcome.CREATED],
-        joined=outcomes[TriggerOutcome.JOINED],
-        skipped=outcomes[TriggerOutcome.SKIPPED] + outcomes["failed"],
+        created=0,
+        joined=0,
+        skipped=0,
         deferred=max(0, len(due) - cap),
     )
+    items = [
+        {
+            "model_id": entry.model_id,
+            "interval_hours": entry.interval_hours,
+            "last_training_at": entry.last_training_at.isoformat()
+            if entry.last_training_at
+            else None,
+        }
+        for entry in due[:cap]
+    ]
+    size = max(1, settings.CLM_SCAN_BATCH_SIZE)
+    for first in range(0, len(items), size):
+        batch = items[first : first + size]
+        if send is None:
+            periodic_scan_batch(scan_id=scan.pk, items=batch)
+        else:
+            send(scan.pk, batch)
     if due:
-        logger.info("periodic scan: %s", scan)
+        logger.info(
+            "periodic scan %s: %s models, %s due, %s to trigger in %s batches",
+            scan.pk, len(entries), len(due), len(items), -(-len(items) // size),
+        )  # fmt: skip
+    scan.refresh_from_db()
     return scan
+
+
+def periodic_scan_batch(*, scan_id: int, items: list[dict[str, Any]]) -> dict[str, int]:
+    """Trigger periodic retraining of one batch of a scan's due models; the triggers deduplicate
+    (one active job per model), so a batch that runs twice creates nothing new."""
+    outcomes: Counter[str] = Counter()
+    for item in items:
+        origin = Origin(
+            source=TriggerSource.SCHEDULER,
+            requested_by="scheduler",
+            context={
+                "interval_hours": item["interval_hours"],
+                "last_training_at": item["last_training_at"],
+            },
+        )
+        try:
+            outcomes[handle_periodic(item["model_id"], origin=origin).outcome] += 1
+        except Exception:  # one model's database trouble must not stop the scan
+            logger.exception("periodic trigger of %s failed", item["model_id"])
+            outcomes["failed"] += 1
+    counts = {
+        "created": outcomes[TriggerOutcome.CREATED],
+        "joined": outcomes[TriggerOutcome.JOINED],
+        "skipped": outcomes[TriggerOutcome.SKIPPED] + outcomes["failed"],
+    }
+    finished = timezone.now()
+    started_at = SchedulerScan.objects.filter(pk=scan_id).values_list("started_at", flat=True)
+    for began in started_at:
+        SchedulerScan.objects.filter(pk=scan_id).update(
+            created=F("created") + counts["created"],
+            joined=F("joined") + counts["joined"],
+            skipped=F("skipped") + counts["skipped"],
+            finished_at=Greatest(F("finished_at"), finished),
+            duration_ms=Greatest(F("duration_ms"), (finished - began).total_seconds() * 1000),
+        )
+    return counts
 
 
 def scheduler_status(*, now: datetime | None = None) -> dict[str, Any]:
@@ -324,7 +377,7 @@ def beat_schedules_ensure(*, reset: bool = False) -> list[tuple[str, str]]:
             expire = int(timedelta(**{entry.period: entry.every}).total_seconds())
             code_owned = {
                 "task": entry.task,
-                "queue": settings.CLM_DEFAULT_QUEUE,
+                "queue": task_queue(entry.task),
                 "description": entry.description,
                 "expire_seconds": expire,
             }

@@ -44,14 +44,19 @@ class Trainer(ABC):
         """
 
     def positions(self, data: Dataset, window: slice) -> np.ndarray:
-        """Target positions in [-1, 1] for each row of `window`.
+        """Target positions in [-1, 1] for each row of `window`, sized.
 
         The position for row t may use features and bars up to t only (history before the window is
         allowed, labels never). The family's `_positions` gets `data` with its labels hidden, so
-        every caller (evaluation, production comparison, shadow, monitors, fitness) is covered and
-        a family that reads a label fails with LabelsHidden instead of scoring on the future.
+        every caller (evaluation, production comparison, shadow, monitors, fitness, serving) is
+        covered and a family that reads a label fails with LabelsHidden instead of scoring on the
+        future; `_sized` then scales those raw positions the same way for every caller.
         """
-        return self._positions(data.unlabelled(), window)
+        return self._sized(self._positions(data.unlabelled(), window), data, window)
+
+    def _sized(self, raw: np.ndarray, data: Dataset, window: slice) -> np.ndarray:
+        """The positions traded for the family's raw ones; without sizing params, the raw ones."""
+        return raw
 
     @abstractmethod
     def _positions(self, data: Dataset, window: slice) -> np.ndarray:

@@ -31,6 +31,7 @@ import numpy as np
 
 from training.data.dataset import Dataset
 from training.trainers._common import (
+    SIZING_PARAMS,
     BaseTrainer,
     Param,
     banded_positions,
@@ -54,6 +55,7 @@ COMMON_PARAMS: dict[str, Param] = {
     "position_scale": Param(2.0, 1e-3, 100.0),
     "accelerator": Param("auto", choices=("auto", "cpu", "gpu")),
     "torch_threads": Param(1, 1, 256),
+    **SIZING_PARAMS,
 }
 
 

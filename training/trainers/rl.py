@@ -33,6 +33,7 @@ import numpy as np
 
 from training.data.dataset import Dataset
 from training.trainers._common import (
+    SIZING_PARAMS,
     BaseTrainer,
     Param,
     defaults,
@@ -120,6 +121,7 @@ COMMON_PARAMS: dict[str, Param] = {
     "net_width": Param(64, 4, 4096),
     "device": Param("auto", choices=("auto", "cpu", "cuda")),
     "torch_threads": Param(1, 1, 256),
+    **SIZING_PARAMS,
 }
 
 

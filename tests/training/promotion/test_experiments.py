@@ -19,7 +19,7 @@ from training.promotion.experiments import (
     experiments_evaluate_all,
 )
 from training.promotion.models import Experiment, ExperimentArm, RealisedReturn
-from training.promotion.tasks import experiments_evaluate
+from training.promotion.tasks import experiment_step
 
 from .lifecycle import (
     MODEL_ID,
@@ -230,7 +230,7 @@ def test_without_a_winner_production_stays_and_the_verdict_says_so(line, bars, o
         format="json",
     ).json()
     arrive(bars, 1_050)
-    assert experiments_evaluate() == {"continue": 1}  # the Celery task, run in-process
+    assert experiment_step(created["id"]) == "continue"  # the pass's Celery task, in-process
     running = Experiment.objects.get(pk=created["id"])
     assert running.status == "running" and running.n_bars == 50
     assert "next decision at 100 bars" in running.reason

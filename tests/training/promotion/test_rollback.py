@@ -7,12 +7,13 @@ import math
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from registry.artifacts import artifact_storage
 from registry.models import LifecycleEvent, ModelStatus, ModelVersion, OutboxEvent
 from training.promotion.models import RealisedReturn, RollbackDecision, RollbackPolicy
 from training.promotion.rollback import check_limits, rollback_check
-from training.promotion.tasks import rollback_check as rollback_task
+from training.promotion.tasks import rollback_step
 
 from .lifecycle import (
     MODEL_ID,
@@ -190,13 +191,16 @@ def test_without_reports_it_reads_paper_returns_since_training(policy, bars):
     """A model that trades against the next move loses on the bars since its training ended."""
     rule_version(skill=0.3, seed=1, status=ModelStatus.PRODUCTION, train_end=stamp(bars, 900))
     rule_version(skill=-0.4, seed=2, status=ModelStatus.PRODUCTION, train_end=stamp(bars, 900))
-    assert rollback_task() == {"rolled_back": 1}  # the Celery task, run in-process
+    counted = {"lifecycle_pass": "rollback", "outcome": "rolled_back"}
+    before = REGISTRY.get_sample_value("clm_lifecycle_outcomes_total", counted) or 0
+    assert rollback_step(MODEL_ID) == "rolled_back"  # the pass's Celery task, in-process
+    assert REGISTRY.get_sample_value("clm_lifecycle_outcomes_total", counted) == before + 1
     decision = RollbackDecision.objects.get()
     assert decision.source == "computed" and decision.n_bars == 100
     assert decision.window_end == stamp(bars, 1_199) and decision.window_start == stamp(bars, 1_100)
     assert decision.to_version.version == 1
     # The restored model earns on the same bars: the next check finds nothing wrong.
-    assert rollback_task() == {"ok": 1}
+    assert rollback_step(MODEL_ID) == "ok"
 
 
 def test_admin_lists_decisions_and_policies(policy, bars, admin_client):

@@ -26,7 +26,6 @@ from training.retraining.monitors import services as monitors
 from training.retraining.monitors.drift import PSI_FLOOR, autocorrelation_time, feature_drift
 from training.retraining.monitors.performance import live_performance, rolling_sharpe
 from training.retraining.monitors.regime import RegimeParams, classify_regime
-from training.tasks import monitor_drift, monitor_regime
 from training.trainers import trainer_class
 
 # ---------------------------------------------------------------------------------------------
@@ -253,10 +252,14 @@ def test_drift_monitor_raises_drift_detected_when_the_market_changed():
     version = production_model("DRIFT", [("quiet", 3_000), ("volatile", 1_000)])
     report = monitors.drift_monitor_run(version=version)
     assert report.status == "ok" and report.drifted
-    assert report.drift_score == pytest.approx(10 / 13)
-    assert "vol_48" in report.drifted_features and set(report.features["vol_48"]) == {
-        "psi", "ks", "ks_pvalue", "autocorrelation_time", "drifted",
-    }  # fmt: skip
+    assert report.drift_score == pytest.approx(8 / 13)
+    assert {"ret_1", "ma_dist_10", "ma_dist_50"} <= set(report.drifted_features)
+    # The volatility features move the most (PSI far above 0.2), but the synthetic market's
+    # volatility clusters for days, so their autocorrelation time (over 100 bars) leaves the KS
+    # test too few effective rows to call it: the returns and moving averages carry the verdict.
+    vol_48 = report.features["vol_48"]
+    assert set(vol_48) == {"psi", "ks", "ks_pvalue", "autocorrelation_time", "drifted"}
+    assert vol_48["psi"] > 1 and vol_48["autocorrelation_time"] > 100 and not vol_48["drifted"]
     assert report.n_current == 500 and report.current_start > version.train_end
     assert report.reference_end == version.train_end
     trigger = report.trigger
@@ -284,7 +287,7 @@ def test_drift_monitor_records_too_little_data_and_errors_without_raising():
     broken = production_model("BROKEN", [("quiet", 4_000)], feature_spec={"lags": [1]}, seed=3)
     report = monitors.drift_monitor_run(version=broken)
     assert report.status == "error" and "unknown feature spec keys" in report.detail
-    assert monitor_drift() == {"insufficient_data": 1, "error": 1, "drifted": 0}
+    assert monitors.drift_monitor_run_all() == {"insufficient_data": 1, "error": 1, "drifted": 0}
 
 
 @pytest.mark.slow
@@ -361,6 +364,6 @@ def test_regime_monitor_raises_regime_change_for_the_series_models(reader_client
     ]
     assert records[0].job.trigger_context["previous_regime"] == "range:low_vol"
     # The 4h series has no bars: its reading says so and raises nothing.
-    assert monitor_regime() == {"ok": 1, "changed": 0, "insufficient_data": 1}
+    assert monitors.regime_monitor_run_all() == {"ok": 1, "changed": 0, "insufficient_data": 1}
     body = reader_client.get("/clm/monitors/regime?symbol=reg&changed=true").json()
     assert [r["regime"] for r in body["results"]] == ["range:high_vol"]

@@ -11,7 +11,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import TypeVar
 
 import numpy as np
 from django.db.models import QuerySet
@@ -49,7 +48,6 @@ MIN_CURRENT_ROWS = 50
 MIN_LIVE_BARS = 50
 
 
-T = TypeVar("T")
 Result = DriftReport | PerformanceReport | RegimeState
 
 
@@ -268,33 +266,64 @@ def _classify(state: RegimeState, params: RegimeParams) -> None:
 # Runs over every model
 
 
+# Each pass runs whole in one process (`*_run_all`), or a worker fans it out as one task per
+# production version or series (training.tasks), each calling the `*_step` of its item.
+
+
 def drift_monitor_run_all() -> dict[str, int]:
-    return _run_all(production_versions(), lambda v: drift_monitor_run(version=v), "drifted")
+    return _sum(drift_monitor_step(version_id=pk) for pk in production_version_ids())
 
 
 def performance_monitor_run_all() -> dict[str, int]:
-    return _run_all(production_versions(), lambda v: performance_monitor_run(version=v), "degraded")
+    return _sum(performance_monitor_step(version_id=pk) for pk in production_version_ids())
 
 
 def regime_monitor_run_all() -> dict[str, int]:
-    return _run_all(
-        traded_series(),
-        lambda series: regime_monitor_run(symbol=series[0], timeframe=series[1]),
+    return _sum(regime_monitor_step(symbol=s, timeframe=t) for s, t in traded_series())
+
+
+def production_version_ids() -> list[int]:
+    return list(production_versions().values_list("pk", flat=True))
+
+
+def drift_monitor_step(*, version_id: int) -> dict[str, int]:
+    return _step(version_id, drift_monitor_run, "drifted")
+
+
+def performance_monitor_step(*, version_id: int) -> dict[str, int]:
+    return _step(version_id, performance_monitor_run, "degraded")
+
+
+def regime_monitor_step(*, symbol: str, timeframe: str) -> dict[str, int]:
+    return _counted(
+        lambda: regime_monitor_run(symbol=symbol, timeframe=timeframe),
         "changed",
+        label=f"{symbol} {timeframe}",
     )
 
 
-def _run_all(items: Iterable[T], run: Callable[[T], Result], flag: str) -> dict[str, int]:
+def _step(version_id: int, run: Callable[..., Result], flag: str) -> dict[str, int]:
+    """One production version's reading; a version no longer in production (promoted over or
+    rolled back since the pass began) is skipped."""
+    version = production_versions().filter(pk=version_id).first()
+    if version is None:
+        return {"skipped": 1}
+    return _counted(lambda: run(version=version), flag, label=str(version))
+
+
+def _counted(run: Callable[[], Result], flag: str, *, label: str) -> dict[str, int]:
+    try:
+        result = run()
+    except Exception:  # a database hiccup for one model must not stop the others
+        logger.exception("monitor failed for %s", label)
+        return {"failed": 1}
+    return {result.status: 1, flag: int(bool(getattr(result, flag)))}
+
+
+def _sum(steps: Iterable[dict[str, int]]) -> dict[str, int]:
     counts: Counter[str] = Counter()
-    for item in items:
-        try:
-            result = run(item)
-        except Exception:  # a database hiccup for one model must not stop the others
-            logger.exception("monitor failed for %s", item)
-            counts["failed"] += 1
-            continue
-        counts[result.status] += 1
-        counts[flag] += int(bool(getattr(result, flag)))
+    for step in steps:
+        counts.update(step)
     return dict(counts)
 
 
