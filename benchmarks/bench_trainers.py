@@ -33,7 +33,7 @@ split = walk_forward(len(data), horizon=data.horizon, warmup=data.spec["lookback
 params = DEMO_PARAMS[family] if budget == "demo" else {}
 trainer = trainer_class(family)(params, seed=0)
 started = time.perf_counter()
-trainer.fit(data, split.train)
+trainer.fit(data, split.train, split.validation)
 fit = time.perf_counter() - started
 window = slice(len(data) - 10_000, len(data))
 trainer.positions(data, slice(window.start, window.start + 500))  # warm-up of lazy setup

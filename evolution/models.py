@@ -72,7 +72,11 @@ class EvolutionRun(models.Model):
     search_space = models.JSONField(help_text="The resolved search space (genes and fixed params).")
     # Evaluation settings, fixed at the start so every candidate of the run is scored alike.
     fee = models.FloatField()
-    eval_fraction = models.FloatField()
+    eval_fraction = models.FloatField(help_text="Share of the bars in the test window.")
+    validation_fraction = models.FloatField(
+        default=0.2,
+        help_text="Share of the bars in the validation window, where fitness is measured.",
+    )
     window_start = models.DateTimeField()
     window_end = models.DateTimeField(help_text="Exclusive: bars before this instant.")
     n_bars = models.PositiveIntegerField()
@@ -105,6 +109,11 @@ class EvolutionRun(models.Model):
             models.CheckConstraint(
                 condition=Q(eval_fraction__gt=0.0) & Q(eval_fraction__lt=1.0),
                 name="run_eval_fraction_0_1",
+            ),
+            models.CheckConstraint(
+                condition=Q(validation_fraction__gt=0.0)
+                & Q(validation_fraction__lt=1.0 - models.F("eval_fraction")),
+                name="run_validation_fraction_0_1",
             ),
             models.CheckConstraint(condition=Q(fee__gte=0.0), name="run_fee_nonneg"),
             models.CheckConstraint(

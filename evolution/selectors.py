@@ -8,6 +8,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from django.db.models import Count, F, Prefetch, QuerySet
 
 from clm_project.exceptions import NotFound
 from evolution import nsga
-from evolution.fitness import unpack_returns
+from evolution.fitness import SEEN_UNTIL, unpack_returns
 from evolution.models import (
     CandidateOrigin,
     CandidateStatus,
@@ -137,6 +138,33 @@ def _parent_ids(candidate_ids: list[Any]) -> dict[Any, list[str]]:
 
 def candidate_parent_ids(*, candidate: StrategyCandidate) -> list[str]:
     return _parent_ids([candidate.pk]).get(candidate.pk, [])
+
+
+def search_seen_until(*, candidate: StrategyCandidate) -> str | None:
+    """The last bar (ISO time) that the search which produced `candidate` read: the latest
+    `seen_until` of every evaluated candidate of its run, or, for a candidate outside a run, of
+    itself and its ancestors (up to MAX_LINEAGE_DEPTH generations). The training job for the
+    candidate is tested on bars after it. None when no fitness recorded one."""
+    if candidate.run_id:
+        searched = StrategyCandidate.objects.filter(
+            run_id=candidate.run_id, evaluation_status=EvaluationStatus.EVALUATED
+        )
+    else:
+        ids: set[str] = {str(candidate.pk)}
+        frontier: list[Any] = [candidate.pk]
+        for _ in range(MAX_LINEAGE_DEPTH):
+            parents = {p for ps in _parent_ids(frontier).values() for p in ps} - ids
+            if not parents:
+                break
+            ids |= parents
+            frontier = list(parents)
+        searched = StrategyCandidate.objects.filter(pk__in=ids)
+    seen = [
+        value
+        for value in searched.values_list(f"training_metrics__{SEEN_UNTIL}", flat=True)
+        if value
+    ]
+    return max(seen, key=datetime.fromisoformat) if seen else None
 
 
 def scored(candidate: StrategyCandidate, *, min_trades: int) -> nsga.Scored:

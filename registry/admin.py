@@ -302,11 +302,41 @@ def metrics_table(evaluation: EvaluationResult | None) -> str:
         ((row.label, row.values[0]) for row in metric_rows([evaluation])),
     )
     window = format_html(
-        "<tr><th>Window</th><td>{} to {}, {} bars, fee {}</td></tr>",
+        "<tr><th>Test window</th><td>{} to {}, {} bars, fee {}</td></tr>",
         when(evaluation.window_start), when(evaluation.window_end),
         display.count(evaluation.n_bars), display.percent(evaluation.fee, 3),
     )  # fmt: skip
     return format_html('<table class="clm-metrics">{}{}</table>', cells, window)
+
+
+# What each window of a version's split is for (docs/evaluation.md), as the admin shows it.
+WINDOW_USES = {
+    "train": "fitted on",
+    "purge": "unused (labels of train end before validation)",
+    "validation": "selection: early stopping, calibration, fitness, shadow pre-check",
+    "test_purge": "unused (labels of validation end before test)",
+    "test": "evaluation: gates, comparison with production, the figures shown",
+}
+
+
+def windows_table(manifest: dict[str, Any] | None) -> str:
+    """The split's windows recorded in a version's manifest, in time order, or "-" for a
+    version trained before they were recorded."""
+    windows = (manifest or {}).get("windows")
+    if not windows:
+        return "-"
+    rows = format_html_join(
+        "",
+        "<tr><th>{}</th><td>rows {} to {}</td><td>{} to {}</td><td>{}</td></tr>",
+        (
+            (name, w["rows"][0], w["rows"][1] - 1, w["first"], w["last"], use)
+            for name, use in WINDOW_USES.items()
+            if (w := windows.get(name))
+        ),
+    )
+    seen = manifest.get("search_seen_until") if manifest else None
+    note = format_html("<p>Tested after the last bar its search saw: {}</p>", seen) if seen else ""
+    return format_html('<table class="clm-metrics">{}</table>{}', rows, note)
 
 
 def _version_link(version: ModelVersion | None) -> str:
@@ -537,7 +567,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     SUMMARY = (
         "model_link", "version", "status_shown", "created_at", "promoted_at", "retired_at",
-        "latest_metrics", "latest_gates", "latest_regimes", "equity_curve_picture",
+        "latest_metrics", "windows_shown", "latest_gates", "latest_regimes",
+        "equity_curve_picture",
     )  # fmt: skip
     TRAINING = (
         "params_shown", "feature_spec_shown", "training_metrics_shown", "train_start",
@@ -594,6 +625,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.display(description="training metrics")
     def training_metrics_shown(self, obj: ModelVersion) -> str:
         return pretty_json(obj.training_metrics)
+
+    @admin.display(description="windows")
+    def windows_shown(self, obj: ModelVersion) -> str:
+        return windows_table(obj.manifest)
 
     @admin.display(description="manifest")
     def manifest_shown(self, obj: ModelVersion) -> str:

@@ -36,7 +36,7 @@ class HoldTrainer(Trainer):
         while self.params["hold_while"] and Path(self.params["hold_while"]).exists():
             time.sleep(0.05)
 
-    def fit(self, data: Dataset, train: slice) -> dict[str, float]:
+    def fit(self, data: Dataset, train: slice, validation: slice | None = None) -> dict[str, float]:
         self._hold("fit")
         return {"rows": float(train.stop - train.start)}
 

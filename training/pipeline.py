@@ -34,7 +34,7 @@ from registry import services
 from registry.artifacts import artifact_load, artifact_save
 from registry.liveness import Heartbeat
 from registry.models import EvaluationResult, JobStatus, ModelStatus, ModelVersion, TrainingJob
-from training.data.bars import as_datetime, get_data_loader
+from training.data.bars import as_datetime, as_datetime64, get_data_loader
 from training.data.calendars import Annualisation
 from training.data.dataset import Bars, Dataset
 from training.data.features import build_dataset
@@ -51,6 +51,10 @@ from training.promotion.shadow import shadow_policy_for, shadow_start, shadow_wa
 from training.trainers import Trainer, trainer_class
 
 logger = logging.getLogger(__name__)
+
+# The validation window's backtest figures kept in a version's training metrics (prefixed
+# `validation_`): what selection steps such as the shadow pre-check read.
+VALIDATION_METRICS = ("sharpe", "total_return", "max_drawdown", "trades")
 
 LIBRARIES = (
     "numpy", "pandas", "scikit-learn", "xgboost-cpu", "lightgbm", "torch", "neuralforecast",
@@ -90,17 +94,20 @@ class Run:
 
 @dataclass(frozen=True)
 class Trained:
-    """The train step's result: the dataset and split it was fitted on, the fitted trainer."""
+    """The train step's result: the dataset and split it was fitted on, the fitted trainer, its
+    training metrics (the validation window's backtest among them) and, for a candidate chosen by
+    a search, the last bar that search saw (the test window starts a purge after it)."""
 
     dataset: Dataset
     split: Split
     trainer: Trainer
     metrics: dict[str, Any]
+    search_seen_until: np.datetime64 | None = None
 
 
 @dataclass(frozen=True)
 class Evaluated:
-    """The evaluate step's result: the backtest on the evaluation window and its regime slices."""
+    """The evaluate step's result: the backtest on the test window and its regime slices."""
 
     result: BacktestResult
     regimes: RegimeEvaluation
@@ -210,7 +217,7 @@ def _steps(run: Run, log: logging.LoggerAdapter) -> str:
             symbol=job.symbol, timeframe=job.timeframe, timestamps=bars.timestamp
         )
     with _step(run, "train"):
-        trained = _train(job, policy, bars, run.model_seconds)
+        trained = _train(job, policy, bars, annualisation, run.model_seconds)
     with _step(run, "register"):
         version = run.version = _register(job, bars, annualisation, trained, attempt=run.attempt)
     with _step(run, "publish_trained"):
@@ -272,12 +279,33 @@ def _fetch_data(job: TrainingJob) -> Bars:
     return bars
 
 
+def _search_seen_until(job: TrainingJob) -> np.datetime64 | None:
+    """The last bar the search that chose this job's candidate saw (evolution's selection puts it
+    in the trigger context), or None for a job no search chose."""
+    seen = (job.trigger_context or {}).get("search_seen_until")
+    if not seen:
+        return None
+    try:
+        return as_datetime64(datetime.fromisoformat(seen))
+    except (TypeError, ValueError) as exc:
+        raise PipelineError(f"trigger context search_seen_until {seen!r} is not a time") from exc
+
+
 def _train(
-    job: TrainingJob, policy: EvaluationPolicy, bars: Bars, model_seconds: dict[str, float]
+    job: TrainingJob,
+    policy: EvaluationPolicy,
+    bars: Bars,
+    annualisation: Annualisation,
+    model_seconds: dict[str, float],
 ) -> Trained:
+    seen_until = _search_seen_until(job)
     try:
         dataset, split, params, feature_spec = prepare_training(
-            bars, job.params, eval_fraction=policy.eval_fraction
+            bars,
+            job.params,
+            eval_fraction=policy.eval_fraction,
+            validation_fraction=policy.validation_fraction,
+            test_after=seen_until,
         )
         leaking = leaking_features(bars, dataset, feature_spec, split.train.stop)
         trainer = trainer_class(job.model_type)(params, seed=job.seed)
@@ -290,9 +318,24 @@ def _train(
             f"{', '.join(leaking)}"
         )
     started = time.perf_counter()
-    fit_metrics = trainer.fit(dataset, split.train)
+    fit_metrics = trainer.fit(dataset, split.train, split.validation)
     model_seconds["train.fit"] = time.perf_counter() - started
-    return Trained(dataset=dataset, split=split, trainer=trainer, metrics=fit_metrics)
+    validation = backtest(
+        bars.close[split.validation],
+        trainer.positions(dataset, split.validation),
+        fee=policy.fee,
+        periods_per_year=annualisation.periods_per_year,
+    )
+    fit_metrics.update(
+        {f"validation_{name}": float(getattr(validation, name)) for name in VALIDATION_METRICS}
+    )
+    return Trained(
+        dataset=dataset,
+        split=split,
+        trainer=trainer,
+        metrics=fit_metrics,
+        search_seen_until=seen_until,
+    )
 
 
 def _timestamp(bars: Bars, index: int) -> datetime:
@@ -317,11 +360,13 @@ def _manifest(
             "last": _timestamp(bars, len(bars) - 1).isoformat(),
             "count": len(bars),
         },
-        "split": {
-            "train": [split.train.start, split.train.stop],
-            "purge": [split.purge.start, split.purge.stop],
-            "evaluate": [split.evaluate.start, split.evaluate.stop],
-        },
+        "split": split.as_dict(),
+        "windows": _windows(bars, split),
+        "search_seen_until": (
+            None
+            if trained.search_seen_until is None
+            else as_datetime(trained.search_seen_until).isoformat()
+        ),
         "annualisation": annualisation.as_dict(),
         "feature_spec": trained.dataset.spec,
         "params": trained.trainer.params,
@@ -343,6 +388,19 @@ def _library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def _windows(bars: Bars, split: Split) -> dict[str, dict[str, Any]]:
+    """Every window of the split with its rows [start, stop) and its first and last bar's time:
+    what the version was fitted on (train), selected on (validation) and evaluated on (test)."""
+    windows = {}
+    for name, window in split.windows():
+        windows["test" if name == "evaluate" else name] = {
+            "rows": [window.start, window.stop],
+            "first": _timestamp(bars, window.start).isoformat(),
+            "last": _timestamp(bars, window.stop - 1).isoformat(),
+        }
+    return windows
 
 
 def _register(
@@ -459,10 +517,18 @@ def _save_evaluation(
     )
 
 
-# (production version, its artifact, the bars' sha256, window, fee, P) -> Sharpe; per worker
-# process. Jobs of one model on the same bars (evolution's candidates, repeated retraining before
-# new bars arrive) score the same incumbent on the same window: once is enough.
-_PRODUCTION_SHARPES: OrderedDict[tuple[Any, ...], float] = OrderedDict()
+@dataclass(frozen=True)
+class Incumbent:
+    """The production version's Sharpe ratio on this job's validation and test windows."""
+
+    validation_sharpe: float
+    test_sharpe: float
+
+
+# (production version, its artifact, the bars' sha256, windows, fee, P) -> its Sharpe ratios; per
+# worker process. Jobs of one model on the same bars (evolution's candidates, repeated retraining
+# before new bars arrive) score the same incumbent on the same windows: once is enough.
+_PRODUCTION_SHARPES: OrderedDict[tuple[Any, ...], Incumbent] = OrderedDict()
 _PRODUCTION_SHARPES_KEPT = 256
 
 
@@ -474,28 +540,29 @@ def production_sharpe_on(
     split: Split,
     *,
     data_sha256: str = "",
-) -> float | None:
-    """The current production version's Sharpe on this job's evaluation window, or None.
+) -> Incumbent | None:
+    """The current production version's Sharpe on this job's validation and test windows, or
+    None when the model has no production version.
 
-    With `data_sha256` (of the bars, as in the manifest) the score is kept for later jobs on the
-    same bars and window."""
+    With `data_sha256` (of the bars, as in the manifest) the scores are kept for later jobs on
+    the same bars and windows."""
     production = ModelVersion.objects.filter(model=job.model, status=ModelStatus.PRODUCTION).first()
     if production is None:
         return None
-    window = split.evaluate
     key = (
-        production.pk, production.artifact_sha256, data_sha256, window.start, window.stop,
-        policy.fee, periods_per_year,
+        production.pk, production.artifact_sha256, data_sha256, split.validation.start,
+        split.validation.stop, split.evaluate.start, split.evaluate.stop, policy.fee,
+        periods_per_year,
     )  # fmt: skip
     if data_sha256 and key in _PRODUCTION_SHARPES:
         _PRODUCTION_SHARPES.move_to_end(key)
         return _PRODUCTION_SHARPES[key]
-    sharpe = _production_sharpe(production, job, policy, bars, periods_per_year, split)
+    incumbent = _production_sharpe(production, job, policy, bars, periods_per_year, split)
     if data_sha256:
-        _PRODUCTION_SHARPES[key] = sharpe
+        _PRODUCTION_SHARPES[key] = incumbent
         while len(_PRODUCTION_SHARPES) > _PRODUCTION_SHARPES_KEPT:
             _PRODUCTION_SHARPES.popitem(last=False)
-    return sharpe
+    return incumbent
 
 
 def _production_sharpe(
@@ -505,18 +572,21 @@ def _production_sharpe(
     bars: Bars,
     periods_per_year: float,
     split: Split,
-) -> float:
+) -> Incumbent:
     blob = artifact_load(path=production.artifact_path, sha256=production.artifact_sha256)
     trainer = trainer_class(job.model_type).loads(blob)
     spec = production.feature_spec or None
     dataset = build_dataset(bars, spec, horizon=(spec or {}).get("horizon"))
-    positions = trainer.positions(dataset, split.evaluate)
-    return backtest(
-        bars.close[split.evaluate],
-        positions,
-        fee=policy.fee,
-        periods_per_year=periods_per_year,
-    ).sharpe
+    sharpes = [
+        backtest(
+            bars.close[window],
+            trainer.positions(dataset, window),
+            fee=policy.fee,
+            periods_per_year=periods_per_year,
+        ).sharpe
+        for window in (split.validation, split.evaluate)
+    ]
+    return Incumbent(validation_sharpe=sharpes[0], test_sharpe=sharpes[1])
 
 
 def _apply_gates(
@@ -545,19 +615,24 @@ def _apply_gates(
     except Exception as exc:  # an unreadable production artifact must not block a good version
         logger.warning("could not score production of %s: %s", model_id, exc)
         incumbent = None
-    against = "no production version" if incumbent is None else f"production Sharpe {incumbent:.3f}"
+    against = (
+        "no production version"
+        if incumbent is None
+        else f"production Sharpe {incumbent.test_sharpe:.3f}"
+    )
     if incumbent is not None:
+        # "Clearly better" chooses between two paths: a selection, made on the validation window.
         why = shadow_wanted(
             shadow_policy_for(job.model_type),
-            sharpe=evaluation.sharpe,
-            production_sharpe=incumbent,
+            sharpe=float(version.training_metrics["validation_sharpe"]),
+            production_sharpe=incumbent.validation_sharpe,
         )
         shadowing = why is not None and _enter_shadow(model_id, number, why)
         if shadowing:
             return shadowing
     decision = decide(
         basis="passed gates",
-        better=incumbent is None or evaluation.sharpe > incumbent,
+        better=incumbent is None or evaluation.sharpe > incumbent.test_sharpe,
         auto_promote=policy.auto_promote,
         against=against,
         evidence=f"Sharpe {evaluation.sharpe:.3f} vs {against}",

@@ -332,9 +332,9 @@ class RunQuerySerializer(serializers.Serializer):
 
 RUN_FIELDS = [
     "id", "model_type", "symbol", "timeframe", "population_size", "generations", "seed",
-    "min_trades", "fee", "eval_fraction", "window_start", "window_end", "n_bars", "status",
-    "current_generation", "error_message", "requested_by", "created_at", "updated_at",
-    "finished_at",
+    "min_trades", "fee", "eval_fraction", "validation_fraction", "window_start", "window_end",
+    "n_bars", "status", "current_generation", "error_message", "requested_by", "created_at",
+    "updated_at", "finished_at",
 ]  # fmt: skip
 
 

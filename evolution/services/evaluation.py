@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from clm_project.exceptions import DomainError, InvalidInput, NotFound
 from evolution import nsga
-from evolution.fitness import Fitness, evaluate_genome, pack_returns
+from evolution.fitness import SEEN_UNTIL, Fitness, evaluate_genome, pack_returns
 from evolution.models import (
     CandidateStatus,
     EvaluationStatus,
@@ -27,7 +27,7 @@ from evolution.models import (
     StrategyCandidate,
 )
 from registry.liveness import Heartbeat
-from training.data.bars import get_data_loader
+from training.data.bars import as_datetime, get_data_loader
 from training.data.dataset import Bars
 from training.evaluation.backtest import PERIODS_PER_YEAR
 from training.promotion.policies import evaluation_policy_for
@@ -68,6 +68,7 @@ def candidate_heartbeat(*, candidate_id: Any, token: uuid.UUID) -> bool:
 class EvaluationSettings:
     fee: float
     eval_fraction: float
+    validation_fraction: float
     min_trades: int
     seed: int
     window: tuple[datetime | None, datetime | None] | None
@@ -77,10 +78,14 @@ def _evaluation_settings(candidate: StrategyCandidate) -> EvaluationSettings:
     run = candidate.run
     if run is not None:
         return EvaluationSettings(
-            run.fee, run.eval_fraction, run.min_trades, run.seed, (run.window_start, run.window_end)
-        )
+            run.fee, run.eval_fraction, run.validation_fraction, run.min_trades, run.seed,
+            (run.window_start, run.window_end),
+        )  # fmt: skip
     policy = evaluation_policy_for(candidate.model_type, auto_promote_default=True)
-    return EvaluationSettings(policy.fee, policy.eval_fraction, policy.gates.min_trades, 0, None)
+    return EvaluationSettings(
+        policy.fee, policy.eval_fraction, policy.validation_fraction, policy.gates.min_trades, 0,
+        None,
+    )  # fmt: skip
 
 
 @functools.lru_cache(maxsize=2)
@@ -177,6 +182,7 @@ def candidate_evaluate(*, candidate_id: Any, redelivered: bool = False) -> str:
                 seed=settings_.seed,
                 fee=settings_.fee,
                 eval_fraction=settings_.eval_fraction,
+                validation_fraction=settings_.validation_fraction,
                 periods_per_year=PERIODS_PER_YEAR[candidate.timeframe],
             )
     except SoftTimeLimitExceeded:
@@ -225,7 +231,11 @@ def _record_result(
             evaluated_at=timezone.now(),
             evaluation_seconds=result.seconds,
             task_seconds=task_seconds,
-            training_metrics={**result.training_metrics, "split": result.split},
+            training_metrics={
+                **result.training_metrics,
+                "split": result.split,
+                SEEN_UNTIL: as_datetime(result.seen_until).isoformat(),
+            },
             oos_returns=pack_returns(result.returns),
             **_performance_fields(result.metrics, min_trades=min_trades),
         )

@@ -115,6 +115,7 @@ def evolution_run_create(*, request: RunRequest, dispatch: bool = True) -> Evolu
             search_space=space.as_dict(),
             fee=policy.fee,
             eval_fraction=policy.eval_fraction,
+            validation_fraction=policy.validation_fraction,
             window_start=datetime.fromtimestamp(first, tz=UTC),
             window_end=datetime.fromtimestamp(last + 1, tz=UTC),
             n_bars=len(bars),

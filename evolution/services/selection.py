@@ -64,6 +64,8 @@ def candidate_select(
         "dsr": dsr,
         "dsr_trials": trials,
         "reason": reason,
+        # The job's test window starts after this bar (training.pipeline): bars no selection saw.
+        "search_seen_until": selectors.search_seen_until(candidate=candidate),
     }
     with transaction.atomic():
         locked = (

@@ -36,7 +36,7 @@ from tests.conftest import version_add
 from training.pipeline import run_job
 from training.promotion.models import PromotionPolicy
 
-from .conftest import SYMBOL
+from .conftest import N_BARS, SYMBOL
 
 pytestmark = pytest.mark.django_db
 
@@ -57,6 +57,7 @@ def test_a_run_records_its_settings_and_first_generation(make_run):
     assert run.status == RunStatus.RUNNING and run.current_generation == 1
     assert run.n_bars == 2_000 and run.window_start < run.window_end
     assert run.fee == 0.0005 and run.eval_fraction == 0.25  # the policy defaults, pinned
+    assert run.validation_fraction == 0.2
     generation = run.generation_set.get()
     assert generation.status == GenerationStatus.EVALUATING
     candidates = list(_candidates(run))
@@ -314,10 +315,14 @@ def evaluated(make_run):
 
 def test_by_default_a_candidate_below_dsr_095_is_refused(evaluated):
     PromotionPolicy.objects.filter(model_type="xgboost").delete()  # the defaults apply
-    dsr, trials = selectors.candidate_deflated_sharpe(candidate=evaluated)
+    scored = [
+        (selectors.candidate_deflated_sharpe(candidate=c), c)
+        for c in _candidates(evaluated.run).filter(evaluation_status=EvaluationStatus.EVALUATED)
+    ]
+    (dsr, trials), weakest = min(scored, key=lambda item: item[0][0])
     assert trials == 4 and dsr < 0.95
     with pytest.raises(DomainError, match=r"require at least 0\.95"):
-        services.candidate_select(candidate_id=evaluated.pk, actor="alice")
+        services.candidate_select(candidate_id=weakest.pk, actor="alice")
     assert not TrainingJob.objects.exists()
 
 
@@ -330,6 +335,13 @@ def test_selecting_creates_a_training_job_and_an_event_at_once(evaluated):
     # K: every candidate evaluated on EVOUSDT 1h (the four of the run), DSR beside Sharpe.
     assert candidate.dsr_trials == 4 and 0.0 <= candidate.dsr <= 1.0
     assert job.trigger_context["dsr"] == candidate.dsr
+    # The job is tested after the last bar any candidate of the run was scored on.
+    seen = [
+        c.training_metrics["seen_until"]
+        for c in _candidates(evaluated.run).filter(evaluation_status=EvaluationStatus.EVALUATED)
+    ]
+    assert job.trigger_context["search_seen_until"] == max(seen)
+    assert evaluated.training_metrics["split"]["validation"][1] < N_BARS
     event = OutboxEvent.objects.get(event_type=EventType.STRATEGY_CANDIDATE_CREATED)
     assert event.model_id == "xgboost-evousdt-1h" and event.payload["job_id"] == str(job.pk)
     assert event.payload["metrics"]["sharpe"] == evaluated.metrics["sharpe"]
@@ -382,6 +394,18 @@ def test_the_selected_candidates_version_is_deflated_by_every_trial_on_its_data(
     # trial this evaluation repeats, so it is not counted twice).
     assert evaluation.n_trials == 4
     assert "dsr" in evaluation.gates and evaluation.dsr <= evaluation.psr
+    # Re-evaluated on bars after everything the search saw: its fitness was the validation
+    # window's, the version's evaluation is the test window's.
+    windows = evaluation.version.manifest["windows"]
+    assert (
+        evaluation.version.manifest["search_seen_until"] == job.trigger_context["search_seen_until"]
+    )
+    assert windows["test"]["first"] > job.trigger_context["search_seen_until"]
+    # Other candidates of the run (other horizons, other warm-ups) saw a few bars more than
+    # this one: the test window starts after those too, never earlier than its own split's.
+    own = evaluated.training_metrics["split"]
+    assert windows["test"]["rows"][0] >= own["evaluate"][0] > own["validation"][1]
+    assert evaluation.window_start.isoformat() == windows["test"]["first"]
     assert services.candidates_sync_lifecycle() == 1
     candidate.refresh_from_db()
     assert candidate.produced_version == evaluation.version

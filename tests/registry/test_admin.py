@@ -258,14 +258,18 @@ def test_jobs_changelist_shows_progress_and_cancels(admin_client, registry_rows)
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("max_drawdown", "0"), ("max_drawdown", "1.5"), ("eval_fraction", "1"), ("fee", "-0.001")],
-)
+    [
+        ("max_drawdown", "0"), ("max_drawdown", "1.5"), ("eval_fraction", "1"),
+        ("validation_fraction", "0"), ("validation_fraction", "0.8"), ("fee", "-0.001"),
+    ],
+)  # fmt: skip
 def test_policy_form_validates_ranges(admin_client, registry_rows, field, value):
     policy = PromotionPolicy.objects.get()
     data = {
         "model_type": "xgboost", "min_sharpe": 1.0, "min_win_rate": 0.52,
         "min_profit_factor": 1.3, "max_drawdown": 0.15, "min_trades": 50, "min_dsr": "",
-        "auto_promote": "on", "fee": 0.0005, "eval_fraction": 0.25, field: value,
+        "auto_promote": "on", "fee": 0.0005, "eval_fraction": 0.25, "validation_fraction": 0.2,
+        field: value,
     }  # fmt: skip
 
     response = admin_client.post(_url(PromotionPolicy, "change", policy.pk), data)
@@ -279,12 +283,13 @@ def test_policy_is_editable(admin_client, registry_rows):
     data = {
         "model_type": "xgboost", "min_sharpe": 1.4, "min_win_rate": 0.55,
         "min_profit_factor": 1.5, "max_drawdown": 0.2, "min_trades": 40, "min_dsr": "0.9",
-        "fee": 0.001, "eval_fraction": 0.3,
+        "fee": 0.001, "eval_fraction": 0.3, "validation_fraction": 0.25,
     }  # fmt: skip
 
     assert admin_client.post(_url(PromotionPolicy, "change", policy.pk), data).status_code == 302
     policy.refresh_from_db()
     assert (policy.min_sharpe, policy.min_dsr, policy.auto_promote) == (1.4, 0.9, False)
+    assert (policy.eval_fraction, policy.validation_fraction) == (0.3, 0.25)
 
 
 def test_policy_regime_gate_takes_both_settings_or_neither(admin_client, registry_rows):
@@ -292,7 +297,8 @@ def test_policy_regime_gate_takes_both_settings_or_neither(admin_client, registr
     data = {
         "model_type": "xgboost", "min_sharpe": 1.0, "min_win_rate": 0.52,
         "min_profit_factor": 1.3, "max_drawdown": 0.15, "min_trades": 50, "min_dsr": "",
-        "fee": 0.0005, "eval_fraction": 0.25, "regime_min_bars": 200, "regime_max_loss": "",
+        "fee": 0.0005, "eval_fraction": 0.25, "validation_fraction": 0.2, "regime_min_bars": 200,
+        "regime_max_loss": "",
     }  # fmt: skip
     url = _url(PromotionPolicy, "change", policy.pk)
     response = admin_client.post(url, data)

@@ -163,3 +163,27 @@ def test_a_jobs_page_reads_as_people_read_it(admin_client):
     assert f"<title>{MODEL} job {str(job.pk)[:8]} (manual, pending)" in page
     assert '<progress max="100" value="15"' in page
     assert "<th>fetch_data</th><td>1.99 s</td>" in page and "1.98765" not in page
+
+
+def test_version_page_shows_every_window_of_its_split(admin_client):
+    version = version_add()
+    windows = {
+        name: {"rows": rows, "first": f"2024-01-{day:02d}T00:00:00+00:00", "last": "…"}
+        for name, rows, day in (
+            ("train", [199, 1_000], 9), ("purge", [1_000, 1_004], 18),
+            ("validation", [1_004, 1_364], 19), ("test_purge", [1_364, 1_368], 27),
+            ("test", [1_368, 1_818], 28),
+        )
+    }  # fmt: skip
+    manifest = {"windows": windows, "search_seen_until": "2024-01-27T10:00:00+00:00"}
+    ModelVersion.objects.filter(pk=version.pk).update(manifest=manifest)
+
+    page = admin_client.get(reverse("admin:registry_modelversion_change", args=[version.pk]))
+    html = page.content.decode()
+
+    assert page.status_code == 200
+    assert "<th>validation</th><td>rows 1004 to 1363</td>" in html
+    assert "<th>test</th><td>rows 1368 to 1817</td><td>2024-01-28T00:00:00+00:00 to" in html
+    assert "selection: early stopping, calibration, fitness, shadow pre-check" in html
+    assert "Tested after the last bar its search saw: 2024-01-27T10:00:00+00:00" in html
+    assert "<th>Test window</th>" in html

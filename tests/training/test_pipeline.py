@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from registry.models import (
 )
 from registry.services import JobRequest, training_job_create
 from training.data import prepare
+from training.data.bars import as_datetime, get_data_loader
 from training.pipeline import STEPS, run_job
 from training.promotion.models import PromotionPolicy
 from training.tasks import reap_stuck_jobs_now
@@ -63,10 +65,28 @@ def test_job_runs_all_ten_steps_and_records_everything(btc_bars):
     assert version.feature_spec["feature_names"]
     evaluation = EvaluationResult.objects.get(version=version)
     split = manifest["split"]
-    # Honest evaluation: the evaluation window starts after the purge gap that follows training.
-    assert split["train"][1] <= split["purge"][0] < split["purge"][1] <= split["evaluate"][0]
-    assert split["purge"][1] - split["purge"][0] >= version.feature_spec["horizon"]
+    horizon = version.feature_spec["horizon"]
+    # Honest evaluation: train | purge | validation | purge | test, adjacent, purges >= horizon.
+    order = ["train", "purge", "validation", "test_purge", "evaluate"]
+    assert set(split) == set(order)
+    assert all(split[a][1] == split[b][0] for a, b in pairwise(order))
+    assert split["evaluate"][1] == 6_000
+    assert split["purge"][1] - split["purge"][0] >= horizon
+    assert split["test_purge"][1] - split["test_purge"][0] >= horizon
     assert evaluation.n_bars == split["evaluate"][1] - split["evaluate"][0]
+    # Every window with its rows and times; the evaluation's window is the test window.
+    windows = manifest["windows"]
+    assert set(windows) == {"train", "purge", "validation", "test_purge", "test"}
+    assert windows["test"]["rows"] == split["evaluate"]
+    assert windows["validation"]["rows"] == split["validation"]
+    assert windows["test"]["first"] == evaluation.window_start.isoformat()
+    assert windows["test"]["last"] == evaluation.window_end.isoformat()
+    assert windows["train"]["first"] == version.train_start.isoformat()
+    assert windows["train"]["last"] == version.train_end.isoformat()
+    assert manifest["search_seen_until"] is None
+    # The selection window's figures sit with the training metrics, apart from the evaluation's.
+    assert version.training_metrics["n_valid_rows"] > 0
+    assert {"validation_sharpe", "validation_trades"} <= set(version.training_metrics)
     assert set(evaluation.gates) == {
         "sharpe", "win_rate", "profit_factor", "max_drawdown", "trades"
     }  # fmt: skip
@@ -89,6 +109,28 @@ def test_job_runs_all_ten_steps_and_records_everything(btc_bars):
     blob = artifact_load(path=version.artifact_path, sha256=version.artifact_sha256)
     trainer = trainer_class("xgboost").loads(blob)
     assert trainer.params["n_estimators"] == 60
+
+
+@pytest.mark.django_db
+def test_a_job_chosen_by_a_search_is_tested_after_the_last_bar_the_search_saw(btc_bars):
+    """A search that read up to bar 5,000 leaves the job bars 5,001 + horizon onwards to be
+    tested on, however its own split would have fallen; the manifest records both."""
+    seen = _bar_time(btc_bars, 5_000)
+    job = make_job(trigger_context={"search_seen_until": seen.isoformat()})
+
+    assert run_job(job_id=str(job.pk)) == JobStatus.COMPLETED
+
+    job.refresh_from_db()
+    manifest, horizon = job.version.manifest, job.version.feature_spec["horizon"]
+    assert manifest["search_seen_until"] == seen.isoformat()
+    assert manifest["split"]["evaluate"] == [5_001 + horizon, 6_000]
+    assert manifest["windows"]["test_purge"]["first"] > seen.isoformat()
+    evaluation = EvaluationResult.objects.get(version=job.version)
+    assert evaluation.n_bars == 6_000 - 5_001 - horizon
+
+
+def _bar_time(symbol: str, index: int) -> datetime:
+    return as_datetime(get_data_loader()(symbol, "1h", None).timestamp[index])
 
 
 @pytest.mark.slow
@@ -182,7 +224,11 @@ def test_a_feature_that_leaks_the_future_is_caught(btc_bars, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.django_db
 def test_error_after_registration_marks_the_version_failed(btc_bars, monkeypatch):
+    works = XGBoostTrainer.positions
+
     def broken(self, dataset, rows):
+        if rows.stop < len(dataset):  # the validation window, in the train step
+            return works(self, dataset, rows)
         raise RuntimeError("prediction exploded")
 
     monkeypatch.setattr(XGBoostTrainer, "positions", broken)  # the trainer fails in evaluate

@@ -18,6 +18,7 @@ from gymnasium.utils.env_checker import check_env
 
 from training.data.dataset import Bars, Dataset
 from training.data.features import build_dataset
+from training.data.split import walk_forward
 from training.data.synthetic import generate_bars
 from training.trainers import Trainer, TrainerError, trainer_class
 from training.trainers._common import banded_positions
@@ -116,6 +117,36 @@ def test_same_seed_same_positions_and_fit_reads_only_the_train_slice(family, dat
     again = trainer_class(family)(TINY[family], seed=3)
     again.fit(other, TRAIN)
     np.testing.assert_array_equal(again.positions(data, WINDOW), trainer.positions(data, WINDOW))
+
+
+@pytest.mark.parametrize("family", TREES)
+def test_early_stopping_and_calibration_read_no_test_bar(family, data) -> None:
+    """The trees choose their tree count and calibrator on the split's validation window: bars
+    after it (the test window) changed, the fitted artifact is the same byte for byte. The same
+    change inside the validation window does change it, so the check can fail."""
+    split = walk_forward(len(data), horizon=data.horizon, warmup=data.spec["lookback"])
+    params = {"n_estimators": 400, "learning_rate": 0.3, "early_stopping_rounds": 5}
+
+    def fit(bars: Bars) -> tuple[Trainer, dict[str, float]]:
+        trainer = trainer_class(family)(params, seed=3)
+        return trainer, trainer.fit(build_dataset(bars), split.train, split.validation)
+
+    trainer, metrics = fit(data.bars)
+    changed, changed_metrics = fit(_perturbed(data.bars, split.validation.stop - 1, seed=5))
+    touched, touched_metrics = fit(_perturbed(data.bars, split.validation.stop - 60, seed=5))
+
+    assert metrics["n_trees"] < params["n_estimators"], "early stopping must have stopped"
+    assert metrics["n_valid_rows"] > 0
+    assert changed_metrics["n_trees"] == metrics["n_trees"]
+    assert changed.calibrator == trainer.calibrator
+    assert changed.dumps() == trainer.dumps()
+    assert touched.dumps() != trainer.dumps()
+    assert touched_metrics["valid_logloss"] != metrics["valid_logloss"]
+
+
+def test_a_validation_window_overlapping_train_is_refused(data) -> None:
+    with pytest.raises(TrainerError, match="overlaps the train window"):
+        trainer_class("xgboost")(TINY["xgboost"]).fit(data, TRAIN, slice(900, 1_200))
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -24,7 +24,9 @@ from datetime import datetime
 
 import numpy as np
 
-from training.data.ingest import TIMEFRAME_SECONDS
+# The pure module's table (ingest's is the same): the trainers, which a served artifact imports
+# without Django, measure bars per year here.
+from training.data.synthetic import TIMEFRAME_SECONDS
 
 DAY = 86_400
 YEAR_SECONDS = 365 * DAY  # the crypto year of METRICS.md: 8,760 hourly bars

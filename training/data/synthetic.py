@@ -6,15 +6,19 @@ Log returns switch between four regimes (Markov switching, or staged segments gi
 - volatile: high volatility that clusters (log-volatility follows an AR(1), a stochastic-volatility
   cousin of GARCH), no drift, in short bursts;
 - quiet: low volatility, range-bound (a slow Ornstein-Uhlenbeck deviation).
+In every regime volatility also clusters over days to weeks (a slow AR(1) of log-volatility, mean
+multiplier 1), so a position sized on realised volatility has something to react to.
 Innovations are Student-t (5 degrees of freedom) for fat tails. Magnitudes are set for 1h bars and
 scaled by sqrt(bar length / 1h), so every timeframe has the same per-bar Sharpe ratios.
 
-The parameters are tuned so that the default promotion gates separate skill from luck: with a
-0.0005 fee, the LightGBM trainer on the default features passes them (Sharpe >= 1, win rate >= 0.52,
-profit factor >= 1.3, drawdown <= 0.15) on the last 5,050 of 20,400 bars for 10 of seeds 0-11, while
-random, flat and buy-and-hold positions pass for none. Volatility (about 0.3 % per hour, 28 % a
-year) is that of a calmer asset than bitcoin: at bitcoin's, a full-size position's drawdown alone
-breaks the 15 % gate.
+The edge is set so that skill looks like skill, not like a money machine: the trend's drift is 0.07
+to 0.17 of the bar's sigma (it takes about a thousand bars to stand out of the noise). On the
+demo's market (seed 7, 20,000 bars, the last quarter out of sample, a 0.0005 fee, positions sized
+to 10 % a year) the tree families reach Sharpe ratios of 2.5 to 4.4 and clear the default gates,
+while random, flat and buy-and-hold positions do not; other seeds put more or less of a
+predictable regime in the evaluation window and move the figure (the same models measured 5 to 7
+on seed 1). Volatility (about 0.3 % per hour, 28 % a year) is that of a calmer asset than
+bitcoin.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ _T_DOF = 5.0
 
 # Per-bar magnitudes of 1h bars (log-return units).
 _TREND_SIGMA = 0.003
-_TREND_DRIFT = (0.10, 0.25)  # |drift| / sigma, drawn per segment
+_TREND_DRIFT = (0.07, 0.17)  # |drift| / sigma, drawn per segment
 _TREND_AR = 0.05
 _MR_SIGMA = 0.0025
 _MR_KAPPA = 0.15  # pull back to the level per bar: half-life about 4 bars
@@ -56,6 +60,10 @@ _VOLATILE_PERSISTENCE = 0.97
 _VOLATILE_VOL_OF_VOL = 0.35
 _QUIET_SIGMA = 0.0015
 _QUIET_KAPPA = 0.05
+# Volatility clusters in every regime: an AR(1) of log-volatility (half-life about 140 bars)
+# multiplies each bar's sigma.
+_CLUSTER_PERSISTENCE = 0.995
+_CLUSTER_VOL_OF_VOL = 0.25
 _RANGE_FACTOR = 0.6  # how far the intrabar extremes reach beyond open/close, in bar sigmas
 _VOLUME_PER_HOUR = 1_000.0
 
@@ -110,8 +118,9 @@ def generate_bars(
         log_return[window], sigma[window] = _SEGMENT_GENERATORS[code](length, rng)
         codes[window] = code
         at += length
-    log_return *= scale
-    sigma *= scale
+    clusters = _clusters(int(n_bars), rng) * scale
+    log_return *= clusters
+    sigma *= clusters
 
     close = start_price * np.exp(np.cumsum(log_return))
     open_ = np.empty(n_bars)
@@ -168,6 +177,16 @@ def _quiet(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     # Range-bound rather than white noise: with no edge at all a model would only pay fees here.
     deviation = _ar1(_QUIET_SIGMA * _innovations(n, rng), 1.0 - _QUIET_KAPPA)
     return np.diff(deviation, prepend=0.0), np.full(n, _QUIET_SIGMA)
+
+
+def _clusters(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A volatility multiplier with mean 1 whose logarithm is a slow AR(1): calm and stormy weeks
+    in every regime, the clustering a volatility-targeted position reacts to."""
+    persistence, spread = _CLUSTER_PERSISTENCE, _CLUSTER_VOL_OF_VOL
+    shocks = spread * math.sqrt(1 - persistence**2) * rng.standard_normal(n)
+    start = spread * rng.standard_normal()  # start in the stationary distribution
+    log_multiplier = _ar1(shocks, persistence) + start * persistence ** np.arange(1, n + 1)
+    return np.exp(log_multiplier - spread**2 / 2)
 
 
 _SEGMENT_GENERATORS = (_trending, _mean_reverting, _volatile, _quiet)

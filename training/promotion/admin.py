@@ -43,7 +43,7 @@ class PromotionPolicyForm(forms.ModelForm):
         fields = (
             "model_type", "min_sharpe", "min_win_rate", "min_profit_factor", "max_drawdown",
             "min_trades", "min_dsr", "regime_min_bars", "regime_max_loss", "auto_promote", "fee",
-            "eval_fraction",
+            "eval_fraction", "validation_fraction",
         )  # fmt: skip
 
     def clean_regime_max_loss(self) -> float | None:
@@ -59,6 +59,12 @@ class PromotionPolicyForm(forms.ModelForm):
             raise forms.ValidationError(
                 "The regime gate needs both its minimum bars and its maximum loss (or neither)."
             )
+        test, validation = cleaned.get("eval_fraction"), cleaned.get("validation_fraction")
+        if test is not None and validation is not None and test + validation >= 1.0:
+            self.add_error(
+                "validation_fraction",
+                "The validation and test shares together must leave bars to train on (< 1).",
+            )
         return cleaned
 
     def clean_max_drawdown(self) -> float:
@@ -71,6 +77,12 @@ class PromotionPolicyForm(forms.ModelForm):
         value = self.cleaned_data["eval_fraction"]
         if not 0.0 < value < 1.0:
             raise forms.ValidationError("The evaluation share of the bars must be in (0, 1).")
+        return value
+
+    def clean_validation_fraction(self) -> float:
+        value = self.cleaned_data["validation_fraction"]
+        if not 0.0 < value < 1.0:
+            raise forms.ValidationError("The validation share of the bars must be in (0, 1).")
         return value
 
     def clean_fee(self) -> float:
@@ -97,7 +109,8 @@ class PromotionPolicyAdmin(admin.ModelAdmin):
     form = PromotionPolicyForm
     list_display = (
         "model_type", "min_sharpe", "min_win_rate", "min_profit_factor", "max_drawdown",
-        "min_trades", "min_dsr", "auto_promote", "fee", "eval_fraction", "updated_at",
+        "min_trades", "min_dsr", "auto_promote", "fee", "eval_fraction", "validation_fraction",
+        "updated_at",
     )  # fmt: skip
     list_filter = ("auto_promote",)
     search_fields = ("model_type",)
@@ -318,9 +331,11 @@ def policies_section(request: HttpRequest, model: RegisteredModel) -> str:
         ]
     )
     promotion = format_html(
-        "{}; auto-promote {}; fee {}, evaluated on the last {} of the bars",
+        "{}; auto-promote {}; fee {}, evaluated on the last {} of the bars (test), selected "
+        "on the {} before them (validation)",
         gate_text, "on" if evaluation.auto_promote else "off",
         display.percent(evaluation.fee, 3), display.percent(evaluation.eval_fraction, 0),
+        display.percent(evaluation.validation_fraction, 0),
     )  # fmt: skip
     promotion_link = (
         format_html('<a href="{}">edit</a>', reverse("admin:promotion_promotionpolicy_change",

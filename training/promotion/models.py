@@ -9,7 +9,7 @@ has its audit row and its event.
 from __future__ import annotations
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 from registry.models import ModelType, ModelVersion, RegisteredModel
 
@@ -44,7 +44,16 @@ class PromotionPolicy(models.Model):
     )
     auto_promote = models.BooleanField(default=True)
     fee = models.FloatField(default=0.0005, help_text="Cost per unit of turnover (5 bps = 0.0005).")
-    eval_fraction = models.FloatField(default=0.25)
+    eval_fraction = models.FloatField(
+        default=0.25,
+        help_text="Share of the bars after the feature warm-up in the test window (the newest), "
+        "where versions are evaluated and gated.",
+    )
+    validation_fraction = models.FloatField(
+        default=0.2,
+        help_text="Share of the bars after the feature warm-up in the validation window (just "
+        "before the test window), where early stopping, fitness and other selections look.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -64,6 +73,11 @@ class PromotionPolicy(models.Model):
             models.CheckConstraint(
                 condition=Q(eval_fraction__gt=0.0) & Q(eval_fraction__lt=1.0),
                 name="policy_eval_fraction_0_1",
+            ),
+            models.CheckConstraint(
+                condition=Q(validation_fraction__gt=0.0)
+                & Q(validation_fraction__lt=1.0 - F("eval_fraction")),
+                name="policy_validation_fraction_0_1",
             ),
             models.CheckConstraint(condition=Q(fee__gte=0.0), name="policy_fee_nonneg"),
             models.CheckConstraint(
@@ -104,7 +118,7 @@ class ShadowPolicy(models.Model):
     )
     clear_margin = models.FloatField(
         default=0.5,
-        help_text="Mode unless_clearly_better: a version whose evaluation Sharpe beats "
+        help_text="Mode unless_clearly_better: a version whose validation Sharpe beats "
         "production's on the same bars by at least this much skips the shadow period.",
     )
     min_bars = models.PositiveIntegerField(

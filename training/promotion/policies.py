@@ -14,12 +14,13 @@ class EvaluationPolicy:
     auto_promote: bool
     fee: float
     eval_fraction: float
+    validation_fraction: float
 
 
 def evaluation_policy_for(model_type: str, *, auto_promote_default: bool) -> EvaluationPolicy:
     policy = PromotionPolicy.objects.filter(model_type=model_type).first()
     if policy is None:
-        return EvaluationPolicy(GateThresholds(), auto_promote_default, 0.0005, 0.25)
+        return EvaluationPolicy(GateThresholds(), auto_promote_default, 0.0005, 0.25, 0.2)
     return EvaluationPolicy(
         gates=GateThresholds(
             min_sharpe=policy.min_sharpe,
@@ -34,4 +35,5 @@ def evaluation_policy_for(model_type: str, *, auto_promote_default: bool) -> Eva
         auto_promote=policy.auto_promote and auto_promote_default,
         fee=policy.fee,
         eval_fraction=policy.eval_fraction,
+        validation_fraction=policy.validation_fraction,
     )

@@ -132,15 +132,18 @@ def shadow_policy_for(model_type: str) -> ShadowPolicy:
 
 
 def shadow_wanted(policy: ShadowPolicy, *, sharpe: float, production_sharpe: float) -> str | None:
-    """Why a gate-passing version should shadow production first, or None (promote/candidate)."""
+    """Why a gate-passing version should shadow production first, or None (promote/candidate).
+
+    The Sharpe ratios are both on the job's validation window: choosing the path is a selection,
+    and the test window is kept for the promotion evaluation (docs/evaluation.md)."""
     if policy.mode == ShadowMode.ALL:
         return "every new version shadows production first"
     if policy.mode == ShadowMode.UNLESS_CLEARLY_BETTER:
         if sharpe >= production_sharpe + policy.clear_margin:
             return None
         return (
-            f"Sharpe {sharpe:.3f} does not clearly beat production's {production_sharpe:.3f} "
-            f"(margin {policy.clear_margin:g})"
+            f"validation Sharpe {sharpe:.3f} does not clearly beat production's "
+            f"{production_sharpe:.3f} (margin {policy.clear_margin:g})"
         )
     return None
 

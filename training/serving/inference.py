@@ -3,7 +3,7 @@
 A trading service that downloaded `GET /clm/models/{model_id}/versions/{n}/artifact` calls
 
     model = load_artifact("xgboost-btcusdt-1h-v3.clm")
-    positions = model.positions(bars)      # one target position in [-1, 1] per bar
+    positions = model.positions(bars)      # one sized target position in [-1, 1] per bar
 
 where `bars` is a `training.dataset.Bars`, a pandas DataFrame or a mapping with the columns
 timestamp, open, high, low, close, volume (oldest first). The artifact format is described in
@@ -66,9 +66,11 @@ class LoadedModel:
     @property
     def warmup_bars(self) -> int:
         """Bars of history before the first bar that can get a non-flat position: the features'
-        look-back plus, for the deep families, the network's input window and volatility window."""
+        look-back plus, for the deep families, the network's input window and volatility window,
+        and the volatility look-back of position sizing."""
         params = getattr(self.trainer, "params", {}) or {}
-        extra = max(int(params.get("input_size", 0) or 0), int(params.get("vol_window", 0) or 0))
+        extra = max(int(params.get(name, 0) or 0) for name in
+                    ("input_size", "vol_window", "vol_lookback"))  # fmt: skip
         return int(self.feature_spec["lookback"]) + extra
 
     @property

@@ -55,6 +55,7 @@ def policies_in_force(model_type: str) -> dict[str, Any]:
             "auto_promote": evaluation.auto_promote,
             "fee": evaluation.fee,
             "eval_fraction": evaluation.eval_fraction,
+            "validation_fraction": evaluation.validation_fraction,
         },
         "shadow": _policy_dict(shadow_policy_for(model_type)),
         "rollback": _policy_dict(rollback_policy_for(model_type)),

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from training.data.calendars import YEAR_SECONDS, measured_periods_per_year
 from training.data.dataset import Dataset
 from training.trainers.base import Trainer, TrainerError
 
@@ -120,6 +121,86 @@ def banded_positions(
     return np.where(last >= 0, target[np.maximum(last, 0)], 0.0)
 
 
+SIZING_PARAMS: dict[str, Param] = {
+    "target_vol": Param(0.10, 0.0, 5.0),
+    "vol_lookback": Param(48, 2, 2_000),
+    "max_leverage": Param(1.0, 0.01, 1.0),
+}
+"""Volatility-targeted sizing, shared by every family (`vol_targeted`): `target_vol` is the
+annualised volatility a full signal aims for (0 turns sizing off: the raw signal is traded),
+`vol_lookback` the bars of realised volatility it is measured over, `max_leverage` the largest
+|position| sizing may reach (at most 1: a position of 1 is the whole equity everywhere in CLM)."""
+
+
+def vol_targeted(
+    signal: np.ndarray,
+    close: np.ndarray,
+    window: range,
+    *,
+    target_vol: float,
+    vol_lookback: int,
+    max_leverage: float,
+    bars_per_year: float,
+) -> np.ndarray:
+    """Positions `signal * target_vol / realised_vol`, clipped to [-max_leverage, max_leverage].
+
+    `signal` is the family's raw position for each row of `window` (in [-1, 1]). The realised
+    volatility at row t is the standard deviation (ddof 1) of the `vol_lookback` one-bar log
+    returns ending at close[t], annualised with `bars_per_year`: bars after t never enter it, and
+    it depends on those bars only, so any window over the same bars (evaluation, a signal's short
+    path) gives the same position at t. Rows without `vol_lookback` returns before them are flat;
+    a realised volatility of 0 gives the cap. With `target_vol` 0 the signal is returned as it is.
+    """
+    signal = np.asarray(signal, dtype=np.float64)
+    if target_vol == 0:
+        return signal
+    start, stop = window.start, window.stop
+    first = max(start - vol_lookback, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        returns = np.diff(np.log(close[first:stop]))
+    realised = np.full(stop - start, np.nan)
+    # returns[k] is the return into row first + k + 1; row t needs returns of rows t-L+1..t.
+    offset = start - first - vol_lookback
+    if len(returns) >= vol_lookback:
+        std = _rolling_std(returns, vol_lookback) * np.sqrt(bars_per_year)
+        rows = np.arange(stop - start) + offset
+        have = rows >= 0
+        realised[have] = std[rows[have]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        leverage = np.minimum(target_vol / realised, max_leverage)
+    sized = np.clip(signal * leverage, -max_leverage, max_leverage)
+    return np.where(np.isfinite(sized), sized, 0.0)
+
+
+def _rolling_std(x: np.ndarray, length: int) -> np.ndarray:
+    """Sample standard deviation of each run of `length` consecutive values of `x`.
+
+    Summed lag by lag, so each result depends only on its own values, in the same order, however
+    long `x` is: a short window and a long one give bit-identical figures for the same bars.
+    """
+    n = len(x) - length + 1
+    total = np.zeros(n)
+    for k in range(length):
+        total += x[k : k + n]
+    mean = total / length
+    squares = np.zeros(n)
+    for k in range(length):
+        deviation = x[k : k + n] - mean
+        squares += deviation * deviation
+    return np.sqrt(squares / (length - 1))
+
+
+def bars_per_year(timestamps: np.ndarray) -> float:
+    """Bars a year of a series, measured as `auto` annualisation measures it (METRICS.md), or from
+    the median spacing (24/7) when the bars span too little time to say."""
+    seconds = timestamps.astype("datetime64[s]").astype(np.int64)
+    measured = measured_periods_per_year(seconds)
+    if measured is not None:
+        return float(measured)
+    spacing = float(np.median(np.diff(seconds))) if len(seconds) > 1 else 0.0
+    return YEAR_SECONDS / spacing if spacing > 0 else float(YEAR_SECONDS / 3_600)
+
+
 def finite_rows(features: np.ndarray) -> np.ndarray:
     """Rows whose features are all finite (warm-up rows are not): only these get a position."""
     return np.isfinite(features).all(axis=1)
@@ -203,6 +284,8 @@ class BaseTrainer(Trainer):
         self.horizon: int | None = None
         # The resolved feature spec: an artifact rebuilds its own features (serving.inference).
         self.feature_spec: dict[str, Any] | None = None
+        # Annualises the realised volatility of sizing; measured on the training bars.
+        self.bars_per_year: float | None = None
 
     def _fit_rows(self, data: Dataset, train: slice, *, min_rows: int) -> np.ndarray:
         """Leak-free fit rows of `train`; records what the model is fitted on."""
@@ -215,6 +298,7 @@ class BaseTrainer(Trainer):
         self.feature_names = list(data.feature_names)
         self.horizon = int(data.horizon)
         self.feature_spec = dict(data.spec) or None
+        self.bars_per_year = bars_per_year(data.bars.timestamp[train])
         return rows
 
     def _window_rows(self, data: Dataset, window: slice) -> range:
@@ -227,6 +311,20 @@ class BaseTrainer(Trainer):
                 f"the dataset has {list(data.feature_names)}"
             )
         return rows_of(window, len(data), "window")
+
+    def _sized(self, raw: np.ndarray, data: Dataset, window: slice) -> np.ndarray:
+        """Volatility-targeted positions (`vol_targeted`, params SIZING_PARAMS)."""
+        if self.bars_per_year is None:
+            raise TrainerError(f"{self.model_type} trainer is not fitted")
+        return vol_targeted(
+            raw,
+            data.bars.close,
+            rows_of(window, len(data), "window"),
+            target_vol=self.params["target_vol"],
+            vol_lookback=self.params["vol_lookback"],
+            max_leverage=self.params["max_leverage"],
+            bars_per_year=self.bars_per_year,
+        )
 
     def _state(self) -> dict[str, Any]:
         """Fitted state that is not a binary payload (JSON types only)."""
@@ -250,6 +348,7 @@ class BaseTrainer(Trainer):
             "feature_names": self.feature_names,
             "feature_spec": self.feature_spec,
             "horizon": self.horizon,
+            "bars_per_year": self.bars_per_year,
             "libraries": library_versions(*self.libraries),
             "state": self._state(),
         }
@@ -274,9 +373,14 @@ class BaseTrainer(Trainer):
                 f"artifact holds a {meta.get('model_type')!r} model, not {cls.model_type!r}"
             )
         try:
-            trainer = cls(meta["params"], seed=meta["seed"])
+            params = dict(meta["params"])
+            if "bars_per_year" not in meta:
+                # Written before sizing existed: it keeps trading its raw signal.
+                params["target_vol"] = 0.0
+            trainer = cls(params, seed=meta["seed"])
             trainer.feature_names = list(meta["feature_names"])
             trainer.horizon = int(meta["horizon"])
+            trainer.bars_per_year = float(meta.get("bars_per_year") or YEAR_SECONDS / 3_600)
             trainer.feature_spec = meta.get("feature_spec")
             trainer._restore(meta["state"], files)
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
@@ -291,6 +395,8 @@ TREE_PARAMS: dict[str, Param] = {
     "subsample": Param(0.8, 0.05, 1.0),
     "colsample_bytree": Param(0.8, 0.05, 1.0),
     "reg_lambda": Param(1.0, 0.0, 1e6),
+    # Only for a direct fit without a validation window (the pipeline and the fitness always pass
+    # the split's): the share of the fit rows held out for early stopping and calibration.
     "validation_fraction": Param(0.2, 0.0, 0.5),
     "early_stopping_rounds": Param(50, 0, 20_000),
     "calibration": Param("auto", choices=("auto", "platt", "isotonic", "none")),
@@ -298,6 +404,7 @@ TREE_PARAMS: dict[str, Param] = {
     "hold_in_band": Param(True),
     "position_scale": Param(0.2, 1e-4, 0.5),
     "n_jobs": Param(2, 1, 512),
+    **SIZING_PARAMS,
 }
 _MIN_TREE_ROWS = 50
 _EPS = 1e-6
@@ -375,10 +482,12 @@ def choose_calibrator(mode: str, margin: np.ndarray, y: np.ndarray) -> dict[str,
 class SignClassifierTrainer(BaseTrainer):
     """Gradient-boosted classifier of the label's sign; position from the calibrated probability.
 
-    The last `validation_fraction` of the fit rows (purged by the horizon) is held out for early
-    stopping and for calibration, so both decisions are made out of sample. Rows whose label is
-    exactly zero carry no sign and are left out. Positions: `banded_positions` of p - 0.5 with
-    `no_trade_band`, `position_scale` and `hold_in_band`.
+    Early stopping and calibration are decided on the split's validation window (rows whose label
+    ends inside it), so both decisions are made out of sample and on the same bars as every other
+    selection step; the booster is fitted on the train rows only. A direct call without a
+    validation window holds out the last `validation_fraction` of the fit rows instead (purged by
+    the horizon). Rows whose label is exactly zero carry no sign and are left out. Positions:
+    `banded_positions` of p - 0.5 with `no_trade_band`, `position_scale` and `hold_in_band`.
     """
 
     param_spec = TREE_PARAMS
@@ -416,11 +525,20 @@ class SignClassifierTrainer(BaseTrainer):
     def _probability(self, x: np.ndarray) -> np.ndarray:
         return calibrated_probability(self.calibrator, self._margin(x))
 
-    def fit(self, data: Dataset, train: slice) -> dict[str, float]:
+    def fit(self, data: Dataset, train: slice, validation: slice | None = None) -> dict[str, float]:
         started = time.perf_counter()
         rows = self._fit_rows(data, train, min_rows=_MIN_TREE_ROWS)
         rows = rows[data.label[rows] != 0]
-        head, tail = split_tail(rows, self.params["validation_fraction"], data.horizon)
+        if validation is None:
+            head, tail = split_tail(rows, self.params["validation_fraction"], data.horizon)
+        else:
+            if rows_of(validation, len(data), "validation").start < train.stop:
+                raise TrainerError(
+                    f"{self.model_type}: the validation window {validation!r} overlaps the "
+                    f"train window {train!r}"
+                )
+            head, tail = rows, fit_rows(data, validation)
+            tail = tail[data.label[tail] != 0]
         y = (data.label > 0).astype(np.float64)
         if len(head) < _MIN_TREE_ROWS or len(np.unique(y[head])) < 2:
             raise TrainerError(

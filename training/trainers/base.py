@@ -1,8 +1,8 @@
 """The one interface every model family implements.
 
 A trainer is pure: it sees numpy arrays, never the ORM. The pipeline fits it on the training rows
-of a Dataset, asks it for target positions over the evaluation rows, and stores `dumps()` as the
-version's single artifact.
+of a Dataset (with the validation rows for the choices a family makes while fitting), asks it for
+target positions over the test rows, and stores `dumps()` as the version's single artifact.
 """
 
 from __future__ import annotations
@@ -34,18 +34,29 @@ class Trainer(ABC):
         self.seed = seed
 
     @abstractmethod
-    def fit(self, data: Dataset, train: slice) -> dict[str, float]:
-        """Fit on rows `train` of `data` (labels inside it are usable); return training metrics."""
+    def fit(self, data: Dataset, train: slice, validation: slice | None = None) -> dict[str, float]:
+        """Fit on rows `train` of `data` (labels inside it are usable); return training metrics.
+
+        `validation` is the split's validation window: a family that makes a choice while fitting
+        (the trees' early stopping and calibration) makes it there, on labels that end inside that
+        window; the model itself is fitted on `train` only. Rows after the validation window
+        (the test window) are never read.
+        """
 
     def positions(self, data: Dataset, window: slice) -> np.ndarray:
-        """Target positions in [-1, 1] for each row of `window`.
+        """Target positions in [-1, 1] for each row of `window`, sized.
 
         The position for row t may use features and bars up to t only (history before the window is
         allowed, labels never). The family's `_positions` gets `data` with its labels hidden, so
-        every caller (evaluation, production comparison, shadow, monitors, fitness) is covered and
-        a family that reads a label fails with LabelsHidden instead of scoring on the future.
+        every caller (evaluation, production comparison, shadow, monitors, fitness, serving) is
+        covered and a family that reads a label fails with LabelsHidden instead of scoring on the
+        future; `_sized` then scales those raw positions the same way for every caller.
         """
-        return self._positions(data.unlabelled(), window)
+        return self._sized(self._positions(data.unlabelled(), window), data, window)
+
+    def _sized(self, raw: np.ndarray, data: Dataset, window: slice) -> np.ndarray:
+        """The positions traded for the family's raw ones; without sizing params, the raw ones."""
+        return raw
 
     @abstractmethod
     def _positions(self, data: Dataset, window: slice) -> np.ndarray:

@@ -31,6 +31,7 @@ import numpy as np
 
 from training.data.dataset import Dataset
 from training.trainers._common import (
+    SIZING_PARAMS,
     BaseTrainer,
     Param,
     banded_positions,
@@ -54,6 +55,7 @@ COMMON_PARAMS: dict[str, Param] = {
     "position_scale": Param(2.0, 1e-3, 100.0),
     "accelerator": Param("auto", choices=("auto", "cpu", "gpu")),
     "torch_threads": Param(1, 1, 256),
+    **SIZING_PARAMS,
 }
 
 
@@ -196,7 +198,8 @@ class _NeuralForecastTrainer(BaseTrainer):
         with np.errstate(invalid="ignore", divide="ignore"):
             return self._forecast(data, start, stop) / (vol * np.sqrt(self.horizon))
 
-    def fit(self, data: Dataset, train: slice) -> dict[str, float]:
+    def fit(self, data: Dataset, train: slice, validation: slice | None = None) -> dict[str, float]:
+        # A fixed training budget: no choice is made on the validation window.
         with torch_threads(self.params["torch_threads"]):
             return self._fit(data, train)
 

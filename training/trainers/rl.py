@@ -33,6 +33,7 @@ import numpy as np
 
 from training.data.dataset import Dataset
 from training.trainers._common import (
+    SIZING_PARAMS,
     BaseTrainer,
     Param,
     defaults,
@@ -120,6 +121,7 @@ COMMON_PARAMS: dict[str, Param] = {
     "net_width": Param(64, 4, 4096),
     "device": Param("auto", choices=("auto", "cpu", "cuda")),
     "torch_threads": Param(1, 1, 256),
+    **SIZING_PARAMS,
 }
 
 
@@ -147,7 +149,8 @@ class _SB3Trainer(BaseTrainer):
             np.float32
         )
 
-    def fit(self, data: Dataset, train: slice) -> dict[str, float]:
+    def fit(self, data: Dataset, train: slice, validation: slice | None = None) -> dict[str, float]:
+        # A fixed training budget: no choice is made on the validation window.
         with torch_threads(self.params["torch_threads"]):
             return self._fit(data, train)
 

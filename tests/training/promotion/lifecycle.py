@@ -40,7 +40,7 @@ class RuleTrainer(Trainer):
     model_type = "other"
     default_params = {"skill": 0.0, "seed": 0, "flat": False}
 
-    def fit(self, data: Dataset, train: slice) -> dict[str, float]:
+    def fit(self, data: Dataset, train: slice, validation: slice | None = None) -> dict[str, float]:
         return {}
 
     def _positions(self, data: Dataset, window: slice) -> np.ndarray:

@@ -304,6 +304,14 @@ def test_the_pipeline_puts_a_gate_passing_version_in_shadow_per_policy(db):
     assert second.status == ModelStatus.SHADOW
     entry = LifecycleEvent.objects.filter(version=second, action="shadow").get()
     assert entry.actor == "pipeline" and "does not clearly beat" in entry.reason
+    # The pre-check is a selection: both Sharpe ratios are the validation window's, not the
+    # test window's the gates and the users see.
+    validation = f"{second.training_metrics['validation_sharpe']:.3f}"
+    evaluated = f"{second.evaluations.get().sharpe:.3f}"
+    assert validation != evaluated
+    assert f"validation Sharpe {validation} does not clearly beat production's {validation}" in (
+        entry.reason
+    )
     comparison = ShadowComparison.objects.get(shadow=second)
     assert comparison.production_id == first.pk and comparison.status == "active"
     assert comparison.start_after == stamp(bars, 2_999)

@@ -252,10 +252,14 @@ def test_drift_monitor_raises_drift_detected_when_the_market_changed():
     version = production_model("DRIFT", [("quiet", 3_000), ("volatile", 1_000)])
     report = monitors.drift_monitor_run(version=version)
     assert report.status == "ok" and report.drifted
-    assert report.drift_score == pytest.approx(10 / 13)
-    assert "vol_48" in report.drifted_features and set(report.features["vol_48"]) == {
-        "psi", "ks", "ks_pvalue", "autocorrelation_time", "drifted",
-    }  # fmt: skip
+    assert report.drift_score == pytest.approx(8 / 13)
+    assert {"ret_1", "ma_dist_10", "ma_dist_50"} <= set(report.drifted_features)
+    # The volatility features move the most (PSI far above 0.2), but the synthetic market's
+    # volatility clusters for days, so their autocorrelation time (over 100 bars) leaves the KS
+    # test too few effective rows to call it: the returns and moving averages carry the verdict.
+    vol_48 = report.features["vol_48"]
+    assert set(vol_48) == {"psi", "ks", "ks_pvalue", "autocorrelation_time", "drifted"}
+    assert vol_48["psi"] > 1 and vol_48["autocorrelation_time"] > 100 and not vol_48["drifted"]
     assert report.n_current == 500 and report.current_start > version.train_end
     assert report.reference_end == version.train_end
     trigger = report.trigger
