@@ -138,7 +138,7 @@ def _bar_time(symbol: str, index: int) -> datetime:
 def test_passing_version_is_promoted_and_a_worse_one_stays_candidate(btc_bars):
     PromotionPolicy.objects.create(
         model_type="xgboost", min_sharpe=-100, min_win_rate=0, min_profit_factor=0,
-        max_drawdown=1.0, min_trades=1,
+        max_drawdown=1.0, min_trades=1, min_dsr=None,  # the comparison, not the DSR
     )  # fmt: skip
     first = make_job()
     run_job(job_id=str(first.pk))

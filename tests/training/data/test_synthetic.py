@@ -158,7 +158,7 @@ def test_the_demo_market_gives_believable_sharpe_and_the_gates_separate() -> Non
 
     for family in ("xgboost", "lightgbm"):
         trainer = trainer_class(family)(params, seed=0)
-        trainer.fit(dataset, split.train)
+        trainer.fit(dataset, split.train, split.validation)  # as the pipeline fits
         sharpe, passed = verdict(trainer.positions(dataset, split.evaluate))
         assert 1.0 <= sharpe <= 4.5 and passed, (family, sharpe)
 
