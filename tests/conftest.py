@@ -67,6 +67,17 @@ def operator_client(operator) -> APIClient:
 # A real Celery worker on the real broker, reading the test database.
 
 
+def wait_until(what: str, check: Callable[[], object], timeout: float) -> object:
+    """Poll `check` until it returns something truthy (returned), or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.25)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s")
+
+
 def _start_worker(
     db_name: str,
     *,

@@ -41,6 +41,7 @@ from registry.models import (
     ModelVersion,
     TrainingJob,
 )
+from tests.conftest import wait_until
 from tests.seams import HOLD_TRAINER
 from training.promotion.models import PromotionPolicy
 from training.retraining.scheduler import beat_schedules_ensure
@@ -52,16 +53,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT_TIMEOUT_S = 6
 TERMINAL = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
-
-
-def _wait(what: str, check: Callable[[], object], timeout: float) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.25)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
 
 
 def _database_url() -> str:
@@ -107,7 +98,7 @@ class Worker:
                  "--without-mingle", "-l", "info"],
                 env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
-        _wait(
+        wait_until(
             f"worker {self.hostname} recording itself (log: {self.log})",
             lambda: (
                 (self.proc.poll() is None and Liveness.objects.filter(name=self.hostname).exists())
@@ -199,7 +190,7 @@ def _job(job_id) -> TrainingJob:
 
 
 def _finished(job_id, what: str, timeout: float) -> TrainingJob:
-    return _wait(what, lambda: (job := _job(job_id)).status in TERMINAL and job, timeout)
+    return wait_until(what, lambda: (job := _job(job_id)).status in TERMINAL and job, timeout)
 
 
 BROKERS = {
@@ -219,7 +210,7 @@ def test_a_worker_killed_mid_job_is_noticed_and_the_job_retried(
     store_bars("HOLDUSD", 2_000, seed=3)
     job = _pending_job("HOLDUSD", hold)
     first = workers(url)
-    _wait("the job held in its evaluate step", lambda: Path(hold["started"]).exists(), 120)
+    wait_until("the job held in its evaluate step", lambda: Path(hold["started"]).exists(), 120)
 
     held = _job(job.pk)
     assert held.status == JobStatus.IN_PROGRESS and held.attempts == 1
@@ -231,7 +222,7 @@ def test_a_worker_killed_mid_job_is_noticed_and_the_job_retried(
     assert f'clm_training_job_progress{{model_id="{held.model.model_id}",' in metrics
     assert 'step="evaluate"' in metrics
     beat = held.heartbeat_at
-    _wait(
+    wait_until(
         "the heartbeat refreshed during the held step", lambda: _job(job.pk).heartbeat_at > beat, 10
     )
     dead_version = held.version
@@ -241,7 +232,7 @@ def test_a_worker_killed_mid_job_is_noticed_and_the_job_retried(
     Path(hold["hold_while"]).unlink()  # the next attempt goes straight through
     second = workers(url)
     up = time.monotonic()
-    _wait("the job retried", lambda: _job(job.pk).attempts == 2, 60)
+    wait_until("the job retried", lambda: _job(job.pk).attempts == 2, 60)
     retried_after = time.monotonic() - up
     done = _finished(job.pk, "the job finished", 180)
 
@@ -301,7 +292,7 @@ def _redis(port: int) -> subprocess.Popen:
          "--appendonly", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    _wait("redis-server answering", lambda: _answers(port), 20)
+    wait_until("redis-server answering", lambda: _answers(port), 20)
     return proc
 
 
@@ -358,7 +349,7 @@ def test_a_broker_outage_never_blocks_a_request_and_the_job_waits_pending(
     base = f"http://127.0.0.1:{web_port}"
     auth = {"Authorization": f"Token {token}"}
     try:
-        _wait(f"the web answering (log: {web_log})", lambda: _answers(web_port), 60)
+        wait_until(f"the web answering (log: {web_log})", lambda: _answers(web_port), 60)
         assert _http("GET", f"{base}/health")[1]["broker"]["ok"] is True
 
         # A first request while the broker is up (and warms the web's imports, about 2 s).

@@ -5,7 +5,6 @@ own, sharing one PostgreSQL, one broker (each test runs on both) and one S3-prot
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from clm_project.celery import send_task_by_name
 from registry import services
 from registry.models import JobStatus, ModelVersion, TrainingJob
+from tests.conftest import wait_until
 from tests.s3 import CuttingRelay, S3Bucket
 from tests.seams import HOLD_TRAINER
 from training.promotion.models import PromotionPolicy
@@ -22,16 +22,6 @@ from .conftest import store_bars
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 TERMINAL = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.25)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
 
 
 def machine(root: Path, bucket: S3Bucket, **extra: str) -> dict[str, str]:
@@ -68,7 +58,7 @@ def finished(job: TrainingJob, timeout: float = 180) -> TrainingJob:
         found = TrainingJob.objects.select_related("version").get(pk=job.pk)
         return found if found.status in TERMINAL else None
 
-    return wait_for(f"job {job.pk} finished", done, timeout)  # type: ignore[return-value]
+    return wait_until(f"job {job.pk} finished", done, timeout)  # type: ignore[return-value]
 
 
 def test_the_store_going_away_mid_upload_fails_the_job_with_nothing_registered(
@@ -134,7 +124,7 @@ def test_a_version_trained_on_one_machine_is_scored_shadowed_and_rolled_back_on_
     # Machine B, with nothing of them on its disk, shadows the second on new bars ...
     arrive(bars, 2_400, symbol="TWOUSD")
     send_task_by_name("training.shadow_evaluate", args=[])
-    observation = wait_for(
+    observation = wait_until(
         "the shadow step",
         lambda: ShadowObservation.objects.filter(comparison__shadow=second).first(),
         120,
@@ -142,7 +132,7 @@ def test_a_version_trained_on_one_machine_is_scored_shadowed_and_rolled_back_on_
     assert observation.n_bars == 400  # the same model on both sides: no difference to judge
     # ... scores production since its training ...
     send_task_by_name("training.monitor_performance", args=[])
-    report = wait_for(
+    report = wait_until(
         "the performance reading",
         lambda: PerformanceReport.objects.filter(version=first).first(),
         120,
@@ -160,7 +150,7 @@ def test_a_version_trained_on_one_machine_is_scored_shadowed_and_rolled_back_on_
     )
     send_task_by_name("training.rollback_check", args=[])
     decisions = RollbackDecision.objects.filter(from_version=second)
-    decision = wait_for("the rollback", decisions.first, 120)
+    decision = wait_until("the rollback", decisions.first, 120)
     assert decision.outcome == "rolled_back" and decision.to_version_id == first.pk
     first.refresh_from_db()
     assert first.status == "production"
@@ -250,7 +240,7 @@ def test_four_workers_scan_and_train_200_models_each_exactly_once(broker, start_
     started = time.monotonic()
     send_task_by_name("training.scan_due_models", args=[])
     jobs = TrainingJob.objects.filter(model__model_type="other")
-    wait_for(
+    wait_until(
         f"{FLEET} jobs finished",
         lambda: jobs.count() == FLEET and not jobs.exclude(status__in=TERMINAL).exists(),
         timeout=1_200,
