@@ -18,17 +18,29 @@ from typing import Any, TypeVar
 
 from django.db import models
 
+from clm_project.compiled import CompiledQuery
 from clm_project.exceptions import NotFound
 from registry.models import RegisteredModel
 
 Row = TypeVar("Row", bound=models.Model)
 
+# Every writer of a model line takes this lock first: compiled once per process.
+_LOCK_BY_MODEL_ID = CompiledQuery(
+    lambda model_id: RegisteredModel.objects.select_for_update().filter(model_id=model_id),
+    model_id=str,
+)
+_LOCK_BY_PK = CompiledQuery(
+    lambda pk: RegisteredModel.objects.select_for_update().filter(pk=pk), pk=int
+)
+
 
 def model_lock(*, model_id: str | None = None, pk: int | None = None) -> RegisteredModel:
     """Lock one model line's row (by its model_id or primary key) inside the caller's
     transaction; NotFound if there is no such line."""
-    lookup: dict[str, Any] = {"model_id": model_id} if model_id is not None else {"pk": pk}
-    model = RegisteredModel.objects.select_for_update().filter(**lookup).first()
+    if model_id is not None:
+        model = _LOCK_BY_MODEL_ID.first(model_id=model_id)
+    else:
+        model = _LOCK_BY_PK.first(pk=pk)
     if model is None:
         raise NotFound(f"unknown model {model_id if model_id is not None else pk!r}")
     return model

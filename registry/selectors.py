@@ -14,6 +14,7 @@ from django.core.exceptions import FullResultSet, ValidationError
 from django.db.models import Q, QuerySet
 from django.utils.module_loading import import_string
 
+from clm_project.compiled import CompiledQuery
 from clm_project.exceptions import NotFound
 from registry.models import (
     EvaluationResult,
@@ -115,6 +116,36 @@ def model_versions_query(query: ModelQuery) -> QuerySet[ModelVersion]:
     return qs
 
 
+# The ModelQuery fields a compiled page may filter on: exact matches on strings. A query using
+# any other field (symbol, which is upper-cased; numbers and times) is read through the ORM.
+_PAGE_FIELDS = ("model_id", "model_type", "status", "timeframe")
+_PAGES: dict[tuple[Any, ...], CompiledQuery[ModelVersion]] = {}
+
+
+def _page_shape(fields: tuple[str, ...], ordering: str) -> CompiledQuery[ModelVersion]:
+    key = (fields, ordering)
+    if key not in _PAGES:
+        _PAGES[key] = CompiledQuery(
+            lambda **values: model_versions_query(ModelQuery(**values, ordering=ordering)),
+            **dict.fromkeys(fields, str),
+        )
+    return _PAGES[key]
+
+
+def model_versions_page(query: ModelQuery, *, offset: int, limit: int) -> list[ModelVersion]:
+    """`model_versions_query(query)[offset:offset + limit]`, the SQL compiled once per shape
+    (which filters are given, and the ordering) where the filters allow."""
+    given = {
+        name: value
+        for name, value in vars(query).items()
+        if value not in (None, "") and name != "ordering"
+    }
+    if query.limit or not set(given) <= set(_PAGE_FIELDS):
+        return list(model_versions_query(query)[offset : offset + limit])
+    fields = tuple(name for name in _PAGE_FIELDS if name in given)
+    return _page_shape(fields, query.ordering).rows(limit=limit, offset=offset, **given)
+
+
 # (database alias, count SQL, parameters) -> (revision, count); per process, bounded.
 _VERSION_COUNTS: OrderedDict[tuple[Any, ...], tuple[int, int]] = OrderedDict()
 _VERSION_COUNTS_KEPT = 512
@@ -129,11 +160,10 @@ def model_versions_count(qs: QuerySet[ModelVersion]) -> int:
     revision it is kept under. Without the revision row (SQLite; a flushed test database) every
     call counts.
     """
-    revision = (
-        VersionsRevision.objects.using(qs.db).filter(pk=1).values_list("revision", flat=True)
-    ).first()
-    if revision is None:
+    row = _REVISION.first(using=qs.db)
+    if row is None:
         return qs.count()
+    revision = row.revision
     # The WHERE clause alone says which rows count (joins only add columns); compiling it is a
     # fraction of compiling the whole page query.
     try:
@@ -153,21 +183,33 @@ def model_versions_count(qs: QuerySet[ModelVersion]) -> int:
     return count
 
 
+_REVISION = CompiledQuery(lambda: VersionsRevision.objects.filter(pk=1))
+# The reads every request of a trading service or a promotion makes, compiled once per process.
+# (model, version) is unique, and so is a model's production version (one_production_per_model).
+_VERSION = CompiledQuery(
+    lambda model_id, version: with_latest_evaluation(ModelVersion.objects.all()).filter(
+        model__model_id=model_id, version=version
+    ),
+    model_id=str,
+    version=int,
+)
+_PRODUCTION = CompiledQuery(
+    lambda model_id: with_latest_evaluation(ModelVersion.objects.all()).filter(
+        model__model_id=model_id, status=ModelStatus.PRODUCTION
+    ),
+    model_id=str,
+)
+
+
 def model_version_get(*, model_id: str, version: int) -> ModelVersion:
-    try:
-        return with_latest_evaluation(ModelVersion.objects.all()).get(
-            model__model_id=model_id, version=version
-        )
-    except ModelVersion.DoesNotExist:
-        raise NotFound(f"model {model_id!r} has no version {version}") from None
+    found = _VERSION.first(model_id=model_id, version=version)
+    if found is None:
+        raise NotFound(f"model {model_id!r} has no version {version}")
+    return found
 
 
 def production_version_get(*, model_id: str) -> ModelVersion:
-    version = (
-        with_latest_evaluation(ModelVersion.objects.all())
-        .filter(model__model_id=model_id, status=ModelStatus.PRODUCTION)
-        .first()
-    )
+    version = _PRODUCTION.first(model_id=model_id)
     if version is None:
         registered_model_get(model_id=model_id)
         raise NotFound(f"model {model_id!r} has no production version")

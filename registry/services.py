@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from clm_project.celery import send_task_by_name
+from clm_project.compiled import CompiledQuery
 from clm_project.exceptions import DomainError, InvalidInput, NotFound
 from registry import selectors
 from registry.locks import model_lock
@@ -75,10 +76,10 @@ def outbox_events_mark_failed(*, limit: int, error: str) -> None:
     )
 
 
-def _audit(
+def _audit_row(
     *, version: ModelVersion, action: str, from_status: str, actor: str, reason: str
 ) -> LifecycleEvent:
-    return LifecycleEvent.objects.create(
+    return LifecycleEvent(
         model_id=version.model_id,
         version=version,
         action=action,
@@ -87,6 +88,16 @@ def _audit(
         actor=actor,
         reason=reason,
     )
+
+
+def _audit(
+    *, version: ModelVersion, action: str, from_status: str, actor: str, reason: str
+) -> LifecycleEvent:
+    row = _audit_row(
+        version=version, action=action, from_status=from_status, actor=actor, reason=reason
+    )
+    row.save(force_insert=True)
+    return row
 
 
 # ---------------------------------------------------------------------------------------------
@@ -740,10 +751,31 @@ def model_version_register(
 
 
 def _get_version_locked(model: RegisteredModel, version: int) -> ModelVersion:
-    try:
-        return ModelVersion.objects.select_for_update().get(model=model, version=version)
-    except ModelVersion.DoesNotExist:
-        raise NotFound(f"model {model.model_id} has no version {version}") from None
+    """Lock the version's row under its (locked) model line, its latest evaluation read in the
+    same query: what a promotion answers with, without reading the version again."""
+    target = _VERSION_LOCK.first(model_pk=model.pk, version=version)
+    if target is None:
+        raise NotFound(f"model {model.model_id} has no version {version}")
+    target.model = model
+    return target
+
+
+# The row locks of a promotion or rollback, compiled once per process (clm_project.compiled).
+_VERSION_LOCK = CompiledQuery(
+    lambda model_pk, version: (
+        ModelVersion.objects.select_for_update(of=("self",))
+        .select_related("latest_evaluation")
+        .filter(model_id=model_pk, version=version)
+    ),
+    model_pk=int,
+    version=int,
+)
+_PRODUCTION_LOCK = CompiledQuery(
+    lambda model_pk: ModelVersion.objects.select_for_update().filter(
+        model_id=model_pk, status=ModelStatus.PRODUCTION
+    ),
+    model_pk=int,
+)
 
 
 def _was_production(version: ModelVersion) -> bool:
@@ -763,28 +795,33 @@ def _make_production(
     The old one is demoted first: the one-production-per-model constraint cannot be deferred.
     """
     now = timezone.now()
-    previous = (
-        ModelVersion.objects.select_for_update()
-        .filter(model=model, status=ModelStatus.PRODUCTION)
-        .first()
-    )
+    previous = _PRODUCTION_LOCK.first(model_pk=model.pk)
+    audit = []
     if previous is not None:
         previous.status = ModelStatus.RETIRED
         previous.retired_at = now
         previous.save(update_fields=["status", "retired_at"])
-        _audit(
-            version=previous,
-            action=LifecycleAction.RETIRE,
-            from_status=ModelStatus.PRODUCTION,
-            actor=actor,
-            reason=f"replaced by v{target.version} ({action}): {reason}".rstrip(": "),
+        audit.append(
+            _audit_row(
+                version=previous,
+                action=LifecycleAction.RETIRE,
+                from_status=ModelStatus.PRODUCTION,
+                actor=actor,
+                reason=f"replaced by v{target.version} ({action}): {reason}".rstrip(": "),
+            )
         )
     from_status = target.status
     target.status = ModelStatus.PRODUCTION
     target.promoted_at = now
     target.retired_at = None
     target.save(update_fields=["status", "promoted_at", "retired_at"])
-    _audit(version=target, action=action, from_status=from_status, actor=actor, reason=reason)
+    audit.append(
+        _audit_row(
+            version=target, action=action, from_status=from_status, actor=actor, reason=reason
+        )
+    )
+    # One INSERT for both rows, the retirement first (ids in this order: the audit's order).
+    LifecycleEvent.objects.bulk_create(audit)
     return target, previous
 
 

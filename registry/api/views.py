@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db.models import QuerySet
@@ -104,38 +104,66 @@ class JobCancelView(APIView):
 # Versions
 
 
-class VersionPagination(Pagination):
-    """Counts through registry.selectors.model_versions_count (exact, kept per revision)."""
+class VersionRows:
+    """The versions of a ModelQuery as the paginator sees them: counted through
+    selectors.model_versions_count (exact, kept per revision), a page read through
+    selectors.model_versions_page (compiled once per query shape)."""
 
+    def __init__(self, queryset: QuerySet, query: selectors.ModelQuery) -> None:
+        self.queryset = queryset
+        self.query = query
+
+    def __getitem__(self, page: slice) -> list[Any]:
+        return selectors.model_versions_page(
+            self.query, offset=page.start, limit=page.stop - page.start
+        )
+
+
+class VersionPagination(Pagination):
     def get_count(self, queryset: Any) -> int:
-        return selectors.model_versions_count(queryset)
+        return selectors.model_versions_count(queryset.queryset)
+
+
+class VersionListView(SelectorListView):
+    pagination_class = VersionPagination
+    serializer_class = s.ModelVersionSerializer
+
+    def model_query(self) -> selectors.ModelQuery:
+        raise NotImplementedError
+
+    def get_queryset(self) -> QuerySet:
+        return selectors.model_versions_query(self.model_query())
+
+    def paginate_queryset(self, queryset: Any) -> list[Any] | None:
+        # The paginator only counts (VersionPagination.get_count) and slices what it is given.
+        rows = cast(Any, VersionRows(queryset, self.model_query()))
+        return super().paginate_queryset(rows)
 
 
 @extend_schema(parameters=[s.ModelQuerySerializer], summary="Query versions (the ModelQuery).")
-class ModelVersionListView(SelectorListView):
-    pagination_class = VersionPagination
-    serializer_class = s.ModelVersionSerializer
+class ModelVersionListView(VersionListView):
     query_serializer_class = s.ModelQuerySerializer
 
-    def get_queryset(self) -> QuerySet:
+    def model_query(self) -> selectors.ModelQuery:
         given = {
             key: value for key, value in self.query_params().items() if value not in ("", None)
         }
-        return selectors.model_versions_query(selectors.ModelQuery(**given))
+        return selectors.ModelQuery(**given)
 
 
 @extend_schema(parameters=[s.VersionStatusQuerySerializer], summary="The versions of one model.")
-class ModelVersionsOfModelView(SelectorListView):
-    pagination_class = VersionPagination
-    serializer_class = s.ModelVersionSerializer
+class ModelVersionsOfModelView(VersionListView):
     query_serializer_class = s.VersionStatusQuerySerializer
 
-    def get_queryset(self) -> QuerySet:
-        model = selectors.registered_model_get(model_id=self.kwargs["model_id"])
-        query = selectors.ModelQuery(
-            model_id=model.model_id, status=self.query_params().get("status"), ordering="-version"
-        )
-        return selectors.model_versions_query(query)
+    def model_query(self) -> selectors.ModelQuery:
+        if not hasattr(self, "_model_query"):  # the model is looked up once per request
+            model = selectors.registered_model_get(model_id=self.kwargs["model_id"])
+            self._model_query = selectors.ModelQuery(
+                model_id=model.model_id,
+                status=self.query_params().get("status"),
+                ordering="-version",
+            )
+        return self._model_query
 
 
 class ModelVersionDetailView(APIView):
@@ -214,9 +242,9 @@ class PromoteView(APIView):
         current = selectors.model_version_get(model_id=data["model_id"], version=data["version"])
         changed = current.status != ModelStatus.PRODUCTION
         if changed:
-            services.model_version_promote(**data, actor=request.user.get_username())
-        found = selectors.model_version_get(model_id=data["model_id"], version=data["version"])
-        return Response({**s.ModelVersionSerializer(found).data, "changed": changed})
+            # The service answers with the rows it locked and wrote: no second read.
+            current = services.model_version_promote(**data, actor=request.user.get_username())
+        return Response({**s.ModelVersionSerializer(current).data, "changed": changed})
 
 
 class RollbackView(APIView):
