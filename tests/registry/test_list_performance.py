@@ -1,13 +1,19 @@
 """What makes the version lists cheap must not change what they answer: queries per request do not
 grow with the page, a count kept per versions revision is the exact count after every kind of
-change, and rows written by the serializers' per-class plans equal DRF's per-field output."""
+change, and rows written by the serializers' per-class plans equal DRF's per-field output. The
+same for the production read and promotion: few queries, and authentication, permissions and
+answers exactly as before."""
 
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.backends import ModelBackend as DjangoModelBackend
+from django.contrib.auth.models import Group, Permission, User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework import serializers
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from registry import selectors, services
 from registry.api import serializers as s
@@ -136,3 +142,95 @@ def test_planned_rows_equal_drf_output(revision):
             assert serializer.to_representation(row) == _drf(serializer, row), cls
     planned = {cls for cls, _ in cases if s._plan(cls) is not None}
     assert s.ModelVersionSerializer in planned and s.EvaluationSerializer in planned
+
+
+# ---------------------------------------------------------------------------------------------
+# The request path of a trading service and of a promotion, through token authentication
+
+
+@pytest.fixture
+def token_client(operator) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=operator).key}")
+    return client
+
+
+def test_promote_makes_a_fixed_number_of_queries_and_answers_from_what_it_wrote(
+    token_client, revision
+):
+    live = version_add(status=ModelStatus.PRODUCTION)
+    target = version_add()
+    evaluation = evaluation_add(version=target, sharpe=2.7)
+    body = {"model_id": MODEL, "version": target.version, "reason": "better"}
+    with CaptureQueriesContext(connection) as captured:
+        response = token_client.post("/clm/promote", body, format="json")
+    assert response.status_code == 200, response.content
+    # Token, permissions, the version; then the lock of the model line, the version's, the live
+    # version's, two updates, one insert of both audit rows, the outbox event (BEGIN and COMMIT
+    # included).
+    statements = [q["sql"] for q in captured.captured_queries]
+    assert len(statements) <= 12, statements
+    answer = response.json()
+    assert answer["changed"] is True and answer["status"] == ModelStatus.PRODUCTION
+    assert answer == {
+        **token_client.get(f"/clm/models/{MODEL}/versions/{target.version}").json(),
+        "changed": True,
+    }
+    assert answer["latest_evaluation"]["id"] == evaluation.pk
+    assert token_client.get(f"/clm/models/{MODEL}/production").json()["version"] == target.version
+    retire, promote = LifecycleEvent.objects.filter(model__model_id=MODEL).order_by("-id")[:2][::-1]
+    assert (retire.version_id, retire.action, retire.from_status, retire.to_status) == (
+        live.pk, "retire", ModelStatus.PRODUCTION, ModelStatus.RETIRED,
+    )  # fmt: skip
+    assert (promote.version_id, promote.action, promote.to_status, promote.reason) == (
+        target.pk, "promote", ModelStatus.PRODUCTION, "better",
+    )  # fmt: skip
+    assert OutboxEvent.objects.filter(event_type="model_promoted").count() >= 1
+    again = token_client.post("/clm/promote", body, format="json")
+    assert again.status_code == 200 and again.json()["changed"] is False
+
+
+def test_production_read_is_two_queries_and_follows_a_promotion_at_once(token_client, revision):
+    first = version_add(status=ModelStatus.PRODUCTION)
+    with CaptureQueriesContext(connection) as captured:
+        response = token_client.get(f"/clm/models/{MODEL}/production")
+    assert response.json()["version"] == first.version and len(captured) == 2
+    second = version_add()
+    services.model_version_promote(model_id=MODEL, version=second.version, actor="t")
+    assert token_client.get(f"/clm/models/{MODEL}/production").json()["version"] == second.version
+
+
+def test_a_revoked_permission_or_token_takes_effect_on_the_next_request(
+    token_client, operator, revision
+):
+    version_add(status=ModelStatus.PRODUCTION)
+    target = version_add()
+    body = {"model_id": MODEL, "version": target.version}
+    operator.user_permissions.remove(Permission.objects.get(codename="promote_modelversion"))
+    assert token_client.post("/clm/promote", body, format="json").status_code == 403
+    group = Group.objects.create(name="promoters")
+    group.permissions.add(Permission.objects.get(codename="promote_modelversion"))
+    operator.groups.add(group)
+    assert token_client.post("/clm/promote", body, format="json").status_code == 200
+    operator.is_active = False
+    operator.save()
+    refused = token_client.get(f"/clm/models/{MODEL}/production")
+    assert refused.status_code == 401 and refused.json()["detail"] == "User inactive or deleted."
+    operator.is_active = True
+    operator.save()
+    Token.objects.filter(user=operator).delete()
+    refused = token_client.get(f"/clm/models/{MODEL}/production")
+    assert refused.status_code == 401 and refused.json()["detail"] == "Invalid token."
+    assert refused["WWW-Authenticate"] == "Token"
+
+
+def test_permissions_in_one_query_equal_djangos(operator, db):
+    group = Group.objects.create(name="readers-of-jobs")
+    group.permissions.add(Permission.objects.get(codename="view_trainingjob"))
+    operator.groups.add(group)
+    fresh = User.objects.get(pk=operator.pk)
+    with CaptureQueriesContext(connection) as captured:
+        ours = fresh.get_all_permissions()
+    assert len(captured) == 1
+    assert ours == DjangoModelBackend().get_all_permissions(User.objects.get(pk=operator.pk))
+    assert {"registry.promote_modelversion", "registry.view_trainingjob"} <= ours
