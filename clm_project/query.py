@@ -13,13 +13,27 @@ from clm_project.exceptions import InvalidInput
 # Understood by every list (pagination) and by the browsable API (format).
 COMMON_PARAMETERS = frozenset({"limit", "offset", "format"})
 _PAGING = {"limit": 1, "offset": 0}  # the smallest value of each (documented in the schema)
+# Which parameters each serializer class declares, and whether each may be blank: fixed per
+# class, so read once per process instead of building the serializer's fields per request.
+_BLANK_ALLOWED: dict[type[Serializer], dict[str, bool]] = {}
+
+
+def _blank_allowed(serializer_class: type[Serializer] | None) -> dict[str, bool]:
+    if serializer_class is None:
+        return {}
+    if serializer_class not in _BLANK_ALLOWED:
+        _BLANK_ALLOWED[serializer_class] = {
+            name: bool(getattr(field, "allow_blank", False))
+            for name, field in serializer_class().fields.items()
+        }
+    return _BLANK_ALLOWED[serializer_class]
 
 
 def query_validated(
     serializer_class: type[Serializer] | None, params: Any, *, allowed: frozenset = frozenset()
 ) -> dict[str, Any]:
     """`params` (a QueryDict) validated by `serializer_class`; unknown names are a 400."""
-    fields = serializer_class().fields if serializer_class else {}
+    fields = _blank_allowed(serializer_class)
     unknown = sorted(set(params) - set(fields) - COMMON_PARAMETERS - allowed)
     if unknown:
         raise InvalidInput(
@@ -29,10 +43,9 @@ def query_validated(
     errors: dict[str, list[str]] = {}
     for name in params:
         values = params.getlist(name) if hasattr(params, "getlist") else [params[name]]
-        field = fields.get(name)
         if len(values) > 1:
             errors[name] = ["Given more than once."]
-        elif values[0] == "" and not getattr(field, "allow_blank", False):
+        elif values[0] == "" and not fields.get(name, False):
             errors[name] = ["May not be blank."]
         elif name in _PAGING and not (values[0].isdigit() and int(values[0]) >= _PAGING[name]):
             errors[name] = [f"An integer >= {_PAGING[name]} is required."]

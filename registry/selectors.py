@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import FullResultSet, ValidationError
 from django.db.models import Q, QuerySet
+from django.db.models.expressions import RawSQL
 from django.utils.module_loading import import_string
 
 from clm_project.compiled import CompiledQuery
@@ -116,8 +117,22 @@ def model_versions_query(query: ModelQuery) -> QuerySet[ModelVersion]:
     return qs
 
 
-# The ModelQuery fields a compiled page may filter on: exact matches on strings. A query using
-# any other field (symbol, which is upper-cased; numbers and times) is read through the ORM.
+def _page_queryset(query: ModelQuery, *, limit: int, offset: int) -> QuerySet[ModelVersion]:
+    """One page of `model_versions_query(query)` in two steps of one statement: the page's ids
+    from the filtered, ordered versions alone, then those rows with their model and evaluation
+    joined. The rows before `offset` are skipped by id instead of each being read and joined
+    (page 25 of 20: 0.7 ms of PostgreSQL's time instead of 2.4 ms)."""
+    ids = model_versions_query(query).values("pk")
+    sql, params = ids.query.sql_with_params()
+    # The ORM's own SQL, every value in it a parameter; the page's bounds are parameters too.
+    page = RawSQL(f"{sql} LIMIT %s OFFSET %s", (*params, limit, offset))
+    return with_latest_evaluation(ModelVersion.objects.filter(pk__in=page)).order_by(
+        ORDERINGS[query.ordering], "pk"
+    )
+
+
+# The ModelQuery fields a compiled page may filter on: exact matches on strings. A query on any
+# other field (symbol, which is upper-cased; numbers and times) is built by the ORM per request.
 _PAGE_FIELDS = ("model_id", "model_type", "status", "timeframe")
 _PAGES: dict[tuple[Any, ...], CompiledQuery[ModelVersion]] = {}
 
@@ -125,9 +140,13 @@ _PAGES: dict[tuple[Any, ...], CompiledQuery[ModelVersion]] = {}
 def _page_shape(fields: tuple[str, ...], ordering: str) -> CompiledQuery[ModelVersion]:
     key = (fields, ordering)
     if key not in _PAGES:
+
+        def build(page_limit: int, page_offset: int, **values: str) -> QuerySet[ModelVersion]:
+            query = ModelQuery(**values, ordering=ordering)
+            return _page_queryset(query, limit=page_limit, offset=page_offset)
+
         _PAGES[key] = CompiledQuery(
-            lambda **values: model_versions_query(ModelQuery(**values, ordering=ordering)),
-            **dict.fromkeys(fields, str),
+            build, **dict.fromkeys(fields, str), page_limit=int, page_offset=int
         )
     return _PAGES[key]
 
@@ -140,10 +159,12 @@ def model_versions_page(query: ModelQuery, *, offset: int, limit: int) -> list[M
         for name, value in vars(query).items()
         if value not in (None, "") and name != "ordering"
     }
-    if query.limit or not set(given) <= set(_PAGE_FIELDS):
+    if query.limit:
         return list(model_versions_query(query)[offset : offset + limit])
+    if not set(given) <= set(_PAGE_FIELDS):
+        return list(_page_queryset(query, limit=limit, offset=offset))
     fields = tuple(name for name in _PAGE_FIELDS if name in given)
-    return _page_shape(fields, query.ordering).rows(limit=limit, offset=offset, **given)
+    return _page_shape(fields, query.ordering).rows(page_limit=limit, page_offset=offset, **given)
 
 
 # (database alias, count SQL, parameters) -> (revision, count); per process, bounded.
