@@ -141,7 +141,7 @@ def _page_shape(fields: tuple[str, ...], ordering: str) -> CompiledQuery[ModelVe
     key = (fields, ordering)
     if key not in _PAGES:
 
-        def build(page_limit: int, page_offset: int, **values: str) -> QuerySet[ModelVersion]:
+        def build(page_limit: int, page_offset: int, **values: Any) -> QuerySet[ModelVersion]:
             query = ModelQuery(**values, ordering=ordering)
             return _page_queryset(query, limit=page_limit, offset=page_offset)
 
