@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -760,7 +760,23 @@ def _get_version_locked(model: RegisteredModel, version: int) -> ModelVersion:
     return target
 
 
-# The row locks of a promotion or rollback, compiled once per process (clm_project.compiled).
+def _versions_locked(
+    model: RegisteredModel, version: int
+) -> tuple[ModelVersion, ModelVersion | None]:
+    """Lock, under the (locked) model line, the version and the line's production version if it
+    is another one, in one statement, each with its latest evaluation: what a promotion or
+    rollback changes and answers with."""
+    rows = _VERSIONS_LOCK.rows(model_pk=model.pk, version=version)
+    for row in rows:
+        row.model = model
+    target = next((row for row in rows if row.version == version), None)
+    if target is None:
+        raise NotFound(f"model {model.model_id} has no version {version}")
+    live = next((row for row in rows if row.status == ModelStatus.PRODUCTION), None)
+    return target, (None if live is target else live)
+
+
+# The reads of a promotion or rollback, compiled once per process (clm_project.compiled).
 _VERSION_LOCK = CompiledQuery(
     lambda model_pk, version: (
         ModelVersion.objects.select_for_update(of=("self",))
@@ -770,16 +786,25 @@ _VERSION_LOCK = CompiledQuery(
     model_pk=int,
     version=int,
 )
-_PRODUCTION_LOCK = CompiledQuery(
-    lambda model_pk: ModelVersion.objects.select_for_update().filter(
-        model_id=model_pk, status=ModelStatus.PRODUCTION
+_VERSIONS_LOCK = CompiledQuery(
+    lambda model_pk, version: (
+        ModelVersion.objects.select_for_update(of=("self",))
+        .select_related("latest_evaluation")
+        .filter(Q(version=version) | Q(status=ModelStatus.PRODUCTION), model_id=model_pk)
     ),
     model_pk=int,
+    version=int,
+)
+_PRODUCTION_AUDIT = CompiledQuery(
+    lambda version_pk: LifecycleEvent.objects.filter(
+        version_id=version_pk, to_status=ModelStatus.PRODUCTION
+    ).order_by(),
+    version_pk=int,
 )
 
 
 def _was_production(version: ModelVersion) -> bool:
-    return version.audit.filter(to_status=ModelStatus.PRODUCTION).exists()
+    return _PRODUCTION_AUDIT.first(version_pk=version.pk) is not None
 
 
 def _passed_gates(version: ModelVersion) -> bool:
@@ -788,14 +813,19 @@ def _passed_gates(version: ModelVersion) -> bool:
 
 
 def _make_production(
-    *, model: RegisteredModel, target: ModelVersion, action: str, actor: str, reason: str
+    *,
+    target: ModelVersion,
+    previous: ModelVersion | None,
+    action: str,
+    actor: str,
+    reason: str,
 ) -> tuple[ModelVersion, ModelVersion | None]:
-    """Retire the current production version, then promote `target`. Caller holds the model lock.
+    """Retire the current production version `previous`, then promote `target`; the caller
+    holds the model lock and both rows' locks (_versions_locked).
 
     The old one is demoted first: the one-production-per-model constraint cannot be deferred.
     """
     now = timezone.now()
-    previous = _PRODUCTION_LOCK.first(model_pk=model.pk)
     audit = []
     if previous is not None:
         previous.status = ModelStatus.RETIRED
@@ -831,7 +861,7 @@ def model_version_promote(
     """Make `version` the production version of `model_id`, atomically, with audit and event."""
     with transaction.atomic():
         model = model_lock(model_id=model_id)
-        target = _get_version_locked(model, version)
+        target, live = _versions_locked(model, version)
         if target.status == ModelStatus.PRODUCTION:
             raise DomainError(f"{model_id} v{version} is already in production")
         if target.status not in PROMOTABLE:
@@ -847,7 +877,7 @@ def model_version_promote(
                 "production or passed its gates"
             )
         target, previous = _make_production(
-            model=model, target=target, action=LifecycleAction.PROMOTE, actor=actor, reason=reason
+            target=target, previous=live, action=LifecycleAction.PROMOTE, actor=actor, reason=reason
         )
         outbox_event_write(
             event_type=EventType.MODEL_PROMOTED,
@@ -876,7 +906,7 @@ def model_version_rollback(
 
     with transaction.atomic():
         model = model_lock(model_id=model_id)
-        target = _get_version_locked(model, target_version)
+        target, live = _versions_locked(model, target_version)
         if target.status == ModelStatus.PRODUCTION:
             raise DomainError(f"{model_id} v{target_version} is the current production version")
         if target.status in (ModelStatus.FAILED, ModelStatus.TRAINING):
@@ -897,7 +927,11 @@ def model_version_rollback(
                     f"artifact unverifiable: {exc}"
                 ) from exc
         target, previous = _make_production(
-            model=model, target=target, action=LifecycleAction.ROLLBACK, actor=actor, reason=reason
+            target=target,
+            previous=live,
+            action=LifecycleAction.ROLLBACK,
+            actor=actor,
+            reason=reason,
         )
         outbox_event_write(
             event_type=EventType.MODEL_ROLLBACK,
