@@ -10,6 +10,13 @@ them, request by request, so both see the same machine load:
   search, all      GET /clm/models?limit=20            GET  .../model-versions/search?max_results=20
   search, a model  GET /clm/models/{id}/versions?limit=20   same, filter name='...'
 
+The configuration is the same on both sides: one worker process each (CLM: gunicorn -w 1 with
+production settings, persistent database connections as deployed; MLflow: `mlflow server
+--workers 1`, SQLAlchemy's connection pool), a new HTTP connection per request from one client,
+the response read and parsed by the client on both. Besides latencies it prints each side's CPU
+time per request: its server processes plus their PostgreSQL backends, read from /proc (a figure
+that does not depend on what else the machine runs, unlike the latencies).
+
 MLflow is a benchmark-only dependency (`pip install .[bench]`, or any environment with mlflow and
 psycopg: `--mlflow /path/to/bin/mlflow`); it is never imported here.
 
@@ -67,6 +74,47 @@ def call(port: int, method: str, path: str, body: dict | None = None, token: str
     if response.status != 200:
         raise RuntimeError(f"{method} {path}: HTTP {response.status} {payload[:300]!r}")
     return json.loads(payload or b"{}")
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except FileNotFoundError:
+            continue
+        todo.extend(int(child) for child in children)
+    return found
+
+
+def backends(db: str) -> list[int]:
+    out = subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc",
+         f"SELECT pid FROM pg_stat_activity WHERE datname = '{db}'"],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    return [int(pid) for pid in out.split()]
+
+
+def cpu_ticks(server: subprocess.Popen, db: str) -> dict[int, int]:
+    """utime + stime of a server's processes and of its database's backends, by pid."""
+    ticks = {}
+    for pid in process_tree(server.pid) + backends(db):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        ticks[pid] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def cpu_ms(before: dict[int, int], after: dict[int, int], requests: int) -> float:
+    """CPU per request in between; a process started meanwhile counts in full."""
+    used = sum(value - before.get(pid, 0) for pid, value in after.items())
+    return used * 1000 / os.sysconf("SC_CLK_TCK") / requests
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -199,19 +247,26 @@ def compare(size: int, requests: int, mlflow: str, prefix: str) -> list[tuple[st
             ("search, first 20 of all", clm_search, mlflow_search),
             ("search, 20 of one model", clm_search_one, mlflow_search_one),
         ]
-        rows = [("create version", "-", f"{p50(creates):.1f}", "-", f"{p95(creates):.1f}", "-")]
+        rows = [
+            ("create version", "-", f"{p50(creates):.1f}", "-", f"{p95(creates):.1f}", "-", "-",
+             "-", "-"),
+        ]  # fmt: skip
         for name, ours, theirs in ops:
             for i in range(10):  # warm both servers
                 ours(i)
                 theirs(i)
             a: list[float] = []
             b: list[float] = []
+            cpu_before = cpu_ticks(clm, clm_db), cpu_ticks(ml, mlflow_db)
             for i in range(requests):
                 a.append(timed(functools.partial(ours, i)))
                 b.append(timed(functools.partial(theirs, i)))
+            clm_cpu = cpu_ms(cpu_before[0], cpu_ticks(clm, clm_db), requests)
+            ml_cpu = cpu_ms(cpu_before[1], cpu_ticks(ml, mlflow_db), requests)
             rows.append((
                 name, f"{p50(a):.1f}", f"{p50(b):.1f}", f"{p95(a):.1f}", f"{p95(b):.1f}",
-                f"{p50(b) / p50(a):.1f}x",
+                f"{p50(b) / p50(a):.1f}x", f"{clm_cpu:.1f}", f"{ml_cpu:.1f}",
+                f"{ml_cpu / clm_cpu:.1f}x" if clm_cpu else "-",
             ))  # fmt: skip
         return rows
     finally:
@@ -258,10 +313,15 @@ def main() -> None:
         )
         print(
             f"{'operation':<32} {'CLM p50':>8} {'MLflow p50':>10} {'CLM p95':>8}"
-            f" {'MLflow p95':>10} {'MLflow/CLM':>10}"
+            f" {'MLflow p95':>10} {'MLflow/CLM':>10} {'CLM cpu':>8} {'MLflow cpu':>10}"
+            f" {'cpu ratio':>9}"
         )
         for row in rows:
-            print(f"{row[0]:<32} {row[1]:>8} {row[2]:>10} {row[3]:>8} {row[4]:>10} {row[5]:>10}")
+            print(
+                f"{row[0]:<32} {row[1]:>8} {row[2]:>10} {row[3]:>8} {row[4]:>10} {row[5]:>10}"
+                f" {row[6]:>8} {row[7]:>10} {row[8]:>9}"
+            )
+        print("cpu: ms of CPU per request, the server's processes and their PostgreSQL backends")
 
 
 if __name__ == "__main__":

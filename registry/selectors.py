@@ -30,10 +30,15 @@ from registry.models import (
 
 
 def registered_model_get(*, model_id: str) -> RegisteredModel:
-    try:
-        return RegisteredModel.objects.get(model_id=model_id)
-    except RegisteredModel.DoesNotExist:
-        raise NotFound(f"unknown model {model_id!r}") from None
+    model = _MODEL.first(model_id=model_id)
+    if model is None:
+        raise NotFound(f"unknown model {model_id!r}")
+    return model
+
+
+_MODEL = CompiledQuery(
+    lambda model_id: RegisteredModel.objects.filter(model_id=model_id), model_id=str
+)  # model_id is unique
 
 
 def training_job_get(*, job_id: str | uuid.UUID) -> TrainingJob:
