@@ -90,6 +90,9 @@ class Run:
     attempt: int = 0
     version: ModelVersion | None = None
     model_seconds: dict[str, float] = field(default_factory=dict)
+    # The step that finished last and its wall time, recorded when the next step starts (one
+    # write for both) or, for the last step, when the job completes.
+    finished: tuple[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -116,9 +119,18 @@ class Evaluated:
 @contextmanager
 def _step(run: Run, name: str) -> Iterator[None]:
     """Run one step: every line logged inside carries job_id, model_id and step; its wall time
-    goes to the job and to the step-duration histogram once it finishes."""
+    goes to the step-duration histogram once it finishes, and to the job with the next step's
+    start (one write for both)."""
     job = run.job
-    services.training_job_step_start(job_id=job.pk, step=name, attempt=run.attempt)
+    if run.finished is None:
+        services.training_job_step_start(job_id=job.pk, step=name, attempt=run.attempt)
+    else:
+        finished, seconds = run.finished
+        services.training_job_step_next(
+            job_id=job.pk, finished=finished, progress=STEPS[finished], seconds=seconds,
+            step=name, attempt=run.attempt,
+        )  # fmt: skip
+        run.finished = None
     started = time.perf_counter()
     try:
         with log_context(job_id=job.pk, model_id=job.model.model_id, step=name):
@@ -128,9 +140,7 @@ def _step(run: Run, name: str) -> Iterator[None]:
     except Exception as exc:
         raise _StepFailed(name, exc) from exc
     seconds = time.perf_counter() - started
-    services.training_job_progress(
-        job_id=job.pk, step=name, progress=STEPS[name], seconds=seconds, attempt=run.attempt
-    )
+    run.finished = (name, seconds)
     metrics.pipeline_step_observe(step=name, model_type=job.model_type, seconds=seconds)
 
 
@@ -179,8 +189,9 @@ def _run_steps(run: Run, log: logging.LoggerAdapter) -> str:
     started = time.perf_counter()
     try:
         decision = _steps(run, log)
+        last = dict([run.finished]) if run.finished is not None else {}
         services.training_job_complete(
-            job_id=job.pk, version=run.version, model_seconds=run.model_seconds,
+            job_id=job.pk, version=run.version, model_seconds={**run.model_seconds, **last},
             attempt=run.attempt,
         )  # fmt: skip
     except services.AttemptLost as lost:

@@ -53,7 +53,7 @@ def evaluate_by_regime(
     own bar, so the bars before the window give the first ones their history.
     """
     close_arr = np.asarray(close, dtype=np.float64)
-    labels = regime_labels(close_arr[: window.stop])[window]
+    labels = regime_labels(close_arr[: window.stop], since=window.start or 0)
     slices = regime_slices(
         close=close_arr[window],
         positions=positions,
