@@ -601,14 +601,14 @@ def training_job_progress(
 def training_job_step_next(
     *,
     job_id: uuid.UUID | str,
-    finished: str,
+    finished: dict[str, float],
     progress: float,
-    seconds: float,
     step: str,
     attempt: int,
 ) -> None:
-    """Record that step `finished` ended (cumulative progress, its wall time) and that the job
-    enters `step` now: training_job_progress then training_job_step_start, in one statement.
+    """Record that the steps `finished` ended (their wall times; the cumulative progress they
+    reached) and that the job enters `step` now: training_job_progress then
+    training_job_step_start, in one statement.
 
     One conditional UPDATE is atomic on its own, so the row never shows a half-recorded step.
     Raises AttemptLost when the job is no longer this attempt's.
@@ -624,7 +624,10 @@ def training_job_step_next(
         step_durations=CombinedExpression(
             F("step_durations"),
             "||",
-            Value({finished: round(seconds, 4)}, output_field=models.JSONField()),
+            Value(
+                {name: round(seconds, 4) for name, seconds in finished.items()},
+                output_field=models.JSONField(),
+            ),
         ),
     )
     if not updated:

@@ -54,6 +54,7 @@ def test_job_runs_all_ten_steps_and_records_everything(btc_bars):
     assert job.status == JobStatus.COMPLETED and job.progress == 1.0
     assert set(job.step_durations) == (set(STEPS) - {"complete"}) | {
         "train.fit",
+        "train.predict",
         "evaluate.predict",
     }
     version = job.version
