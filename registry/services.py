@@ -660,7 +660,12 @@ def training_job_complete(
             **job.step_durations,
             **{name: round(s, 4) for name, s in (model_seconds or {}).items()},
         }
-        job.save()
+        job.save(
+            update_fields=[
+                "status", "progress", "step", "step_started_at", "finished_at", "error_message",
+                "version", "step_durations",
+            ]
+        )  # fmt: skip
         _job_ended(job.model_id)
 
 

@@ -144,8 +144,8 @@ def _step(run: Run, name: str) -> Iterator[None]:
 
 
 def _instant_step(run: Run, name: str) -> None:
-    """A step whose work an earlier step's transaction did (an outbox event written with its
-    row): it is recorded with that step, in the write that starts the next one."""
+    """A step with nothing of its own to wait for (a log line; an outbox event that an earlier
+    step's transaction wrote): it is recorded in the write that starts the next step."""
     _finished(run, name, 0.0)
 
 
@@ -228,8 +228,9 @@ def _run_steps(run: Run, log: logging.LoggerAdapter) -> str:
 def _steps(run: Run, log: logging.LoggerAdapter) -> str:
     """The 10 steps in order, each passing its typed result on; returns the decision taken."""
     job, policy = run.job, run.policy
-    with _step(run, "start"):
+    with log_context(job_id=job.pk, model_id=job.model.model_id, step="start"):
         log.info("training %s (%s)", job.model.model_id, job.trigger_reason)
+    _instant_step(run, "start")  # recorded as the job enters fetch_data
     with _step(run, "fetch_data"):
         bars = _fetch_data(job)
         # P of METRICS.md: the symbol's calendar, or bars per year measured over these bars.
@@ -581,7 +582,12 @@ def production_sharpe_on(
 
     With `data_sha256` (of the bars, as in the manifest) the scores are kept for later jobs on
     the same bars and windows."""
-    production = ModelVersion.objects.filter(model=job.model, status=ModelStatus.PRODUCTION).first()
+    # What scoring it needs, not its manifest and metrics (large JSON).
+    production = (
+        ModelVersion.objects.filter(model=job.model, status=ModelStatus.PRODUCTION)
+        .only("pk", "artifact_path", "artifact_sha256", "feature_spec")
+        .first()
+    )
     if production is None:
         return None
     key = _incumbent_key(production, data_sha256, split, policy.fee, periods_per_year)
