@@ -3,7 +3,9 @@
 throughput: `--jobs` XGBoost jobs (default 200) on 20,000 1h bars, first through one worker
 process, then through two; each of 10 model lines always has one job queued or running (a line
 takes one active job at a time), so a worker never waits for work. Prints jobs per minute and
-the second worker's gain.
+the second worker's gain. `--threads` is each fit's XGBoost threads (the `n_jobs` parameter,
+default 1: a worker process is one core, so the gain measures what a second worker adds; with
+2, one worker's fits already use both cores and the second can only add what is not the fit).
 
 memory: one worker process runs `--jobs` jobs (default 100) cycling through the six families at
 small budgets (training.trainers.DEMO_PARAMS, shortened further); the peak RSS (VmHWM) of the
@@ -101,21 +103,25 @@ def stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def throughput(jobs: int) -> None:
+def throughput(jobs: int, threads: int) -> None:
     symbols = [f"BENCHJOB{i}" for i in range(LINES)]
     bars_ensure(symbols)
-    plan = [("xgboost", symbols[i % LINES], {}) for i in range(jobs)]
+    params = {"n_jobs": threads}
+    plan = [("xgboost", symbols[i % LINES], params) for i in range(jobs)]
     results = {}
     for workers in (1, 2):
         procs = [start_worker(1)[0] for _ in range(workers)]
         try:
-            run_jobs([("xgboost", s, {}) for s in symbols[:2]])  # imports, connections
+            run_jobs([("xgboost", s, params) for s in symbols[:2]])  # imports, connections
             results[workers] = run_jobs(plan)
         finally:
             for proc in procs:
                 stop(proc)
     load = os.getloadavg()
-    print(f"{jobs} XGBoost jobs on {N_BARS:,} 1h bars, {os.cpu_count()} CPUs, load {load[0]:.1f}")
+    print(
+        f"{jobs} XGBoost jobs ({threads} thread(s) a fit) on {N_BARS:,} 1h bars, "
+        f"{os.cpu_count()} CPUs, load {load[0]:.1f}"
+    )
     for workers, seconds in results.items():
         print(f"  {workers} worker(s): {seconds:7.1f} s, {jobs / seconds * 60:6.1f} jobs/min")
     print(f"  second worker's gain: {results[1] / results[2]:.2f}x")
@@ -153,10 +159,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("mode", choices=("throughput", "memory"))
     parser.add_argument("--jobs", type=int)
+    parser.add_argument("--threads", type=int, default=1, help="XGBoost threads a fit")
     args = parser.parse_args()
     setup(os.environ.get("CLM_BENCH_DB", "clm_bench_jobs"))
     if args.mode == "throughput":
-        throughput(args.jobs or 200)
+        throughput(args.jobs or 200, args.threads)
     else:
         memory(args.jobs or 100)
 

@@ -12,8 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db import IntegrityError, models, transaction
+from django.db.models import F, Q, Value
+from django.db.models.expressions import CombinedExpression
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -608,6 +609,42 @@ def training_job_progress(
         job.save(update_fields=fields)
 
 
+def training_job_step_next(
+    *,
+    job_id: uuid.UUID | str,
+    finished: dict[str, float],
+    progress: float,
+    step: str,
+    attempt: int,
+) -> None:
+    """Record that the steps `finished` ended (their wall times; the cumulative progress they
+    reached) and that the job enters `step` now: training_job_progress then
+    training_job_step_start, in one statement.
+
+    One conditional UPDATE is atomic on its own, so the row never shows a half-recorded step.
+    Raises AttemptLost when the job is no longer this attempt's.
+    """
+    now = timezone.now()
+    updated = TrainingJob.objects.filter(
+        pk=job_id, status=JobStatus.IN_PROGRESS, attempts=attempt
+    ).update(
+        step=step,
+        step_started_at=now,
+        heartbeat_at=now,
+        progress=min(max(progress, 0.0), 1.0),
+        step_durations=CombinedExpression(
+            F("step_durations"),
+            "||",
+            Value(
+                {name: round(seconds, 4) for name, seconds in finished.items()},
+                output_field=models.JSONField(),
+            ),
+        ),
+    )
+    if not updated:
+        raise AttemptLost(f"job {job_id} is no longer held by attempt {attempt}")
+
+
 def training_job_complete(
     *,
     job_id: uuid.UUID | str,
@@ -615,13 +652,15 @@ def training_job_complete(
     model_seconds: dict[str, float] | None = None,
     attempt: int | None = None,
 ) -> None:
-    """Mark the job completed; `model_seconds` (fit, predict) join the per-step durations."""
+    """Mark the job completed; `model_seconds` (fit, predict, and the last step's wall time)
+    join the per-step durations."""
     with transaction.atomic():
         job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
-        if job is None or job.status != JobStatus.IN_PROGRESS:
-            return
-        if attempt is not None and job.attempts != attempt:
+        held = job is not None and job.status == JobStatus.IN_PROGRESS
+        if attempt is not None and not (held and job is not None and job.attempts == attempt):
             raise AttemptLost(f"job {job_id} is no longer held by attempt {attempt}")
+        if job is None or not held:
+            return
         job.status = JobStatus.COMPLETED
         job.progress = 1.0
         job.step = "completed"
@@ -632,7 +671,12 @@ def training_job_complete(
             **job.step_durations,
             **{name: round(s, 4) for name, s in (model_seconds or {}).items()},
         }
-        job.save()
+        job.save(
+            update_fields=[
+                "status", "progress", "step", "step_started_at", "finished_at", "error_message",
+                "version", "step_durations",
+            ]
+        )  # fmt: skip
         _job_ended(job.model_id)
 
 

@@ -42,6 +42,26 @@ class Bar(models.Model):
         return f"{self.symbol} {self.timeframe} {self.timestamp:%Y-%m-%d %H:%M}"
 
 
+class BarRevision(models.Model):
+    """A number that changes whenever a series' stored bars change: database triggers on
+    training_bar (migration 0005) set it from one sequence on every insert, update, delete and
+    truncate, whoever writes. A number is never reused, even after a rollback, so a worker that
+    cached a series' bars under one (training.data.bars.fetch_training_data) knows they are still
+    the stored ones while it reads the same number."""
+
+    symbol = models.CharField(max_length=32)
+    timeframe = models.CharField(max_length=4, choices=Timeframe.choices)
+    revision = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["symbol", "timeframe"], name="uniq_bar_revision_series")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.symbol} {self.timeframe} r{self.revision}"
+
+
 class Calendar(models.TextChoices):
     """When a market trades (training.data.calendars): what annualises its Sharpe ratios."""
 

@@ -1,16 +1,17 @@
 """The 10-step training pipeline of the original design, for one job.
 
 Each step is a short transaction (or none): training runs outside any transaction, so a long fit
-never holds a lock. Progress and per-step wall time are written to the job as steps finish; any
-error is stored on the job with the step it happened in, and a version registered before the error
-is marked failed rather than left in `training`.
+never holds a lock. Progress and per-step wall time are written to the job in the one statement
+that starts the next step (or completes the job); any error is stored on the job with the step it
+happened in, and a version registered before the error is marked failed rather than left in
+`training`. What depends on the bars alone (the bars themselves, features, the causality verdict,
+regime labels, the incumbent's scores) is kept per worker by what it was computed from.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import logging
 import platform
 import time
@@ -37,13 +38,16 @@ from registry.models import EvaluationResult, JobStatus, ModelStatus, ModelVersi
 from training.data.bars import as_datetime, as_datetime64, get_data_loader
 from training.data.calendars import Annualisation
 from training.data.dataset import Bars, Dataset
-from training.data.features import build_dataset
-from training.data.prepare import MIN_BARS, leaking_features, prepare_training
+from training.data.prepare import MIN_BARS, dataset_for, leaking_features, prepare_training
 from training.data.selectors import series_annualisation
 from training.data.split import Split
 from training.evaluation.backtest import BacktestResult, backtest, deflated_sharpe
 from training.evaluation.plots import equity_curve_points, equity_series_npz
-from training.evaluation.regime_slices import RegimeEvaluation, evaluate_by_regime
+from training.evaluation.regime_slices import (
+    RegimeEvaluation,
+    evaluate_by_regime,
+    window_regime_labels,
+)
 from training.promotion.decision import Outcome, decide, enact
 from training.promotion.gates import apply_gates
 from training.promotion.policies import EvaluationPolicy, evaluation_policy_for
@@ -90,6 +94,9 @@ class Run:
     attempt: int = 0
     version: ModelVersion | None = None
     model_seconds: dict[str, float] = field(default_factory=dict)
+    # The steps finished since the last write and their wall times, recorded when the next step
+    # starts (one write for both) or, after the last step, when the job completes.
+    finished: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -116,9 +123,17 @@ class Evaluated:
 @contextmanager
 def _step(run: Run, name: str) -> Iterator[None]:
     """Run one step: every line logged inside carries job_id, model_id and step; its wall time
-    goes to the job and to the step-duration histogram once it finishes."""
+    goes to the step-duration histogram once it finishes, and to the job with the next step's
+    start (one write for both)."""
     job = run.job
-    services.training_job_step_start(job_id=job.pk, step=name, attempt=run.attempt)
+    if not run.finished:
+        services.training_job_step_start(job_id=job.pk, step=name, attempt=run.attempt)
+    else:
+        services.training_job_step_next(
+            job_id=job.pk, finished=run.finished, progress=STEPS[list(run.finished)[-1]],
+            step=name, attempt=run.attempt,
+        )  # fmt: skip
+        run.finished = {}
     started = time.perf_counter()
     try:
         with log_context(job_id=job.pk, model_id=job.model.model_id, step=name):
@@ -127,11 +142,18 @@ def _step(run: Run, name: str) -> Iterator[None]:
         raise
     except Exception as exc:
         raise _StepFailed(name, exc) from exc
-    seconds = time.perf_counter() - started
-    services.training_job_progress(
-        job_id=job.pk, step=name, progress=STEPS[name], seconds=seconds, attempt=run.attempt
-    )
-    metrics.pipeline_step_observe(step=name, model_type=job.model_type, seconds=seconds)
+    _finished(run, name, time.perf_counter() - started)
+
+
+def _instant_step(run: Run, name: str) -> None:
+    """A step with nothing of its own to wait for (a log line; an outbox event that an earlier
+    step's transaction wrote): it is recorded in the write that starts the next step."""
+    _finished(run, name, 0.0)
+
+
+def _finished(run: Run, name: str, seconds: float) -> None:
+    run.finished[name] = seconds
+    metrics.pipeline_step_observe(step=name, model_type=run.job.model_type, seconds=seconds)
 
 
 class _StepFailed(Exception):
@@ -180,7 +202,7 @@ def _run_steps(run: Run, log: logging.LoggerAdapter) -> str:
     try:
         decision = _steps(run, log)
         services.training_job_complete(
-            job_id=job.pk, version=run.version, model_seconds=run.model_seconds,
+            job_id=job.pk, version=run.version, model_seconds={**run.model_seconds, **run.finished},
             attempt=run.attempt,
         )  # fmt: skip
     except services.AttemptLost as lost:
@@ -208,8 +230,9 @@ def _run_steps(run: Run, log: logging.LoggerAdapter) -> str:
 def _steps(run: Run, log: logging.LoggerAdapter) -> str:
     """The 10 steps in order, each passing its typed result on; returns the decision taken."""
     job, policy = run.job, run.policy
-    with _step(run, "start"):
+    with log_context(job_id=job.pk, model_id=job.model.model_id, step="start"):
         log.info("training %s (%s)", job.model.model_id, job.trigger_reason)
+    _instant_step(run, "start")  # recorded as the job enters fetch_data
     with _step(run, "fetch_data"):
         bars = _fetch_data(job)
         # P of METRICS.md: the symbol's calendar, or bars per year measured over these bars.
@@ -220,14 +243,12 @@ def _steps(run: Run, log: logging.LoggerAdapter) -> str:
         trained = _train(job, policy, bars, annualisation, run.model_seconds)
     with _step(run, "register"):
         version = run.version = _register(job, bars, annualisation, trained, attempt=run.attempt)
-    with _step(run, "publish_trained"):
-        pass  # model_trained was written to the outbox in register's transaction
+    _instant_step(run, "publish_trained")  # model_trained went to the outbox with the version
     with _step(run, "evaluate"):
         evaluated = _evaluate(job, policy, bars, annualisation, trained, run.model_seconds)
     with _step(run, "save_evaluation"):
         evaluation = _save_evaluation(job, policy, bars, trained.split, version, evaluated)
-    with _step(run, "publish_evaluated"):
-        pass  # model_evaluated was written to the outbox with the evaluation
+    _instant_step(run, "publish_evaluated")  # model_evaluated went out with the evaluation
     with _step(run, "apply_gates"):
         return _apply_gates(job, policy, bars, annualisation, trained.split, version, evaluation)
 
@@ -320,9 +341,12 @@ def _train(
     started = time.perf_counter()
     fit_metrics = trainer.fit(dataset, split.train, split.validation)
     model_seconds["train.fit"] = time.perf_counter() - started
+    started = time.perf_counter()
+    positions = trainer.positions(dataset, split.validation)
+    model_seconds["train.predict"] = time.perf_counter() - started
     validation = backtest(
         bars.close[split.validation],
-        trainer.positions(dataset, split.validation),
+        positions,
         fee=policy.fee,
         periods_per_year=annualisation.periods_per_year,
     )
@@ -346,13 +370,9 @@ def _manifest(
     job: TrainingJob, bars: Bars, annualisation: Annualisation, trained: Trained, blob_sha: str
 ) -> dict[str, Any]:
     split = trained.split
-    digest = hashlib.sha256()
-    for array in (bars.timestamp.astype("int64"), bars.open, bars.high, bars.low, bars.close,
-                  bars.volume):  # fmt: skip
-        digest.update(np.ascontiguousarray(array).tobytes())
     versions = dict(_library_versions())
     return {
-        "data_sha256": digest.hexdigest(),
+        "data_sha256": bars.sha256,
         "symbol": job.symbol,
         "timeframe": job.timeframe,
         "bars": {
@@ -461,9 +481,27 @@ def _evaluate(
         result = dataclasses.replace(result, n_trials=len(trials), dsr=dsr)
     regimes = evaluate_by_regime(
         close=bars.close, window=window, positions=positions, fee=policy.fee,
-        periods_per_year=periods,
+        periods_per_year=periods, labels=_regime_labels(bars, window),
     )  # fmt: skip
     return Evaluated(result=result, regimes=regimes)
+
+
+# (the bars' sha256, window) -> the window's regime labels, per worker process: they depend on the
+# bars alone, and jobs on the same bars evaluate on the same test window.
+_REGIME_LABELS: OrderedDict[tuple[str, int, int], np.ndarray] = OrderedDict()
+_REGIME_LABELS_KEPT = 16
+
+
+def _regime_labels(bars: Bars, window: slice) -> np.ndarray:
+    key = (bars.sha256, window.start, window.stop)
+    held = _REGIME_LABELS.get(key)
+    if held is None:
+        held = _REGIME_LABELS[key] = window_regime_labels(bars.close, window)
+        held.flags.writeable = False
+        while len(_REGIME_LABELS) > _REGIME_LABELS_KEPT:
+            _REGIME_LABELS.popitem(last=False)
+    _REGIME_LABELS.move_to_end(key)
+    return held
 
 
 def _save_evaluation(
@@ -546,14 +584,15 @@ def production_sharpe_on(
 
     With `data_sha256` (of the bars, as in the manifest) the scores are kept for later jobs on
     the same bars and windows."""
-    production = ModelVersion.objects.filter(model=job.model, status=ModelStatus.PRODUCTION).first()
+    # What scoring it needs, not its manifest and metrics (large JSON).
+    production = (
+        ModelVersion.objects.filter(model=job.model, status=ModelStatus.PRODUCTION)
+        .only("pk", "artifact_path", "artifact_sha256", "feature_spec")
+        .first()
+    )
     if production is None:
         return None
-    key = (
-        production.pk, production.artifact_sha256, data_sha256, split.validation.start,
-        split.validation.stop, split.evaluate.start, split.evaluate.stop, policy.fee,
-        periods_per_year,
-    )  # fmt: skip
+    key = _incumbent_key(production, data_sha256, split, policy.fee, periods_per_year)
     if data_sha256 and key in _PRODUCTION_SHARPES:
         _PRODUCTION_SHARPES.move_to_end(key)
         return _PRODUCTION_SHARPES[key]
@@ -563,6 +602,36 @@ def production_sharpe_on(
         while len(_PRODUCTION_SHARPES) > _PRODUCTION_SHARPES_KEPT:
             _PRODUCTION_SHARPES.popitem(last=False)
     return incumbent
+
+
+def _incumbent_key(
+    version: ModelVersion, data_sha256: str, split: Split, fee: float, periods_per_year: float
+) -> tuple[Any, ...]:
+    return (
+        version.pk, version.artifact_sha256, data_sha256, split.validation.start,
+        split.validation.stop, split.evaluate.start, split.evaluate.stop, fee, periods_per_year,
+    )  # fmt: skip
+
+
+def _remember_scores(
+    version: ModelVersion,
+    policy: EvaluationPolicy,
+    bars: Bars,
+    periods_per_year: float,
+    split: Split,
+    validation_sharpe: float,
+    test_sharpe: float,
+) -> None:
+    """Keep this job's own Sharpe ratios on its windows as its version's, should it become the
+    production version that the next job on the same bars and windows is compared with: its
+    artifact reloads to the same positions (a tested property of every family), so scoring it
+    again would give the same numbers."""
+    key = _incumbent_key(version, bars.sha256, split, policy.fee, periods_per_year)
+    _PRODUCTION_SHARPES[key] = Incumbent(
+        validation_sharpe=validation_sharpe, test_sharpe=test_sharpe
+    )
+    while len(_PRODUCTION_SHARPES) > _PRODUCTION_SHARPES_KEPT:
+        _PRODUCTION_SHARPES.popitem(last=False)
 
 
 def _production_sharpe(
@@ -576,7 +645,8 @@ def _production_sharpe(
     blob = artifact_load(path=production.artifact_path, sha256=production.artifact_sha256)
     trainer = trainer_class(job.model_type).loads(blob)
     spec = production.feature_spec or None
-    dataset = build_dataset(bars, spec, horizon=(spec or {}).get("horizon"))
+    # The job's own dataset when production was trained on the same features (dataset_for).
+    dataset = dataset_for(bars, spec, horizon=(spec or {}).get("horizon"))
     sharpes = [
         backtest(
             bars.close[window],
@@ -601,6 +671,11 @@ def _apply_gates(
     """Step 9: the promotion decision (training.promotion.decision) on the evaluation; returns
     what was decided, for the job's log line."""
     model_id, number = job.model.model_id, version.version
+    _remember_scores(
+        version, policy, bars, annualisation.periods_per_year, split,
+        validation_sharpe=float(version.training_metrics["validation_sharpe"]),
+        test_sharpe=evaluation.sharpe,
+    )  # fmt: skip
     failing = [name for name, gate in evaluation.gates.items() if not gate["passed"]]
     if failing:
         ModelVersion.objects.filter(pk=version.pk).update(failed_gates=failing)

@@ -327,6 +327,9 @@ CELERY_WORKER_REDIRECT_STDOUTS = False
 
 # Which market-data source the pipeline reads: a dotted path to a fetch_training_data callable.
 CLM_DATA_LOADER = os.environ.get("CLM_DATA_LOADER", "training.data.fetch_training_data")
+# How many bytes of bars a worker keeps between jobs (training.data.bars.fetch_training_data):
+# a series is read again only when its stored bars change; 0 reads them every time.
+CLM_BARS_CACHE_BYTES = int(os.environ.get("CLM_BARS_CACHE_BYTES", str(256 * 1024 * 1024)))
 # Whether a training request's market has data: a dotted path to (symbol, timeframe) -> bool.
 CLM_DATA_AVAILABLE = "training.data.selectors.data_available"
 # Sections the apps above the registry add to GET /clm/status: key -> dotted path of a callable.

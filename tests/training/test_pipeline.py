@@ -21,10 +21,13 @@ from registry.models import (
     TrainingJob,
 )
 from registry.services import JobRequest, training_job_create
+from training import pipeline
 from training.data import prepare
 from training.data.bars import as_datetime, get_data_loader
+from training.data.split import Split
 from training.pipeline import STEPS, run_job
 from training.promotion.models import PromotionPolicy
+from training.promotion.policies import evaluation_policy_for
 from training.tasks import reap_stuck_jobs_now
 from training.trainers import trainer_class
 from training.trainers.xgboost import XGBoostTrainer
@@ -54,6 +57,7 @@ def test_job_runs_all_ten_steps_and_records_everything(btc_bars):
     assert job.status == JobStatus.COMPLETED and job.progress == 1.0
     assert set(job.step_durations) == (set(STEPS) - {"complete"}) | {
         "train.fit",
+        "train.predict",
         "evaluate.predict",
     }
     version = job.version
@@ -197,11 +201,8 @@ def test_too_little_data_fails_at_fetch(db):
     assert "200 bars" in job.error_message
 
 
-@pytest.mark.slow
-@pytest.mark.django_db
-def test_a_feature_that_leaks_the_future_is_caught(btc_bars, monkeypatch):
-    """A model fed the next bar's return as a feature would score brilliantly; it never gets to."""
-    honest = prepare.build_dataset
+def _leaky_builder(honest):
+    """A feature builder that adds the next bar's return as a feature, "peek"."""
 
     def leaky(bars, spec=None, *, horizon=None):
         data = honest(bars, spec, horizon=horizon)
@@ -212,13 +213,60 @@ def test_a_feature_that_leaks_the_future_is_caught(btc_bars, monkeypatch):
             label=data.label, horizon=data.horizon, spec=data.spec,
         )  # fmt: skip
 
-    monkeypatch.setattr(prepare, "build_dataset", leaky)
+    return leaky
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_a_feature_that_leaks_the_future_is_caught(btc_bars, monkeypatch):
+    """A model fed the next bar's return as a feature would score brilliantly; it never gets to."""
+    monkeypatch.setattr(prepare, "build_dataset", _leaky_builder(prepare.build_dataset))
     job = make_job()
     assert run_job(job_id=str(job.pk)) == JobStatus.FAILED
     job.refresh_from_db()
     assert job.error_step == "train"
     assert "leak the future" in job.error_message and "peek" in job.error_message
     assert not EvaluationResult.objects.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_a_leaking_feature_is_caught_after_an_honest_job_on_the_same_bars(btc_bars, monkeypatch):
+    """A worker keeps datasets and causality verdicts between jobs by the function that built
+    them, the bars and the spec: a leaking builder is checked afresh, never handed the honest
+    builder's dataset or verdict."""
+    assert run_job(job_id=str(make_job().pk)) == JobStatus.COMPLETED
+    monkeypatch.setattr(prepare, "build_dataset", _leaky_builder(prepare.build_dataset))
+    job = make_job()
+    assert run_job(job_id=str(job.pk)) == JobStatus.FAILED
+    job.refresh_from_db()
+    assert job.error_step == "train" and "peek" in job.error_message
+    assert EvaluationResult.objects.count() == 1
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_a_versions_own_scores_are_those_of_its_stored_artifact(btc_bars):
+    """A job keeps its version's Sharpe ratios on its windows for the next job on the same bars,
+    should the version be production by then: scoring the stored artifact afresh on those
+    windows gives exactly the same numbers."""
+    PromotionPolicy.objects.create(
+        model_type="xgboost", min_sharpe=-100, min_win_rate=0, min_profit_factor=0,
+        max_drawdown=1.0, min_trades=1, min_dsr=None,
+    )  # fmt: skip
+    job = make_job()
+    assert run_job(job_id=str(job.pk)) == JobStatus.COMPLETED
+    job.refresh_from_db()
+    version = job.version
+    assert version.status == ModelStatus.PRODUCTION
+    bars = get_data_loader()("BTCUSDT", "1h", None)
+    split = Split(**{name: slice(*rows) for name, rows in version.manifest["split"].items()})
+    policy = evaluation_policy_for("xgboost", auto_promote_default=True)
+    periods = version.manifest["annualisation"]["periods_per_year"]
+    key = pipeline._incumbent_key(version, bars.sha256, split, policy.fee, periods)
+    kept = pipeline._PRODUCTION_SHARPES[key]
+    assert kept == pipeline._production_sharpe(version, job, policy, bars, periods, split)
+    assert kept.test_sharpe == EvaluationResult.objects.get(version=version).sharpe
 
 
 @pytest.mark.slow

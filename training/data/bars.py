@@ -8,6 +8,7 @@ CLM_DATA_LOADER names the callable, so another source (an exchange client, a war
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -149,10 +150,55 @@ def _empty_bars() -> Bars:
     )  # fmt: skip
 
 
+# (symbol, timeframe, start, end) -> (the series' BarRevision when read, its bars), oldest first.
+_CACHED: OrderedDict[tuple[str, str, datetime | None, datetime | None], tuple[int, Bars]] = (
+    OrderedDict()
+)
+
+
 def fetch_training_data(symbol: str, timeframe: str, window: Window = None) -> Bars:
-    """The default data loader: bars from the project's own database."""
+    """The default data loader: bars from the project's own database.
+
+    A worker keeps the bars it read (up to settings.CLM_BARS_CACHE_BYTES) with the series'
+    revision, which the database changes on every write to the series (training.models.
+    BarRevision): while it reads the same revision, the stored bars are the ones it holds. The
+    revision is read before the bars, so bars written between the two reads are at worst read
+    again next time, never held under a revision they do not match. The arrays are read-only:
+    the next job gets them too.
+    """
     start, end = window if window else (None, None)
-    return load_bars(symbol, timeframe, start, end)
+    symbol = symbol.upper()
+    if settings.CLM_BARS_CACHE_BYTES <= 0 or connection.vendor != "postgresql":
+        return load_bars(symbol, timeframe, start, end)
+    from training.models import BarRevision
+
+    revision = (
+        BarRevision.objects.filter(symbol=symbol, timeframe=timeframe)
+        .values_list("revision", flat=True)
+        .first()
+    )
+    if revision is None:  # no revision yet (nothing stored): nothing to hold the bars under
+        return load_bars(symbol, timeframe, start, end)
+    key = (symbol, timeframe, start, end)
+    held = _CACHED.get(key)
+    if held is not None and held[0] == revision:
+        _CACHED.move_to_end(key)
+        return held[1]
+    bars = load_bars(symbol, timeframe, start, end)
+    for array in (bars.timestamp, bars.open, bars.high, bars.low, bars.close, bars.volume):
+        array.flags.writeable = False
+    _CACHED[key] = (revision, bars)
+    _CACHED.move_to_end(key)
+    budget = settings.CLM_BARS_CACHE_BYTES
+    while _CACHED and sum(_nbytes(b) for _, b in _CACHED.values()) > budget:
+        _CACHED.popitem(last=False)
+    return bars
+
+
+def _nbytes(bars: Bars) -> int:
+    return sum(
+        a.nbytes for a in (bars.timestamp, bars.open, bars.high, bars.low, bars.close, bars.volume)
+    )
 
 
 def get_data_loader() -> DataLoader:

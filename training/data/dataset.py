@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -31,6 +33,17 @@ class Bars:
 
     def __len__(self) -> int:
         return len(self.close)
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """The bars' digest (timestamps as int64 seconds, then open, high, low, close, volume):
+        a version's manifest `data_sha256`. Worked out once per Bars: bars are not changed in
+        place (a worker's cached ones are read-only)."""
+        digest = hashlib.sha256()
+        for array in (self.timestamp.astype("int64"), self.open, self.high, self.low, self.close,
+                      self.volume):  # fmt: skip
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
 
     def slice(self, window: slice) -> Bars:
         return Bars(

@@ -1,14 +1,15 @@
 """Vectorized backtest of target positions, with the metrics defined in docs/METRICS.md.
 
 Every evaluation, promotion gate and fitness score in CLM goes through `backtest`, so the
-definitions live here once. The code is pure numpy (scipy only for the normal distribution): no loop
-over bars, trades are found by run detection, so a million bars take milliseconds.
+definitions live here once. The loops over bars are two compiled passes (`_backtest_kernel`,
+numba), so a million bars take a few milliseconds; the metrics are assembled here from their sums.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,9 @@ class BacktestResult:
     """Metrics of one backtest (names as in METRICS.md), its inputs, and the per-bar series.
 
     `returns` is s[0..N-1] and `equity` is E[0..N-1]; they are left out of `as_dict()`, comparisons
-    and repr because they are as long as the input.
+    and repr because they are as long as the input. `equity` is built from `returns` on first
+    use (the same products, in the same order, as the backtest's running equity), since most
+    callers only need the metrics.
     """
 
     sharpe: float
@@ -54,7 +57,11 @@ class BacktestResult:
     n_bars: int
     n_trials: int
     returns: np.ndarray = field(repr=False, compare=False)
-    equity: np.ndarray = field(repr=False, compare=False)
+
+    @cached_property
+    def equity(self) -> np.ndarray:
+        """E[t] = E[t-1] * (1 + s[t]), E[-1] = 1."""
+        return np.cumprod(1.0 + self.returns)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe scalars: non-finite floats become None.
@@ -102,21 +109,18 @@ def backtest(
     _validate_shape(close_arr, w, fee, periods_per_year)
     trial_variance = _trial_variance(n_trials, trial_sharpes)
 
-    first = _returns_and_equity(close_arr, w, fee)
-    if not first.valid:
+    passes = _passes(close_arr, w, fee)
+    if not passes.valid:
         _validate(close_arr, w, fee, periods_per_year)  # says what is wrong
-    s, equity, max_drawdown = first.s, first.equity, first.max_drawdown
-    total_return = float(equity[-1] - 1.0)
-    cagr = _cagr(float(equity[-1]), periods_per_year, n)
-
-    bar_returns = s[1:]
-    moments, downside_sq, cum_s_at = _second_pass(s, w, first)
-    downside = math.sqrt(downside_sq / len(bar_returns))
+    s, moments, max_drawdown = passes.s, passes.moments, passes.max_drawdown
+    total_return = passes.final_equity - 1.0
+    cagr = _cagr(passes.final_equity, periods_per_year, n)
+    downside = math.sqrt(passes.squared_losses / (n - 1))
     sqrt_p = math.sqrt(periods_per_year)
     psr = _psr(moments, 0.0)
     dsr = psr if n_trials <= 1 else _psr(moments, _deflated_benchmark(n_trials, trial_variance))
 
-    trade_returns, bars_held = _trades(w, close_arr, fee, cum_s_at)
+    trade_returns, bars_held = passes.trade_returns, passes.bars_held
     n_trades = len(trade_returns)
     wins = trade_returns[trade_returns > 0].sum()
     losses = -trade_returns[trade_returns < 0].sum()
@@ -134,7 +138,7 @@ def backtest(
         total_return=total_return,
         cagr=cagr,
         calmar=cagr / max_drawdown if max_drawdown > 0 else 0.0,
-        exposure=float((first.nonzero_positions - int(w[-1] != 0)) / (n - 1)),
+        exposure=float((passes.nonzero_positions - int(w[-1] != 0)) / (n - 1)),
         trades=n_trades,
         win_rate=float(np.count_nonzero(trade_returns > 0) / n_trades) if n_trades else 0.0,
         profit_factor=profit_factor,
@@ -147,7 +151,6 @@ def backtest(
         n_bars=n,
         n_trials=int(n_trials),
         returns=s,
-        equity=equity,
     )
 
 
@@ -227,154 +230,47 @@ def _deflated_benchmark(n_trials: int, trial_variance: float) -> float:
     return math.sqrt(trial_variance) * float(expected_max)
 
 
-# Bars per block of the two passes below (512 KiB a float array): the temporaries stay in the CPU
-# cache, so each pass reads and writes main memory once instead of once per arithmetic step,
-# and the blocks are few enough for numpy's per-call cost not to count.
-BLOCK = 1 << 16
-
-
 @dataclass
-class _FirstPass:
-    """What the first pass computes: s, E and the maximum drawdown, and what it saw on the way
-    (whether the inputs are in range, the positions held, the sum and range of s[1..N-1])."""
+class _Passes:
+    """What the compiled passes over the bars give (`_backtest_kernel`)."""
 
-    s: np.ndarray
-    equity: np.ndarray
-    max_drawdown: float
     valid: bool
+    s: np.ndarray
+    final_equity: float
+    max_drawdown: float
     nonzero_positions: int
-    returns_sum: float
-    returns_min: float
-    returns_max: float
+    moments: _Moments
+    squared_losses: float
+    trade_returns: np.ndarray
+    bars_held: np.ndarray
 
 
-def _returns_and_equity(close: np.ndarray, w: np.ndarray, fee: float) -> _FirstPass:
-    """s[0..N-1], E[0..N-1] and the maximum drawdown, block by block.
+def _passes(close: np.ndarray, w: np.ndarray, fee: float) -> _Passes:
+    """s, the final equity, the drawdown, the moments of s[1..N-1] and the trades, in two
+    compiled passes.
 
-    s[t] = -fee * |w[t] - w[t-1]| + w[t-1] * (close[t] / close[t-1] - 1), with w[-1] = 0 and
-    no price move at t = 0. Each block continues the previous one's running product and peak
-    from its last value, which is exactly what one cumprod and one maximum.accumulate over the
-    whole series compute, element by element (IEEE products commute), so the values are the
-    same to the last bit. The prices and positions are checked on the way (`valid`): a bad
-    series is found without a pass of its own, and `_validate` then says what is wrong.
+    The inputs are checked on the way (`valid`): a bad series is found without a pass of its
+    own, and `_validate` then says what is wrong.
     """
+    from training.evaluation import _backtest_kernel as kernel
+
+    close = np.ascontiguousarray(close)
+    w = np.ascontiguousarray(w)
     n = len(close)
     s = np.empty(n)
-    equity = np.empty(n)
-    pnl = np.empty(BLOCK)
-    peak = np.empty(BLOCK)
-    carry_equity, carry_peak, lowest = 1.0, -math.inf, math.inf
-    valid, nonzero = True, 0
-    total, low, high = 0.0, math.inf, -math.inf
-    with np.errstate(all="ignore"):  # only a series `_validate` refuses can overflow
-        for lo in range(0, n, BLOCK):
-            hi = min(lo + BLOCK, n)
-            sb, eb, pb, kb = s[lo:hi], equity[lo:hi], pnl[: hi - lo], peak[: hi - lo]
-            cb, wb = close[lo:hi], w[lo:hi]
-            # NaN fails every comparison
-            valid &= bool(cb.min() > 0 and cb.max() < math.inf)
-            valid &= bool(wb.min() >= -1.0 and wb.max() <= 1.0)
-            nonzero += int(np.count_nonzero(wb))
-            first = 1 if lo == 0 else 0  # the first bar has no previous position nor price
-            if first:
-                sb[0] = w[0]
-                pb[0] = 0.0
-            np.subtract(w[lo + first : hi], w[lo + first - 1 : hi - 1], out=sb[first:])
-            np.abs(sb, out=sb)
-            sb *= -fee
-            moved = pb[first:]
-            np.divide(close[lo + first : hi], close[lo + first - 1 : hi - 1], out=moved)
-            moved -= 1.0
-            moved *= w[lo + first - 1 : hi - 1]
-            sb += pb
-            xb = sb[first:]
-            if len(xb):
-                total += float(xb.sum())
-                low, high = min(low, float(xb.min())), max(high, float(xb.max()))
-            np.add(sb, 1.0, out=eb)
-            eb[0] *= carry_equity
-            np.multiply.accumulate(eb, out=eb)
-            np.maximum.accumulate(eb, out=kb)
-            np.maximum(kb, carry_peak, out=kb)
-            carry_equity, carry_peak = float(eb[-1]), float(kb[-1])
-            np.divide(eb, kb, out=kb)
-            lowest = min(lowest, float(kb.min()))
-    return _FirstPass(
-        s=s, equity=equity, max_drawdown=float(1.0 - lowest), valid=valid,
-        nonzero_positions=nonzero, returns_sum=total, returns_min=low, returns_max=high,
-    )  # fmt: skip
-
-
-@dataclass
-class _TradeSums:
-    """The running sum of s at the bars where trades start and end (for `_trades`)."""
-
-    starts: np.ndarray
-    ends: np.ndarray
-    at_starts: np.ndarray
-    at_ends: np.ndarray
-
-
-def _trade_bounds(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First and last decision bar of each trade: a maximal run of same-sign non-zero bars."""
-    n = len(w)
-    sign = (w > 0).view(np.int8) - (w < 0).view(np.int8)
-    nonzero = sign != 0
-    new_sign = np.empty(n, dtype=bool)
-    new_sign[0] = True
-    np.not_equal(sign[1:], sign[:-1], out=new_sign[1:])
-    starts = np.flatnonzero(nonzero & new_sign)
-    run_ends = np.empty(n, dtype=bool)
-    run_ends[:-1] = new_sign[1:]
-    run_ends[-1] = True
-    return starts, np.flatnonzero(nonzero & run_ends)
-
-
-def _second_pass(
-    s: np.ndarray, w: np.ndarray, first: _FirstPass
-) -> tuple[_Moments, float, _TradeSums]:
-    """The moments of s[1..N-1], the sum of its squared losses, and the running sum of s at
-    the trades' first and last bars, in one blocked pass over s.
-
-    The sums of the mean and the higher moments add block by block (their last digits may
-    differ from one sum over the series, as two BLAS builds' would). The running sum continues
-    each block from the previous one's last value: the same additions as one cumsum, in the same
-    order.
-    """
-    count = len(s) - 1
-    mean = first.returns_sum / count
-    starts, ends = _trade_bounds(w)
-    sums = _TradeSums(starts, ends, np.empty(len(starts)), np.empty(len(ends)))
-    dev = np.empty(BLOCK)
-    dev2 = np.empty(BLOCK)
-    scratch = np.empty(BLOCK)
-    running = np.empty(BLOCK)
-    m2 = m3 = m4 = losses = 0.0
-    carry = 0.0
-    for lo in range(0, len(s), BLOCK):
-        hi = min(lo + BLOCK, len(s))
-        sb, rb = s[lo:hi], running[: hi - lo]
-        np.add(sb[:1], carry, out=rb[:1])
-        rb[1:] = sb[1:]
-        np.add.accumulate(rb, out=rb)
-        carry = float(rb[-1])
-        for bounds, at in ((sums.starts, sums.at_starts), (sums.ends, sums.at_ends)):
-            i, j = np.searchsorted(bounds, (lo, hi))
-            at[i:j] = rb[bounds[i:j] - lo]
-        xb = sb[1:] if lo == 0 else sb
-        if not len(xb):
-            continue
-        # numpy's own sums, not BLAS dot: a threaded BLAS costs more to start than to add up
-        # one block
-        db, d2, product = dev[: len(xb)], dev2[: len(xb)], scratch[: len(xb)]
-        np.subtract(xb, mean, out=db)
-        np.multiply(db, db, out=d2)
-        m2 += float(d2.sum())
-        m3 += float(np.multiply(d2, db, out=product).sum())
-        m4 += float(np.multiply(d2, d2, out=product).sum())
-        np.minimum(xb, 0.0, out=db)
-        losses += float(np.multiply(db, db, out=product).sum())
-    if count < 2 or first.returns_min == first.returns_max:
+    # At most one trade per bar; only the pages of the trades found are ever touched.
+    trade_returns = np.empty(n)
+    bars_held = np.empty(n, dtype=np.int64)
+    valid, trades, final_equity, max_drawdown, total, low, high, nonzero = kernel.first_pass(
+        close, w, float(fee), s, trade_returns, bars_held
+    )
+    count = n - 1
+    mean = total / count
+    if not valid:
+        moments = _Moments(mean=0.0, sharpe=0.0, skew=0.0, kurtosis=3.0, count=count)
+        return _Passes(False, s, 1.0, 0.0, 0, moments, 0.0, np.empty(0), np.empty(0))
+    m2, m3, m4, losses = kernel.second_pass(s, mean)
+    if count < 2 or low == high:
         moments = _Moments(mean=mean, sharpe=0.0, skew=0.0, kurtosis=3.0, count=count)
     else:
         m2, m3, m4 = m2 / count, m3 / count, m4 / count
@@ -382,32 +278,17 @@ def _second_pass(
         moments = _Moments(
             mean=mean, sharpe=mean / std, skew=m3 / m2**1.5, kurtosis=m4 / m2**2, count=count
         )
-    return moments, losses, sums
-
-
-def _trades(
-    w: np.ndarray, close: np.ndarray, fee: float, sums: _TradeSums
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return and bars held of each trade: a maximal run of same-sign non-zero decision bars.
-
-    Decision bars b..e hold bars b+1..min(e+1, N-1). The trade's return is s[b+1..e] (price moves
-    and size changes inside the run) plus the last held bar's move pnl[e+1], minus the entry
-    fee*|w[b]| and, unless the trade is still open at the end, the exit fee*|w[e]|. At a flip
-    |w[b] - w[b-1]| = |w[b]| + |w[b-1]|, so this splits the flip's cost exactly as METRICS.md says.
-    """
-    n = len(w)
-    starts, ends = sums.starts, sums.ends
-    if len(starts) == 0:
-        return np.empty(0), np.empty(0, dtype=np.int64)
-    closed = ends < n - 1
-    last_held = np.minimum(ends + 1, n - 1)
-    # pnl[e + 1] = (close[e + 1] / close[e] - 1) * w[e], as _returns_and_equity computes it
-    move = close[last_held] / close[last_held - 1]
-    move -= 1.0
-    move *= w[last_held - 1]
-    returns = sums.at_ends - sums.at_starts - fee * np.abs(w[starts])
-    returns += np.where(closed, move - fee * np.abs(w[ends]), 0.0)
-    return returns, last_held - starts
+    return _Passes(
+        valid=True,
+        s=s,
+        final_equity=float(final_equity),
+        max_drawdown=float(max_drawdown),
+        nonzero_positions=int(nonzero),
+        moments=moments,
+        squared_losses=float(losses),
+        trade_returns=trade_returns[:trades].copy(),
+        bars_held=bars_held[:trades].copy(),
+    )
 
 
 def _cagr(final_equity: float, periods_per_year: float, n_bars: int) -> float:

@@ -46,14 +46,17 @@ def evaluate_by_regime(
     positions: ArrayLike,
     fee: float,
     periods_per_year: float,
+    labels: np.ndarray | None = None,
 ) -> RegimeEvaluation:
     """Slices of an evaluation `window` of the bars `close` (all of them, oldest first).
 
     The labels come from the bars up to the window's end only; each one from the bars up to its
-    own bar, so the bars before the window give the first ones their history.
+    own bar, so the bars before the window give the first ones their history. A caller that
+    already has them for these bars and this window (`window_regime_labels`) passes `labels`.
     """
     close_arr = np.asarray(close, dtype=np.float64)
-    labels = regime_labels(close_arr[: window.stop])[window]
+    if labels is None:
+        labels = window_regime_labels(close_arr, window)
     slices = regime_slices(
         close=close_arr[window],
         positions=positions,
@@ -62,6 +65,12 @@ def evaluate_by_regime(
         periods_per_year=periods_per_year,
     )
     return RegimeEvaluation(labels=labels, slices=slices)
+
+
+def window_regime_labels(close: ArrayLike, window: slice) -> np.ndarray:
+    """The regime label of each bar of `window`, from the bars `close` up to that bar."""
+    close_arr = np.asarray(close, dtype=np.float64)
+    return regime_labels(close_arr[: window.stop], since=window.start or 0)
 
 
 def regime_slices(

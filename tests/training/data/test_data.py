@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from django.core.management import CommandError, call_command
 
-from training.data.bars import fetch_training_data, load_bars
+from training.data.bars import bars_frame, bars_import, fetch_training_data, load_bars
 from training.data.selectors import bars_exist
-from training.models import Bar
+from training.data.synthetic import generate_bars
+from training.models import Bar, BarRevision
 
 GOOD_CSV = """timestamp,open,high,low,close,volume
 2024-01-01T00:00:00Z,100,101,99,100.5,10
@@ -189,3 +190,38 @@ def test_generator_rejects_bad_flags():
         call_command("generate_market_data", "--symbol=A", bars=10, regimes="sideways:10")
     with pytest.raises(CommandError, match="covers 5 bars"):
         call_command("generate_market_data", "--symbol=A", bars=10, regimes="quiet:5")
+
+
+@pytest.mark.django_db
+def test_a_worker_reads_a_series_again_only_when_its_stored_bars_changed():
+    """Whoever writes (an import, an ORM delete or update), the series' revision changes, so
+    the bars a worker holds are never served once the stored ones differ."""
+    bars, _ = generate_bars(300, seed=2)
+    bars_import(frame=bars_frame(bars), symbol="KEEP", timeframe="1h")
+    bars_import(frame=bars_frame(bars), symbol="OTHER", timeframe="1h")
+    held = fetch_training_data("KEEP", "1h")
+    assert fetch_training_data("keep", "1h") is held  # unchanged: the same arrays
+    assert not held.close.flags.writeable  # shared with the next job: read-only
+    other = BarRevision.objects.get(symbol="OTHER", timeframe="1h").revision
+
+    def changed(change) -> None:
+        before = fetch_training_data("KEEP", "1h")
+        change()
+        after = fetch_training_data("KEEP", "1h")
+        assert after is not before
+        np.testing.assert_array_equal(after.close, load_bars("KEEP", "1h").close)
+
+    frame = bars_frame(bars)
+    frame.loc[10, "close"] = frame.loc[10, "high"]
+    changed(lambda: bars_import(frame=frame, symbol="KEEP", timeframe="1h"))  # one value
+    changed(lambda: Bar.objects.filter(symbol="KEEP").order_by("timestamp")[:1].get().delete())
+    changed(lambda: Bar.objects.filter(symbol="KEEP", close__gt=0).update(volume=1.0))
+    changed(lambda: bars_import(frame=bars_frame(bars), symbol="KEEP", timeframe="1h"))
+    # A replayed batch changes nothing stored, so nothing is read again; other series keep theirs.
+    held = fetch_training_data("KEEP", "1h")
+    bars_import(frame=bars_frame(bars), symbol="KEEP", timeframe="1h")
+    assert fetch_training_data("KEEP", "1h") is held
+    assert BarRevision.objects.get(symbol="OTHER", timeframe="1h").revision == other
+    # A window is held apart from the whole series.
+    window = fetch_training_data("KEEP", "1h", (None, held.timestamp[100].item()))
+    assert len(window) == 100 and fetch_training_data("KEEP", "1h") is held

@@ -192,6 +192,32 @@ def test_trades_match_a_bar_by_bar_reference(seed: int) -> None:
     assert np.sum(trades) == pytest.approx(r.returns.sum(), rel=1e-9)
 
 
+def test_long_series_metrics_equal_numpy_over_the_whole_series() -> None:
+    """The compiled passes add in blocks; over many blocks (and a partial last one) the
+    figures still equal numpy's sums over the whole series."""
+    rng = np.random.default_rng(7)
+    n = 200_003
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    w = np.repeat(rng.choice([-1.0, -0.4, 0.0, 0.7, 1.0], n // 37 + 1), 37)[:n]
+    fee = 0.0005
+    r = backtest(close, w, fee=fee, periods_per_year=8_760)
+
+    prev = np.concatenate([[0.0], w[:-1]])
+    moves = np.concatenate([[0.0], close[1:] / close[:-1] - 1.0])
+    s = -fee * np.abs(w - prev) + prev * moves
+    assert np.allclose(r.returns, s, rtol=0, atol=1e-15)
+    assert np.allclose(r.equity, np.cumprod(1 + s), rtol=1e-12)
+    x = s[1:]
+    assert r.sharpe == pytest.approx(x.mean() / x.std(ddof=1) * math.sqrt(8_760), rel=1e-12)
+    downside = math.sqrt(np.mean(np.minimum(x, 0) ** 2))
+    assert r.sortino == pytest.approx(x.mean() / downside * math.sqrt(8_760), rel=1e-12)
+    equity = np.cumprod(1 + s)
+    assert r.max_drawdown == pytest.approx(1 - np.min(equity / np.maximum.accumulate(equity)))
+    trades, _ = _reference(close, w, fee)
+    assert r.trades == len(trades)
+    assert r.avg_trade_return == pytest.approx(np.mean(trades), rel=1e-9)
+
+
 def _returns() -> np.ndarray:
     rng = np.random.default_rng(42)
     return rng.standard_t(4, 2_000) * 0.01 + 0.0008

@@ -36,6 +36,15 @@ def test_each_bar_is_labelled_from_the_bars_up_to_it():
     assert set(labels[:100]) == {UNCLASSIFIED} and set(labels[400:]) <= set(REGIMES)
 
 
+@pytest.mark.parametrize("rounded", [False, True])  # rounded prices give tied volatilities
+def test_the_labels_of_later_bars_alone_are_those_of_the_whole_series(rounded):
+    bars, _ = generate_bars(3_000, seed=6)
+    close = np.round(bars.close) + 1 if rounded else bars.close
+    labels = regime_labels(close)
+    for since in (0, 1, 100, 146, 147, 1_000, 1_148, 2_500, 2_999, 3_000):
+        np.testing.assert_array_equal(regime_labels(close, since=since), labels[since:])
+
+
 def test_slices_match_a_hand_computation():
     close = np.array([100.0, 110.0, 99.0, 99.0, 105.0, 105.0])
     positions = np.array([1.0, 1.0, 0.0, -1.0, -1.0, 0.0])

@@ -76,7 +76,10 @@ class _States:
     realized_vol: np.ndarray
 
 
-def _states(close: np.ndarray, params: RegimeParams) -> _States:
+def _states(close: np.ndarray, params: RegimeParams, *, since: int = 0) -> _States:
+    """The classifier's inputs for every bar; the volatility rank only from bar `since` on (NaN
+    before it), which is all a caller of the later bars needs: a rank looks `history` values back,
+    so it is ranked over those values alone, exactly as over the whole series."""
     if not (np.isfinite(close).all() and (close > 0).all()):
         raise ValueError("close prices must be finite and positive")
     returns = pd.Series(np.diff(np.log(close)))
@@ -90,8 +93,17 @@ def _states(close: np.ndarray, params: RegimeParams) -> _States:
         )
     t_stat = np.nan_to_num(t_stat, nan=0.0, posinf=0.0, neginf=0.0)
     # Share of the last `history` finite volatilities at or below this one ("max" ranks ties up).
-    rank = vol.rolling(params.history, min_periods=1).rank(method="max", pct=True).to_numpy()
-    rank = np.nan_to_num(rank, nan=0.5)
+    # returns[i] is the move into bar i + 1: bar `since` needs the ranks from returns[since - 1].
+    first = max(since - 1, 0)
+    ranked_from = max(first - params.history + 1, 0)
+    rank = np.full(len(vol), np.nan)
+    rank[first:] = (
+        vol.iloc[ranked_from:]
+        .rolling(params.history, min_periods=1)
+        .rank(method="max", pct=True)
+        .to_numpy()[first - ranked_from :]
+    )
+    rank[first:] = np.nan_to_num(rank[first:], nan=0.5)
     # Shift by one bar: returns[i] is the move into bar i + 1.
     return _States(
         t_stat=np.concatenate([[0.0], t_stat]),
@@ -123,30 +135,34 @@ def classify_regime(close: ArrayLike, params: RegimeParams | None = None) -> Reg
     )
 
 
-def regime_labels(close: ArrayLike, params: RegimeParams | None = None) -> np.ndarray:
-    """The regime of every bar of `close`, each from the bars up to it only (causal).
+def regime_labels(
+    close: ArrayLike, params: RegimeParams | None = None, *, since: int = 0
+) -> np.ndarray:
+    """The regime of every bar of `close` from bar `since` on, each from the bars up to it only
+    (causal): `len(close) - since` labels.
 
     Bar b gets what `classify_regime(close[: b + 1])` reports as its regime (without the
     confirmation, which is the monitor's concern); bars with less history than `min_bars` are
-    UNCLASSIFIED. One pass over the series: the rolling windows only look back.
+    UNCLASSIFIED. One pass over the series: the rolling windows only look back, so the labels of
+    the later bars alone cost less and are the same as those of the whole series.
     """
     params = params or RegimeParams()
     close = np.asarray(close, dtype=np.float64)
-    labels = np.full(len(close), UNCLASSIFIED, dtype=object)
+    since = min(max(since, 0), len(close))
+    labels = np.full(len(close) - since, UNCLASSIFIED, dtype=object)
     if len(close) < params.min_bars:
         return labels
-    states = _states(close, params)
+    states = _states(close, params, since=since)
+    t_stat, vol_rank = states.t_stat[since:], states.vol_rank[since:]
     trend = np.where(
-        states.t_stat > params.trend_t,
-        "uptrend",
-        np.where(states.t_stat < -params.trend_t, "downtrend", "range"),
+        t_stat > params.trend_t, "uptrend", np.where(t_stat < -params.trend_t, "downtrend", "range")
     )
     volatility = np.where(
-        states.vol_rank < params.low_quantile,
+        vol_rank < params.low_quantile,
         "low_vol",
-        np.where(states.vol_rank > params.high_quantile, "high_vol", "normal_vol"),
+        np.where(vol_rank > params.high_quantile, "high_vol", "normal_vol"),
     )
-    classified = slice(params.min_bars - 1, None)
+    classified = slice(max(params.min_bars - 1 - since, 0), None)
     labels[classified] = np.char.add(np.char.add(trend[classified], ":"), volatility[classified])
     return labels
 
