@@ -27,14 +27,15 @@ from django.db.transaction import TransactionManagementError
 
 M = TypeVar("M", bound=models.Model)
 
-_PLACEHOLDER = "\x00Clm-placeholder:{}\x00"
-# Within every integer field's range (a value out of range compiles to an empty result); a
-# constant of the queryset equal to it only makes the shape fall back to the ORM.
+_PLACEHOLDER = "\x00Clm-placeholder:{}:{}\x00"
+# Within every integer field's range (a value out of range compiles to an empty result).
 _INT_PLACEHOLDER = 2_147_480_311
 
 
-def _placeholder(kind: type, position: int) -> str | int:
-    return _INT_PLACEHOLDER + position if kind is int else _PLACEHOLDER.format(position)
+def _placeholder(kind: type, position: int, variant: int) -> str | int:
+    if kind is int:
+        return _INT_PLACEHOLDER + 100 * variant + position
+    return _PLACEHOLDER.format(variant, position)
 
 
 class _Plan:
@@ -92,7 +93,8 @@ class CompiledQuery(Generic[M]):
     """A queryset shape `build(**values)`, compiled once per database alias and process;
     `kinds` names each value and its type (str or int). `build` returns an unsliced queryset of
     model instances, ordered where more than one row can match; a locking one (select_for_update)
-    must match at most one row."""
+    must match at most one row. The SQL must depend on the values only through its parameters:
+    `build` never branches on them (a caller keys shapes by which filters are given instead)."""
 
     def __init__(self, build: Callable[..., models.QuerySet[M]], **kinds: type) -> None:
         if any(kind not in (str, int) for kind in kinds.values()):
@@ -136,7 +138,23 @@ class CompiledQuery(Generic[M]):
         return self._plans[key]
 
     def _compile(self, using: str | None) -> _Plan | None:
-        placeholders = [_placeholder(kind, i) for i, kind in enumerate(self.kinds.values())]
+        """The plan, or None when the shape cannot be compiled. It is compiled with two sets of
+        placeholders, which must give the same SQL with the placeholders in the same places:
+        otherwise a value shapes the SQL itself, or a constant of the query equals one."""
+        found = [self._placeholders_in(using, variant) for variant in (0, 1)]
+        if found[0] is None or found[1] is None or found[0][1:] != found[1][1:]:
+            return None
+        qs, _, slots = found[0]
+        return _Plan(qs, slots)
+
+    def _placeholders_in(
+        self, using: str | None, variant: int
+    ) -> tuple[models.QuerySet[M], str, list[list[int]]] | None:
+        """The queryset built with placeholders, its SQL, and where each placeholder is among
+        its parameters; None if the ORM turns it into something that cannot be compiled here."""
+        placeholders = [
+            _placeholder(kind, i, variant) for i, kind in enumerate(self.kinds.values())
+        ]
         qs = self.build(**dict(zip(self.kinds, placeholders, strict=True)))
         if using:
             qs = qs.using(using)
@@ -151,20 +169,20 @@ class CompiledQuery(Generic[M]):
         ):
             return None
         try:
-            _, params = query.get_compiler(using=qs.db).as_sql()
+            sql, params = query.get_compiler(using=qs.db).as_sql()
         except (EmptyResultSet, FullResultSet):
             return None
         slots = []
         for placeholder in placeholders:
-            found = [
+            where = [
                 i
                 for i, param in enumerate(params)
                 if isinstance(param, type(placeholder)) and param == placeholder
             ]
-            if not found:
+            if not where:
                 return None
-            slots.append(found)
-        return _Plan(qs, slots)
+            slots.append(where)
+        return qs, sql, slots
 
     def _orm(
         self, using: str | None, values: dict[str, Any], limit: int | None, offset: int

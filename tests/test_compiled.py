@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.db import transaction
+from django.db.models import Q
 from django.db.transaction import TransactionManagementError
 
 from clm_project.compiled import CompiledQuery
@@ -102,3 +103,12 @@ def test_a_null_related_row_stays_null(db):
     evaluation = evaluation_add(version=version, sharpe=3.1)
     found = selectors.model_version_get(model_id=version.model.model_id, version=version.version)
     assert found.latest_evaluation.pk == evaluation.pk
+
+
+def test_a_constant_equal_to_a_placeholder_is_not_taken_for_the_value(versions):
+    clash = CompiledQuery(
+        lambda version: ModelVersion.objects.filter(Q(version=version) | Q(version=2_147_480_311)),
+        version=int,
+    )
+    assert _ids(clash.rows(version=1)) == _ids(ModelVersion.objects.filter(version=1))
+    assert clash._plans == {"default": None}
