@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery, bootsteps
+from celery.signals import worker_init, worker_process_init
 
 from clm_project import celery_metrics
 
@@ -25,6 +26,19 @@ app = Celery("clm_project")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 celery_metrics.connect()
+
+
+def limit_blas_threads(**_: Any) -> None:
+    """Cap the BLAS thread pools of a worker's processes at CLM_WORKER_BLAS_THREADS (see there)."""
+    from django.conf import settings
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=settings.CLM_WORKER_BLAS_THREADS, user_api="blas")
+
+
+# In the worker's main process (a solo pool runs its tasks there) and in each pool process.
+worker_init.connect(limit_blas_threads, weak=False, dispatch_uid="clm-blas-threads")
+worker_process_init.connect(limit_blas_threads, weak=False, dispatch_uid="clm-blas-threads-pool")
 
 
 class IncomingEventsStep(bootsteps.ConsumerStep):

@@ -238,6 +238,11 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Threads of the BLAS libraries (numpy's and scipy's OpenBLAS) in each worker process. A job's
+# matrix work outside the fit is small, and an idle OpenBLAS thread spins: with the default (one
+# a core) a worker busied a second core for nothing, so a second worker process added little.
+# The model libraries take their own thread counts (the `n_jobs` parameter, torch's threads).
+CLM_WORKER_BLAS_THREADS = int(os.environ.get("CLM_WORKER_BLAS_THREADS", "1"))
 # Every queue and exchange name CLM declares starts with CLM_QUEUE_PREFIX (empty by default), so
 # that several deployments or test runs can share one broker vhost or Redis database without ever
 # reading or purging each other's messages. Workers started without -Q consume exactly these.
