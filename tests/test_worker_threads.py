@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from celery.signals import worker_init, worker_process_init
@@ -25,3 +29,14 @@ def test_the_worker_signals_cap_blas_threads_at_the_setting(settings) -> None:
         assert _blas_threads() == {1}
         a = np.random.default_rng(0).normal(size=(200, 200))
         assert np.allclose(a @ np.linalg.inv(a), np.eye(200), atol=1e-8)
+
+
+def test_openmp_threads_sleep_when_idle_unless_the_environment_says_otherwise() -> None:
+    """Set before any model library loads its OpenMP runtime: on importing the project."""
+    code = "import clm_project, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "PASSIVE", out.stderr
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "ACTIVE", out.stderr
