@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, models, transaction
-from django.db.models import F, Q, Value
+from django.db import IntegrityError, connection, models, transaction
+from django.db.models import F, Func, Q, Value
 from django.db.models.expressions import CombinedExpression
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -609,6 +609,16 @@ def training_job_progress(
         job.save(update_fields=fields)
 
 
+def _json_merged(field: str, values: dict[str, Any]) -> Any:
+    """The JSON object in `field` with `values` added, computed by the database in the UPDATE:
+    jsonb `||` on PostgreSQL, json_patch on SQLite (the embedded default), where `||` would
+    concatenate the two texts."""
+    patch = Value(values, output_field=models.JSONField())
+    if connection.vendor == "postgresql":
+        return CombinedExpression(F(field), "||", patch)
+    return Func(F(field), patch, function="JSON_PATCH", output_field=models.JSONField())
+
+
 def training_job_step_next(
     *,
     job_id: uuid.UUID | str,
@@ -632,13 +642,8 @@ def training_job_step_next(
         step_started_at=now,
         heartbeat_at=now,
         progress=min(max(progress, 0.0), 1.0),
-        step_durations=CombinedExpression(
-            F("step_durations"),
-            "||",
-            Value(
-                {name: round(seconds, 4) for name, seconds in finished.items()},
-                output_field=models.JSONField(),
-            ),
+        step_durations=_json_merged(
+            "step_durations", {name: round(seconds, 4) for name, seconds in finished.items()}
         ),
     )
     if not updated:

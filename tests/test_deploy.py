@@ -83,6 +83,25 @@ def test_manage_py_and_the_demo_keep_the_local_settings():
     assert "not under production settings" in refused.stderr
 
 
+@pytest.mark.slow
+def test_the_demo_runs_on_the_embedded_sqlite_default(tmp_path):
+    """`bash .ci/demo` as the README gives it: no DATABASE_URL and no broker, so SQLite and
+    tasks in-process (here a file of the test's own, and a small market). Every job runs to
+    the end, and a job that breaks makes the command fail."""
+    env = {
+        **{k: v for k, v in production_env().items() if k not in ("CELERY_BROKER_URL",)},
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}",
+        "LOG_LEVEL": "WARNING",
+    }
+    args = ["--families", "xgboost", "--bars", "3000", "--regime-bars", "600"]
+    result = run([str(ROOT / ".ci" / "demo"), *args], env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "failed at" not in result.stdout
+    assert "sqlite3" in result.stdout  # the database line names the file
+    table = result.stdout.split("== 6/6 the registry")[1]
+    assert len(re.findall(r"^xgboost-(btc|eth)usdt-1h\s+[12]\s", table, re.M)) == 4
+
+
 # ---------------------------------------------------------------------------------------------
 # The deployment check
 

@@ -63,6 +63,7 @@ class Command(BaseCommand):
             stdout=self.stdout,
         )
 
+        self._failed: list[str] = []
         self._section("3/6 train, evaluate out of sample, apply the gates")
         origin = Origin(source=TriggerSource.INTERNAL, requested_by="demo")
         for symbol in DEMO_SYMBOLS:
@@ -119,6 +120,10 @@ class Command(BaseCommand):
             "\n"
             "  OpenAPI:  http://127.0.0.1:8000/api/docs/\n"
         )
+        if self._failed:  # a job that broke, not a version refused by its gates
+            raise CommandError(
+                f"{len(self._failed)} job(s) failed: {', '.join(self._failed)} (messages above)"
+            )
 
     def _section(self, title: str) -> None:
         self.stdout.write(self.style.MIGRATE_HEADING(f"\n== {title}"))
@@ -134,6 +139,7 @@ class Command(BaseCommand):
         if job.status == "failed":
             message = f"  failed at {job.error_step}: {job.error_message}"
             self.stdout.write(self.style.ERROR(message))
+            self._failed.append(" ".join(label.split()))
 
     def _table(self) -> None:
         header = (
