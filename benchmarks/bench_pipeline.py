@@ -27,6 +27,9 @@ def main() -> None:
     parser.add_argument("--profile", metavar="PATH", help="cProfile the reported job into PATH")
     args = parser.parse_args()
     setup(os.environ.get("CLM_BENCH_DB", "clm_bench_pipeline"))
+    from clm_project.celery import limit_blas_threads
+
+    limit_blas_threads()  # as in a worker process (CLM_WORKER_BLAS_THREADS)
     import json
 
     from training.data.bars import bars_frame, bars_import
