@@ -111,7 +111,7 @@ def backtest(
 
     passes = _passes(close_arr, w, fee)
     if not passes.valid:
-        _validate(close_arr, w, fee, periods_per_year)  # says what is wrong
+        _validate(close_arr, w)  # says what is wrong
     s, moments, max_drawdown = passes.s, passes.moments, passes.max_drawdown
     total_return = passes.final_equity - 1.0
     cagr = _cagr(passes.final_equity, periods_per_year, n)
@@ -198,19 +198,30 @@ class _Moments:
     def of(cls, x: np.ndarray) -> _Moments:
         mean = float(x.mean())
         if len(x) < 2 or x.min() == x.max():
-            return cls(mean=mean, sharpe=0.0, skew=0.0, kurtosis=3.0, count=len(x))
+            return cls.from_sums(mean, 0.0, 0.0, 0.0, count=len(x), constant=True)
         dev = x - mean
         dev2 = dev * dev
-        m2 = float(dev2.mean())
-        m3 = float(np.dot(dev2, dev)) / len(x)
-        m4 = float(np.dot(dev2, dev2)) / len(x)
-        std = math.sqrt(m2 * len(x) / (len(x) - 1))
-        return cls(
-            mean=mean,
-            sharpe=mean / std,
-            skew=m3 / m2**1.5,
-            kurtosis=m4 / m2**2,
+        return cls.from_sums(
+            mean,
+            float(dev2.sum()),
+            float(np.dot(dev2, dev)),
+            float(np.dot(dev2, dev2)),
             count=len(x),
+            constant=False,
+        )
+
+    @classmethod
+    def from_sums(
+        cls, mean: float, sum2: float, sum3: float, sum4: float, *, count: int, constant: bool
+    ) -> _Moments:
+        """From the sums of the 2nd, 3rd and 4th powers of the deviations from the mean. A
+        constant series (or one return) has Sharpe 0, skew 0 and kurtosis 3."""
+        if count < 2 or constant:
+            return cls(mean=mean, sharpe=0.0, skew=0.0, kurtosis=3.0, count=count)
+        m2, m3, m4 = sum2 / count, sum3 / count, sum4 / count
+        std = math.sqrt(m2 * count / (count - 1))
+        return cls(
+            mean=mean, sharpe=mean / std, skew=m3 / m2**1.5, kurtosis=m4 / m2**2, count=count
         )
 
 
@@ -270,14 +281,7 @@ def _passes(close: np.ndarray, w: np.ndarray, fee: float) -> _Passes:
         moments = _Moments(mean=0.0, sharpe=0.0, skew=0.0, kurtosis=3.0, count=count)
         return _Passes(False, s, 1.0, 0.0, 0, moments, 0.0, np.empty(0), np.empty(0))
     m2, m3, m4, losses = kernel.second_pass(s, mean)
-    if count < 2 or low == high:
-        moments = _Moments(mean=mean, sharpe=0.0, skew=0.0, kurtosis=3.0, count=count)
-    else:
-        m2, m3, m4 = m2 / count, m3 / count, m4 / count
-        std = math.sqrt(m2 * count / (count - 1))
-        moments = _Moments(
-            mean=mean, sharpe=mean / std, skew=m3 / m2**1.5, kurtosis=m4 / m2**2, count=count
-        )
+    moments = _Moments.from_sums(mean, m2, m3, m4, count=count, constant=low == high)
     return _Passes(
         valid=True,
         s=s,
@@ -344,11 +348,9 @@ def _validate_shape(close: np.ndarray, w: np.ndarray, fee: float, periods_per_ye
         raise ValueError(f"periods_per_year must be positive, got {periods_per_year!r}")
 
 
-def _validate(close: np.ndarray, w: np.ndarray, fee: float, periods_per_year: float) -> None:
-    if len(close) != len(w):
-        raise ValueError(f"close has {len(close)} bars but positions has {len(w)}")
-    if len(close) < 2:
-        raise ValueError(f"a backtest needs at least 2 bars, got {len(close)}")
+def _validate(close: np.ndarray, w: np.ndarray) -> None:
+    """Says what is wrong with the series, once `_validate_shape` passed and a pass found them
+    out of range."""
     # min/max first: one pass each, and NaN makes both comparisons fail.
     if not (close.min() > 0 and close.max() < math.inf):
         if np.isnan(close).any() or np.isinf(close).any():
@@ -360,7 +362,3 @@ def _validate(close: np.ndarray, w: np.ndarray, fee: float, periods_per_year: fl
         raise ValueError(
             f"positions must lie in [-1, 1], found [{float(w.min())}, {float(w.max())}]"
         )
-    if not 0 <= fee < 1:
-        raise ValueError(f"fee must be a fraction in [0, 1), got {fee!r}")
-    if not (math.isfinite(periods_per_year) and periods_per_year > 0):
-        raise ValueError(f"periods_per_year must be positive, got {periods_per_year!r}")
