@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -296,12 +296,26 @@ def training_job_create(*, request: JobRequest, dispatch: bool = True) -> tuple[
         if dispatch and not waits:
             job_id = job.id
             transaction.on_commit(lambda: training_job_dispatch(job_id=job_id))
+        elif waits:
+            # The active job may end before this commits; its release would not see this job
+            # yet (training_job_release_waiting reads without a lock first), so look again once
+            # it is visible.
+            model_pk = model.pk
+            transaction.on_commit(
+                lambda: training_job_release_waiting(model_pk=model_pk, dispatch=dispatch)
+            )
     return job, True
 
 
 def training_job_release_waiting(*, model_pk: Any, dispatch: bool = True) -> TrainingJob | None:
     """Start the model's oldest waiting job once it has no active one (pending, then dispatched
-    after commit). Called when a job ends, and by the reaper for anything that slipped by."""
+    after commit). Called when a job ends, and by the reaper for anything that slipped by.
+
+    Most models have no waiting job: one unlocked read says so without a transaction. A waiting
+    job committed just after that read is released by its creator's own call after its commit
+    (training_job_create), so none is left behind."""
+    if not TrainingJob.objects.filter(model_id=model_pk, status=JobStatus.WAITING).exists():
+        return None
     with transaction.atomic():
         if RegisteredModel.objects.select_for_update().filter(pk=model_pk).first() is None:
             return None
@@ -619,6 +633,33 @@ def _json_merged(field: str, values: dict[str, Any]) -> Any:
     return Func(F(field), patch, function="JSON_PATCH", output_field=models.JSONField())
 
 
+@dataclass(frozen=True)
+class NextStep:
+    """A job entering `step`, for a service whose transaction writes the job's row anyway
+    (model_version_register): the step that ends with that transaction is recorded in the same
+    write instead of one of its own after the commit. `finished` is called just before that write
+    and gives the steps it ends with their wall times (the current one's measured up to then);
+    `progress` is the cumulative progress they reached."""
+
+    step: str
+    progress: float
+    finished: Callable[[], dict[str, float]]
+
+
+def _step_values(*, step: str, progress: float, finished: dict[str, float]) -> dict[str, Any]:
+    """The UPDATE values of a job entering `step` once the steps `finished` ended."""
+    now = timezone.now()
+    return {
+        "step": step,
+        "step_started_at": now,
+        "heartbeat_at": now,
+        "progress": min(max(progress, 0.0), 1.0),
+        "step_durations": _json_merged(
+            "step_durations", {name: round(seconds, 4) for name, seconds in finished.items()}
+        ),
+    }
+
+
 def training_job_step_next(
     *,
     job_id: uuid.UUID | str,
@@ -634,18 +675,9 @@ def training_job_step_next(
     One conditional UPDATE is atomic on its own, so the row never shows a half-recorded step.
     Raises AttemptLost when the job is no longer this attempt's.
     """
-    now = timezone.now()
     updated = TrainingJob.objects.filter(
         pk=job_id, status=JobStatus.IN_PROGRESS, attempts=attempt
-    ).update(
-        step=step,
-        step_started_at=now,
-        heartbeat_at=now,
-        progress=min(max(progress, 0.0), 1.0),
-        step_durations=_json_merged(
-            "step_durations", {name: round(seconds, 4) for name, seconds in finished.items()}
-        ),
-    )
+    ).update(**_step_values(step=step, progress=progress, finished=finished))
     if not updated:
         raise AttemptLost(f"job {job_id} is no longer held by attempt {attempt}")
 
@@ -658,31 +690,37 @@ def training_job_complete(
     attempt: int | None = None,
 ) -> None:
     """Mark the job completed; `model_seconds` (fit, predict, and the last step's wall time)
-    join the per-step durations."""
-    with transaction.atomic():
-        job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
-        held = job is not None and job.status == JobStatus.IN_PROGRESS
-        if attempt is not None and not (held and job is not None and job.attempts == attempt):
+    join the per-step durations.
+
+    One conditional UPDATE, atomic on its own (as training_job_step_next): only an in-progress
+    job (of `attempt`, if given) completes. Raises AttemptLost when `attempt` no longer holds it.
+    """
+    now = timezone.now()
+    jobs = TrainingJob.objects.filter(pk=job_id, status=JobStatus.IN_PROGRESS)
+    if attempt is not None:
+        jobs = jobs.filter(attempts=attempt)
+    updated = jobs.update(
+        status=JobStatus.COMPLETED,
+        progress=1.0,
+        step="completed",
+        step_started_at=now,
+        finished_at=now,
+        error_message="",
+        version=version,
+        step_durations=_json_merged(
+            "step_durations", {name: round(s, 4) for name, s in (model_seconds or {}).items()}
+        ),
+    )
+    if not updated:
+        if attempt is not None:
             raise AttemptLost(f"job {job_id} is no longer held by attempt {attempt}")
-        if job is None or not held:
-            return
-        job.status = JobStatus.COMPLETED
-        job.progress = 1.0
-        job.step = "completed"
-        job.step_started_at = job.finished_at = timezone.now()
-        job.error_message = ""
-        job.version = version
-        job.step_durations = {
-            **job.step_durations,
-            **{name: round(s, 4) for name, s in (model_seconds or {}).items()},
-        }
-        job.save(
-            update_fields=[
-                "status", "progress", "step", "step_started_at", "finished_at", "error_message",
-                "version", "step_durations",
-            ]
-        )  # fmt: skip
-        _job_ended(job.model_id)
+        return
+    model_pk = (
+        version.model_id
+        if version is not None
+        else TrainingJob.objects.filter(pk=job_id).values_list("model_id", flat=True).first()
+    )
+    _job_ended(model_pk)
 
 
 def training_job_fail(
@@ -748,22 +786,19 @@ def model_version_register(
     train_end: datetime | None = None,
     actor: str = "pipeline",
     job_attempt: int | None = None,
+    next_step: NextStep | None = None,
 ) -> ModelVersion:
     """Allocate the next version number under the model's row lock and record the version.
 
     With `job_attempt`, the version is refused (AttemptLost) unless that attempt still holds the
-    job: an attempt the reaper took back never adds a second version to its job.
+    job: an attempt the reaper took back never adds a second version to its job. The job's row
+    is locked (after the model's, in lock order) by the UPDATE that links the version, which
+    matches only while the attempt holds it; when it matches nothing the transaction rolls back,
+    version number included. With `next_step` that UPDATE, the transaction's last statement,
+    also records the job entering its next step.
     """
     with transaction.atomic():
         locked = model_lock(model_id=model.model_id)
-        if job is not None and job_attempt is not None:
-            held = (
-                TrainingJob.objects.select_for_update()
-                .filter(pk=job.pk, status=JobStatus.IN_PROGRESS, attempts=job_attempt)
-                .exists()
-            )
-            if not held:
-                raise AttemptLost(f"job {job.pk} is no longer held by attempt {job_attempt}")
         number = locked.next_version
         locked.next_version = number + 1
         locked.save(update_fields=["next_version"])
@@ -784,8 +819,6 @@ def model_version_register(
         _audit(
             version=version, action=LifecycleAction.REGISTER, from_status="", actor=actor, reason=""
         )
-        if job is not None:
-            type(job).objects.filter(pk=job.pk).update(version=version)
         outbox_event_write(
             event_type=EventType.MODEL_TRAINED,
             model_id=locked.model_id,
@@ -796,12 +829,27 @@ def model_version_register(
                 "training_metrics": training_metrics,
             },
         )
+        if job is not None:
+            jobs = TrainingJob.objects.filter(pk=job.pk)
+            values: dict[str, Any] = {"version": version}
+            if job_attempt is not None:
+                jobs = jobs.filter(status=JobStatus.IN_PROGRESS, attempts=job_attempt)
+            if next_step is not None:
+                values.update(
+                    _step_values(
+                        step=next_step.step,
+                        progress=next_step.progress,
+                        finished=next_step.finished(),
+                    )
+                )
+            if not jobs.update(**values) and job_attempt is not None:
+                raise AttemptLost(f"job {job.pk} is no longer held by attempt {job_attempt}")
     return version
 
 
 def _get_version_locked(model: RegisteredModel, version: int) -> ModelVersion:
-    """Lock the version's row under its (locked) model line, its latest evaluation read in the
-    same query: what a promotion answers with, without reading the version again."""
+    """Lock the version's row under its (locked) model line, reading only what a status change
+    reads and writes (its large JSON fields load on access, if ever)."""
     target = _VERSION_LOCK.first(model_pk=model.pk, version=version)
     if target is None:
         raise NotFound(f"model {model.model_id} has no version {version}")
@@ -825,11 +873,12 @@ def _versions_locked(
     return target, (None if live is target else live)
 
 
-# The reads of a promotion or rollback, compiled once per process (clm_project.compiled).
+# The reads of a status change, promotion or rollback, compiled once per process
+# (clm_project.compiled).
 _VERSION_LOCK = CompiledQuery(
     lambda model_pk, version: (
         ModelVersion.objects.select_for_update(of=("self",))
-        .select_related("latest_evaluation")
+        .only("id", "model_id", "version", "status", "retired_at")
         .filter(model_id=model_pk, version=version)
     ),
     model_pk=int,

@@ -97,6 +97,9 @@ class Run:
     # The steps finished since the last write and their wall times, recorded when the next step
     # starts (one write for both) or, after the last step, when the job completes.
     finished: dict[str, float] = field(default_factory=dict)
+    # The step the job's row already shows it in: written by the transaction that ended the step
+    # before it (a hand-over, _Step.hand_over) rather than by a write of its own.
+    entered: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,13 +123,42 @@ class Evaluated:
     regimes: RegimeEvaluation
 
 
+class _Step:
+    """A running step, and what its last transaction needs to record its end (hand_over)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.started = time.perf_counter()
+        # Set by a hand-over: the step entered next, the instant steps between, and this step's
+        # wall time as measured just before the write that recorded it.
+        self.next_step = ""
+        self.instant: tuple[str, ...] = ()
+        self.seconds: float | None = None
+
+    def hand_over(self, step: str, *, instant: tuple[str, ...] = ()) -> services.NextStep:
+        """Let the service whose transaction ends this step record, in its own write of the job,
+        that this step and the `instant` ones after it finished and the job enters `step`: one
+        write fewer than a step_next after the commit."""
+        self.next_step, self.instant = step, instant
+
+        def finished() -> dict[str, float]:
+            self.seconds = time.perf_counter() - self.started
+            return {self.name: self.seconds, **dict.fromkeys(instant, 0.0)}
+
+        return services.NextStep(
+            step=step, progress=STEPS[instant[-1] if instant else self.name], finished=finished
+        )
+
+
 @contextmanager
-def _step(run: Run, name: str) -> Iterator[None]:
+def _step(run: Run, name: str) -> Iterator[_Step]:
     """Run one step: every line logged inside carries job_id, model_id and step; its wall time
     goes to the step-duration histogram once it finishes, and to the job with the next step's
-    start (one write for both)."""
+    start (one write for both), or with the step's own last write (_Step.hand_over)."""
     job = run.job
-    if not run.finished:
+    if run.entered == name:
+        run.entered = None  # the previous step's transaction recorded it
+    elif not run.finished:
         services.training_job_step_start(job_id=job.pk, step=name, attempt=run.attempt)
     else:
         services.training_job_step_next(
@@ -134,15 +166,24 @@ def _step(run: Run, name: str) -> Iterator[None]:
             step=name, attempt=run.attempt,
         )  # fmt: skip
         run.finished = {}
-    started = time.perf_counter()
+    step = _Step(name)
     try:
         with log_context(job_id=job.pk, model_id=job.model.model_id, step=name):
-            yield
+            yield step
     except services.AttemptLost:
         raise
     except Exception as exc:
         raise _StepFailed(name, exc) from exc
-    _finished(run, name, time.perf_counter() - started)
+    if step.seconds is None:  # no hand-over: recorded with the next write
+        _finished(run, name, time.perf_counter() - step.started)
+        for instant in step.instant:
+            _instant_step(run, instant)
+        return
+    # The service committed the hand-over: the job already shows it in the next step.
+    _observe(run, name, step.seconds)
+    for instant in step.instant:
+        _observe(run, instant, 0.0)
+    run.entered = step.next_step
 
 
 def _instant_step(run: Run, name: str) -> None:
@@ -153,6 +194,10 @@ def _instant_step(run: Run, name: str) -> None:
 
 def _finished(run: Run, name: str, seconds: float) -> None:
     run.finished[name] = seconds
+    _observe(run, name, seconds)
+
+
+def _observe(run: Run, name: str, seconds: float) -> None:
     metrics.pipeline_step_observe(step=name, model_type=run.job.model_type, seconds=seconds)
 
 
@@ -241,9 +286,13 @@ def _steps(run: Run, log: logging.LoggerAdapter) -> str:
         )
     with _step(run, "train"):
         trained = _train(job, policy, bars, annualisation, run.model_seconds)
-    with _step(run, "register"):
-        version = run.version = _register(job, bars, annualisation, trained, attempt=run.attempt)
-    _instant_step(run, "publish_trained")  # model_trained went to the outbox with the version
+    with _step(run, "register") as step:
+        # model_trained goes to the outbox with the version (publish_trained has nothing of its
+        # own), and the job enters evaluate in the same transaction.
+        version = run.version = _register(
+            job, bars, annualisation, trained, attempt=run.attempt,
+            next_step=step.hand_over("evaluate", instant=("publish_trained",)),
+        )  # fmt: skip
     with _step(run, "evaluate"):
         evaluated = _evaluate(job, policy, bars, annualisation, trained, run.model_seconds)
     with _step(run, "save_evaluation"):
@@ -424,7 +473,13 @@ def _windows(bars: Bars, split: Split) -> dict[str, dict[str, Any]]:
 
 
 def _register(
-    job: TrainingJob, bars: Bars, annualisation: Annualisation, trained: Trained, *, attempt: int
+    job: TrainingJob,
+    bars: Bars,
+    annualisation: Annualisation,
+    trained: Trained,
+    *,
+    attempt: int,
+    next_step: services.NextStep | None = None,
 ) -> ModelVersion:
     stored = artifact_save(model_id=job.model.model_id, blob=trained.trainer.dumps())
     split = trained.split
@@ -441,6 +496,7 @@ def _register(
         train_start=_timestamp(bars, split.train.start),
         train_end=_timestamp(bars, split.train.stop - 1),
         job_attempt=attempt,
+        next_step=next_step,
     )
 
 

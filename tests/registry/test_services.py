@@ -324,6 +324,27 @@ def test_training_job_is_dispatched_to_the_broker_after_commit(
     assert job.celery_task_id
 
 
+def test_a_waiting_job_committed_after_its_active_job_ended_is_released_by_its_creator(
+    django_capture_on_commit_callbacks,
+):
+    """The release after a job ends reads without a lock first, so it cannot see a waiting job
+    still uncommitted then: the waiting job's own creation looks again after its commit."""
+    active, _ = services.training_job_create(request=_job_request(), dispatch=False)
+    with django_capture_on_commit_callbacks(execute=False) as after_commit:
+        waiting, _ = services.training_job_create(
+            request=_job_request(params={"max_depth": 5}, if_active="queue"), dispatch=False
+        )
+    assert waiting.status == JobStatus.WAITING
+    # The active job ended before that commit; its release, before it too, found nothing.
+    TrainingJob.objects.filter(pk=active.pk).update(status=JobStatus.COMPLETED)
+
+    for callback in after_commit:
+        callback()
+
+    waiting.refresh_from_db()
+    assert waiting.status == JobStatus.PENDING  # left for the caller to run (dispatch=False)
+
+
 def test_training_job_cancel_only_while_waiting():
     job, _ = services.training_job_create(request=_job_request(), dispatch=False)
 

@@ -7,6 +7,8 @@ from itertools import pairwise
 
 import numpy as np
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from registry import services
@@ -113,6 +115,33 @@ def test_job_runs_all_ten_steps_and_records_everything(btc_bars):
     blob = artifact_load(path=version.artifact_path, sha256=version.artifact_sha256)
     trainer = trainer_class("xgboost").loads(blob)
     assert trainer.params["n_estimators"] == 60
+
+
+@pytest.mark.django_db
+def test_a_job_writes_its_own_row_once_per_step_boundary_and_never_locks_it(
+    btc_bars, django_capture_on_commit_callbacks
+):
+    """The job's own records (issue 17: the pipeline's cost outside fit and predict): the claim,
+    one UPDATE per step boundary, where register's UPDATE linking the version also enters
+    evaluate, and the completion; each is a conditional UPDATE (held by this attempt), so no job
+    row is ever read under a lock, and the end of a job nothing waits for takes no lock either."""
+    job = make_job()
+    with (
+        CaptureQueriesContext(connection) as captured,
+        django_capture_on_commit_callbacks(execute=True),  # the release of waiting jobs
+    ):
+        assert run_job(job_id=str(job.pk)) == JobStatus.COMPLETED
+    job_sql = [q["sql"] for q in captured if '"registry_trainingjob"' in q["sql"]]
+    writes = [sql for sql in job_sql if sql.startswith("UPDATE")]
+    # The claim; entering fetch_data, train, register; the version with evaluate; entering
+    # save_evaluation, apply_gates; completed.
+    assert len(writes) == 8
+    assert [sql for sql in job_sql if "FOR UPDATE" in sql] == []
+    after = [q["sql"] for q in captured][[q["sql"] for q in captured].index(writes[-1]) + 1 :]
+    assert after and not any("FOR UPDATE" in sql for sql in after)
+    job.refresh_from_db()
+    assert job.step == "completed" and job.version is not None
+    assert job.step_durations["register"] > 0 and job.step_durations["publish_trained"] == 0
 
 
 @pytest.mark.django_db
