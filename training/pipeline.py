@@ -28,6 +28,7 @@ import numpy as np
 from django.conf import settings
 
 from clm_project import metrics
+from clm_project.compiled import CompiledQuery
 from clm_project.exceptions import DomainError
 from clm_project.logging import log_context
 from registry import selectors as registry_selectors
@@ -619,6 +620,15 @@ class Incumbent:
     test_sharpe: float
 
 
+# A model line's production version, with what scoring it needs, not its manifest and metrics
+# (large JSON): read by every gate-passing job, compiled once per process (clm_project.compiled).
+_PRODUCTION = CompiledQuery(
+    lambda model_pk: ModelVersion.objects.filter(
+        model_id=model_pk, status=ModelStatus.PRODUCTION
+    ).only("pk", "artifact_path", "artifact_sha256", "feature_spec"),
+    model_pk=int,
+)
+
 # (production version, its artifact, the bars' sha256, windows, fee, P) -> its Sharpe ratios; per
 # worker process. Jobs of one model on the same bars (evolution's candidates, repeated retraining
 # before new bars arrive) score the same incumbent on the same windows: once is enough.
@@ -640,12 +650,7 @@ def production_sharpe_on(
 
     With `data_sha256` (of the bars, as in the manifest) the scores are kept for later jobs on
     the same bars and windows."""
-    # What scoring it needs, not its manifest and metrics (large JSON).
-    production = (
-        ModelVersion.objects.filter(model=job.model, status=ModelStatus.PRODUCTION)
-        .only("pk", "artifact_path", "artifact_sha256", "feature_spec")
-        .first()
-    )
+    production = _PRODUCTION.first(model_pk=job.model_id)  # at most one (a constraint)
     if production is None:
         return None
     key = _incumbent_key(production, data_sha256, split, policy.fee, periods_per_year)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from clm_project.compiled import CompiledQuery
 from training.promotion.gates import GateThresholds
 from training.promotion.models import PromotionPolicy
 
@@ -17,8 +18,14 @@ class EvaluationPolicy:
     validation_fraction: float
 
 
+# Read at the start of every training job: compiled once per process (clm_project.compiled).
+_POLICY = CompiledQuery(
+    lambda model_type: PromotionPolicy.objects.filter(model_type=model_type), model_type=str
+)
+
+
 def evaluation_policy_for(model_type: str, *, auto_promote_default: bool) -> EvaluationPolicy:
-    policy = PromotionPolicy.objects.filter(model_type=model_type).first()
+    policy = _POLICY.first(model_type=model_type)  # model_type is unique
     if policy is None:
         return EvaluationPolicy(GateThresholds(), auto_promote_default, 0.0005, 0.25, 0.2)
     return EvaluationPolicy(

@@ -29,6 +29,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from clm_project.compiled import CompiledQuery
 from clm_project.exceptions import DomainError, NotFound
 from registry import services
 from registry.locks import model_lock, row_lock_under_model
@@ -125,10 +126,15 @@ def shadow_series(comparison: ShadowComparison) -> ShadowSeries:
 # Policy and start
 
 
+# Read by every gate-passing training job: compiled once per process (clm_project.compiled).
+_POLICY = CompiledQuery(
+    lambda model_type: ShadowPolicy.objects.filter(model_type=model_type), model_type=str
+)
+
+
 def shadow_policy_for(model_type: str) -> ShadowPolicy:
-    return ShadowPolicy.objects.filter(model_type=model_type).first() or ShadowPolicy.default_for(
-        model_type
-    )
+    # model_type is unique: at most one row.
+    return _POLICY.first(model_type=model_type) or ShadowPolicy.default_for(model_type)
 
 
 def shadow_wanted(policy: ShadowPolicy, *, sharpe: float, production_sharpe: float) -> str | None:
