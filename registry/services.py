@@ -440,8 +440,11 @@ def training_job_redispatch(*, job_id: uuid.UUID | str, max_tries: int, count: b
     return "redispatched"
 
 
-def training_job_claim(*, job_id: uuid.UUID | str) -> bool:
-    """Compare-and-set a queued (or pending) job to in_progress. False: someone else has it."""
+def training_job_claim(*, job_id: uuid.UUID | str, step: str = "claimed") -> bool:
+    """Compare-and-set a queued (or pending) job to in_progress. False: someone else has it.
+
+    `step` is the step the job shows from now on: a worker that goes straight to its first step
+    enters it in this write rather than in one of its own."""
     now = timezone.now()
     return bool(
         TrainingJob.objects.filter(
@@ -453,7 +456,7 @@ def training_job_claim(*, job_id: uuid.UUID | str) -> bool:
             step_started_at=now,
             attempts=F("attempts") + 1,
             progress=0.0,
-            step="claimed",
+            step=step,
             error_message="",
             error_step="",
         )

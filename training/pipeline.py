@@ -98,8 +98,8 @@ class Run:
     # The steps finished since the last write and their wall times, recorded when the next step
     # starts (one write for both) or, after the last step, when the job completes.
     finished: dict[str, float] = field(default_factory=dict)
-    # The step the job's row already shows it in: written by the transaction that ended the step
-    # before it (a hand-over, _Step.hand_over) rather than by a write of its own.
+    # The step the job's row already shows it in: written by the claim (fetch_data) or by the
+    # transaction that ended the step before it (_Step.hand_over), not by a write of its own.
     entered: str | None = None
 
 
@@ -158,7 +158,9 @@ def _step(run: Run, name: str) -> Iterator[_Step]:
     start (one write for both), or with the step's own last write (_Step.hand_over)."""
     job = run.job
     if run.entered == name:
-        run.entered = None  # the previous step's transaction recorded it
+        # The claim or the previous step's transaction recorded it; steps finished meanwhile
+        # (start, after the claim) go with the next write.
+        run.entered = None
     elif not run.finished:
         services.training_job_step_start(job_id=job.pk, step=name, attempt=run.attempt)
     else:
@@ -215,7 +217,8 @@ def run_job(*, job_id: str, redelivered: bool = False) -> str:
     Returns the job's final status. A redelivery of a job left in progress by a dead worker
     reclaims it (another attempt) or fails it cleanly once CLM_TRAINING_MAX_ATTEMPTS is reached.
     """
-    claimed = services.training_job_claim(job_id=job_id)
+    # The claim enters the first step that writes anything (start is a log line).
+    claimed = first_claim = services.training_job_claim(job_id=job_id, step="fetch_data")
     if not claimed and redelivered:
         claimed = services.training_job_reclaim(
             job_id=job_id,
@@ -236,6 +239,7 @@ def run_job(*, job_id: str, redelivered: bool = False) -> str:
             job.model_type, auto_promote_default=settings.CLM_AUTO_PROMOTE
         ),
         attempt=job.attempts,
+        entered="fetch_data" if first_claim else None,
     )
     beat = functools.partial(services.training_job_heartbeat, job_id=job.pk, attempt=run.attempt)
     with Heartbeat(name=f"job {job.pk}", beat=beat):

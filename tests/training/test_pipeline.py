@@ -121,10 +121,11 @@ def test_job_runs_all_ten_steps_and_records_everything(btc_bars):
 def test_a_job_writes_its_own_row_once_per_step_boundary_and_never_locks_it(
     btc_bars, django_capture_on_commit_callbacks
 ):
-    """The job's own records (issue 17: the pipeline's cost outside fit and predict): the claim,
-    one UPDATE per step boundary, where register's UPDATE linking the version also enters
-    evaluate, and the completion; each is a conditional UPDATE (held by this attempt), so no job
-    row is ever read under a lock, and the end of a job nothing waits for takes no lock either."""
+    """The job's own records (issue 17: the pipeline's cost outside fit and predict): one UPDATE
+    per step boundary, where the claim enters fetch_data and register's UPDATE linking the
+    version also enters evaluate, and the completion; each is a conditional UPDATE (held by this
+    attempt), so no job row is ever read under a lock, and the end of a job nothing waits for
+    takes no lock either."""
     job = make_job()
     with (
         CaptureQueriesContext(connection) as captured,
@@ -133,15 +134,17 @@ def test_a_job_writes_its_own_row_once_per_step_boundary_and_never_locks_it(
         assert run_job(job_id=str(job.pk)) == JobStatus.COMPLETED
     job_sql = [q["sql"] for q in captured if '"registry_trainingjob"' in q["sql"]]
     writes = [sql for sql in job_sql if sql.startswith("UPDATE")]
-    # The claim; entering fetch_data, train, register; the version with evaluate; entering
+    # The claim with fetch_data; entering train, register; the version with evaluate; entering
     # save_evaluation, apply_gates; completed.
-    assert len(writes) == 8
+    assert len(writes) == 7
     assert [sql for sql in job_sql if "FOR UPDATE" in sql] == []
     after = [q["sql"] for q in captured][[q["sql"] for q in captured].index(writes[-1]) + 1 :]
     assert after and not any("FOR UPDATE" in sql for sql in after)
     job.refresh_from_db()
     assert job.step == "completed" and job.version is not None
-    assert job.step_durations["register"] > 0 and job.step_durations["publish_trained"] == 0
+    durations = job.step_durations
+    assert durations["start"] == durations["publish_trained"] == 0
+    assert durations["fetch_data"] > 0 and durations["register"] > 0
 
 
 @pytest.mark.django_db
