@@ -8,7 +8,6 @@ from itertools import pairwise
 import numpy as np
 import pytest
 from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from registry import services
@@ -127,18 +126,24 @@ def test_a_job_writes_its_own_row_once_per_step_boundary_and_never_locks_it(
     attempt), so no job row is ever read under a lock, and the end of a job nothing waits for
     takes no lock either."""
     job = make_job()
+    statements: list[str] = []
+
+    def record(execute, sql, params, many, context):
+        statements.append(sql)  # as sent, also for prepared statements
+        return execute(sql, params, many, context)
+
     with (
-        CaptureQueriesContext(connection) as captured,
+        connection.execute_wrapper(record),
         django_capture_on_commit_callbacks(execute=True),  # the release of waiting jobs
     ):
         assert run_job(job_id=str(job.pk)) == JobStatus.COMPLETED
-    job_sql = [q["sql"] for q in captured if '"registry_trainingjob"' in q["sql"]]
+    job_sql = [sql for sql in statements if '"registry_trainingjob"' in sql]
     writes = [sql for sql in job_sql if sql.startswith("UPDATE")]
     # The claim with fetch_data; entering train, register; the version with evaluate; entering
     # save_evaluation, apply_gates; completed.
     assert len(writes) == 7
     assert [sql for sql in job_sql if "FOR UPDATE" in sql] == []
-    after = [q["sql"] for q in captured][[q["sql"] for q in captured].index(writes[-1]) + 1 :]
+    after = statements[len(statements) - statements[::-1].index(writes[-1]) :]
     assert after and not any("FOR UPDATE" in sql for sql in after)
     job.refresh_from_db()
     assert job.step == "completed" and job.version is not None
