@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any, Generic, TypeVar
 
 from django.conf import settings
@@ -56,7 +57,14 @@ def _postgresql() -> dict[str, Any]:
                     query, params, prepare=True, **kwargs
                 )
 
-        _PREPARING.update(cursor=PreparingCursor, base=base)
+        import psycopg
+
+        oid = base.TIMESTAMPTZ_OID
+        compiled = psycopg.adapters.get_loader(oid, base.Format.TEXT)
+        # psycopg's C loader of timestamptz text (psycopg[binary]), where Django uses the Python
+        # one: a tenth of the cost, and the same aware datetime in the session's time zone.
+        native = compiled if compiled.__module__.startswith("psycopg_binary") else None
+        _PREPARING.update(cursor=PreparingCursor, base=base, native_times=native)
     return _PREPARING
 
 
@@ -77,11 +85,19 @@ def _cursor(connection: Any) -> Any:
             # threshold never reached prepares only what is asked for (its cursors never ask).
             raw.prepare_threshold = 2**31 - 1
         cursor = pg["cursor"](raw)
-        # As DatabaseWrapper.create_cursor: timestamptz values in the connection's time zone.
+        # As DatabaseWrapper.create_cursor: timestamptz values in the connection's time zone,
+        # UTC (which the session is set to) read by the C loader.
         base = pg["base"]
-        loader = raw.adapters.get_loader(base.TIMESTAMPTZ_OID, base.Format.TEXT)
-        if connection.timezone != loader.timezone:
-            base.register_tzloader(connection.timezone, cursor)
+        if (
+            pg["native_times"] is not None
+            and connection.timezone is UTC
+            and (connection.timezone_name == "UTC")
+        ):
+            cursor.adapters.register_loader(base.TIMESTAMPTZ_OID, pg["native_times"])
+        else:
+            loader = raw.adapters.get_loader(base.TIMESTAMPTZ_OID, base.Format.TEXT)
+            if connection.timezone != loader.timezone:
+                base.register_tzloader(connection.timezone, cursor)
         return connection._prepare_cursor(cursor)
 
 
