@@ -2,7 +2,8 @@
 
 Each model has versions 1..N: the last one in production, the one before a passed candidate, one
 failed, the rest retired after a turn in production. Every version has an evaluation, every fourth
-a second one; every version has its `register` audit row and the live ones their `promote` row.
+a second one, and points at its newest (`latest_evaluation`, as the pipeline keeps it); every
+version has its `register` audit row and the live ones their `promote` row.
 """
 
 from __future__ import annotations
@@ -160,6 +161,14 @@ def _spread_timestamps() -> None:
             "UPDATE registry_lifecycleevent a SET created_at = v.created_at"
             " + (CASE WHEN a.action = 'register' THEN 0 ELSE 1 END) * interval '1 hour'"
             " FROM registry_modelversion v WHERE a.version_id = v.id"
+        )
+        # What the pipeline's save_evaluation keeps on each version: its newest evaluation (so a
+        # page of versions carries one, as in a real registry) and that evaluation's Sharpe.
+        cursor.execute(
+            "UPDATE registry_modelversion v SET latest_evaluation_id = e.id,"
+            " latest_sharpe = e.sharpe FROM (SELECT DISTINCT ON (version_id) version_id, id,"
+            " sharpe FROM registry_evaluationresult ORDER BY version_id, created_at DESC, id DESC)"
+            " e WHERE e.version_id = v.id"
         )
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")

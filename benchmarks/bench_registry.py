@@ -114,6 +114,7 @@ def ensure_data(n_models: int, per_model: int, reseed: bool) -> str:
         reseed
         or RegisteredModel.objects.count() != n_models
         or ModelVersion.objects.count() != n_models * per_model
+        or ModelVersion.objects.filter(latest_evaluation__isnull=True).exists()  # an older seed
     ):
         started = time.perf_counter()
         seed(n_models=n_models, per_model=per_model)

@@ -1,5 +1,5 @@
 """What every app's HTTP adapters share: the error body and its schema, validation of a request's
-data or query, the pagination, the selector-backed list view, and the binary renderers."""
+data or query, the pagination, the selector-backed list view, and the renderers."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
 from clm_project.query import query_validated
+from clm_project.renderers import JSONRenderer
+
+__all__ = ["JSONRenderer"]  # every renderer a view names comes from here
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -112,11 +115,11 @@ class SVGRenderer(BinaryRenderer):
 class PictureView(APIView):
     """A view answering with a PNG (as a plain HttpResponse)."""
 
-    renderer_classes = [renderers.JSONRenderer, PNGRenderer]
+    renderer_classes = [JSONRenderer, PNGRenderer]
 
     def handle_exception(self, exc: Exception) -> Response:
         """Errors are JSON whatever the client accepted, never a JSON body labelled image/png."""
         response = super().handle_exception(exc)
-        self.request.accepted_renderer = renderers.JSONRenderer()
-        self.request.accepted_media_type = renderers.JSONRenderer.media_type
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
         return response

@@ -17,9 +17,11 @@ only inside a transaction, as the ORM requires.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from django.conf import settings
 from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.db import connections, models
 from django.db.models.query import ModelIterable, get_related_populators
@@ -36,6 +38,86 @@ def _placeholder(kind: type, position: int, variant: int) -> str | int:
     if kind is int:
         return _INT_PLACEHOLDER + 100 * variant + position
     return _PLACEHOLDER.format(variant, position)
+
+
+_PREPARING: dict[str, Any] = {}
+
+
+def _postgresql() -> dict[str, Any]:
+    """What a preparing cursor needs of Django's psycopg 3 backend, imported on first use."""
+    if not _PREPARING:
+        from django.db.backends.postgresql import base
+
+        class PreparingCursor(base.ServerBindingCursor):
+            """Django's server-binding cursor, asking for each statement to be prepared."""
+
+            def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+                return super().execute(  # type: ignore[misc]
+                    query, params, prepare=True, **kwargs
+                )
+
+        _PREPARING.update(cursor=PreparingCursor, base=base)
+    return _PREPARING
+
+
+def _cursor(connection: Any) -> Any:
+    """A cursor of `connection` as `connection.cursor()` gives it (errors wrapped, queries
+    logged where Django logs them), whose statements PostgreSQL prepares: parsed and planned
+    once per connection, not per call (settings.CLM_DB_PREPARED_STATEMENTS; off behind a
+    connection pooler that cannot keep them)."""
+    if connection.vendor != "postgresql" or not settings.CLM_DB_PREPARED_STATEMENTS:
+        return connection.cursor()
+    pg = _postgresql()
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        raw = connection.connection
+        if raw.prepare_threshold is None:
+            # Django turns preparing off (None), which refuses even asked-for preparation; a
+            # threshold never reached prepares only what is asked for (its cursors never ask).
+            raw.prepare_threshold = 2**31 - 1
+        cursor = pg["cursor"](raw)
+        # As DatabaseWrapper.create_cursor: timestamptz values in the connection's time zone.
+        base = pg["base"]
+        loader = raw.adapters.get_loader(base.TIMESTAMPTZ_OID, base.Format.TEXT)
+        if connection.timezone != loader.timezone:
+            base.register_tzloader(connection.timezone, cursor)
+        return connection._prepare_cursor(cursor)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A compiled shape's rows as the database returned them, for writing them out without model
+    instances: `columns` maps an attribute path ("status"; "model", "model_id" through
+    select_related) to its position in each row. JSON columns stay JSON text, in `json`; every
+    other column is converted as the ORM converts it. `layout` is the same object for every call
+    of one shape, to key what is derived from the columns."""
+
+    columns: Mapping[tuple[str, ...], int]
+    json: frozenset[int]
+    rows: list[list[Any]]
+    layout: object
+
+
+def _columns(
+    klass_info: dict[str, Any], select: list[Any], prefix: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], int] | None:
+    """Attribute path -> select position for a model and what select_related joined to it; None
+    if a reverse relation is joined (its path would not be an attribute of the row's model)."""
+    out: dict[tuple[str, ...], int] = {}
+    for i in klass_info["select_fields"]:
+        target = select[i][0].target
+        out[(*prefix, target.attname)] = i
+        if not target.is_relation:
+            out[(*prefix, target.name)] = i
+    for related in klass_info.get("related_klass_infos", []):
+        if related["reverse"]:
+            return None
+        nested = _columns(related, select, (*prefix, related["field"].name))
+        if nested is None:
+            return None
+        out.update(nested)
+    return out
 
 
 class _Plan:
@@ -62,8 +144,17 @@ class _Plan:
             compiler.get_converters([column[0] for column in select[: compiler.col_count]]).items()
         )
         self.db = qs.db
+        self.columns = _columns(klass_info, select)
+        self.json = frozenset(
+            i
+            for i, column in enumerate(select[: compiler.col_count])
+            if isinstance(getattr(column[0], "target", None), models.JSONField)
+        )
+        # As `converters`, without JSONField's decoding: raw rows keep JSON as text.
+        self.raw_converters = [item for item in self.converters if item[0] not in self.json]
 
-    def fetch(self, values: list[Any], extra_sql: str = "", extra_params: Any = ()) -> list[Any]:
+    def execute(self, values: list[Any], extra_sql: str = "", extra_params: Any = ()) -> list[Any]:
+        """The rows for `values`, as the database returned them."""
         params = list(self.params)
         for found, value in zip(self.slots, values, strict=True):
             for i, wrap in found:
@@ -73,9 +164,22 @@ class _Plan:
             raise TransactionManagementError(
                 "select_for_update cannot be used outside of a transaction."
             )
-        with connection.cursor() as cursor:
-            cursor.execute(self.sql + extra_sql, [*params, *extra_params])
-            rows = cursor.fetchall()
+        sql, params = self.sql + extra_sql, [*params, *extra_params]
+        try:
+            with _cursor(connection) as cursor:
+                cursor.execute(sql, params)
+                return cursor.fetchall()
+        except OverflowError:
+            # A value beyond its column type's range cannot be bound as that type; as SQL text
+            # it compares as a number and matches nothing. Raised before anything is sent.
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return cursor.fetchall()
+
+    def fetch(self, values: list[Any], extra_sql: str = "", extra_params: Any = ()) -> list[Any]:
+        """The rows for `values` as model instances, as QuerySet iteration builds them."""
+        rows = self.execute(values, extra_sql, extra_params)
+        connection = connections[self.db]
         out = []
         for raw in rows:
             row = list(raw)
@@ -119,6 +223,31 @@ class CompiledQuery(Generic[M]):
         if limit is None:
             return plan.fetch(ordered)
         return plan.fetch(ordered, " LIMIT %s OFFSET %s", (limit, offset))
+
+    def raw_rows(
+        self, *, using: str | None = None, limit: int | None = None, offset: int = 0, **values: Any
+    ) -> Rows | None:
+        """As `rows`, without building instances (see Rows); None when the shape runs through the
+        ORM or its joins cannot be named by attribute paths."""
+        plan = self._plan_for(using, values)
+        if plan is None or plan.columns is None or plan.locks or (offset and not limit):
+            return None
+        ordered = [values[name] for name in self.kinds]
+        if limit is None:
+            raw = plan.execute(ordered)
+        else:
+            raw = plan.execute(ordered, " LIMIT %s OFFSET %s", (limit, offset))
+        connection = connections[plan.db]
+        rows = []
+        for found in raw:
+            row = list(found)
+            for pos, (convs, expression) in plan.raw_converters:
+                value = row[pos]
+                for convert in convs:
+                    value = convert(value, expression, connection)
+                row[pos] = value
+            rows.append(row)
+        return Rows(columns=plan.columns, json=plan.json, rows=rows, layout=plan)
 
     def first(self, *, using: str | None = None, **values: Any) -> M | None:
         """The first row for `values`, in the queryset's order, or None."""

@@ -15,7 +15,7 @@ from django.db.models import Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils.module_loading import import_string
 
-from clm_project.compiled import CompiledQuery
+from clm_project.compiled import CompiledQuery, Rows
 from clm_project.exceptions import NotFound
 from registry.models import (
     EvaluationResult,
@@ -172,6 +172,22 @@ def model_versions_page(query: ModelQuery, *, offset: int, limit: int) -> list[M
     return _page_shape(fields, query.ordering).rows(page_limit=limit, page_offset=offset, **given)
 
 
+def model_versions_page_rows(query: ModelQuery, *, offset: int, limit: int) -> Rows | None:
+    """The rows of `model_versions_page` unbuilt (clm_project.compiled.Rows), for writing them
+    out without instances; None for a query whose shape is not compiled (use the page)."""
+    given = {
+        name: value
+        for name, value in vars(query).items()
+        if value not in (None, "") and name != "ordering"
+    }
+    if query.limit or not set(given) <= set(_PAGE_FIELDS):
+        return None
+    fields = tuple(name for name in _PAGE_FIELDS if name in given)
+    return _page_shape(fields, query.ordering).raw_rows(
+        page_limit=limit, page_offset=offset, **given
+    )
+
+
 # (database alias, count SQL, parameters) -> (revision, count); per process, bounded.
 _VERSION_COUNTS: OrderedDict[tuple[Any, ...], tuple[int, int]] = OrderedDict()
 _VERSION_COUNTS_KEPT = 512
@@ -234,12 +250,26 @@ def model_version_get(*, model_id: str, version: int) -> ModelVersion:
     return found
 
 
+def model_version_rows(*, model_id: str, version: int) -> Rows | None:
+    """`model_version_get`'s row unbuilt (clm_project.compiled.Rows); None when it is not found
+    this way (`model_version_get` then answers, with its 404)."""
+    rows = _VERSION.raw_rows(limit=1, model_id=model_id, version=version)
+    return rows if rows is not None and rows.rows else None
+
+
 def production_version_get(*, model_id: str) -> ModelVersion:
     version = _PRODUCTION.first(model_id=model_id)
     if version is None:
         registered_model_get(model_id=model_id)
         raise NotFound(f"model {model_id!r} has no production version")
     return version
+
+
+def production_version_rows(*, model_id: str) -> Rows | None:
+    """`production_version_get`'s row unbuilt (clm_project.compiled.Rows); None when it is not
+    found this way (`production_version_get` then answers, with its 404)."""
+    rows = _PRODUCTION.raw_rows(limit=1, model_id=model_id)
+    return rows if rows is not None and rows.rows else None
 
 
 def production_version_at(*, model_id: str, at: datetime) -> ModelVersion | None:

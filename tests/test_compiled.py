@@ -130,3 +130,35 @@ def test_annotations_land_on_the_rows_as_the_orm_sets_them(versions):
     assert ours and [(r.pk, r.model.model_id, r.n_evaluations, r.first) for r in ours] == [
         (r.pk, r.model.model_id, r.n_evaluations, r.first) for r in orm
     ]
+
+
+def _prepared(sql_start: str) -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            [sql_start + "%"],
+        )
+        return cursor.fetchone()[0]
+
+
+def test_compiled_reads_are_prepared_once_per_connection(versions, settings):
+    """PostgreSQL plans a compiled shape once per connection; with the setting off, never."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+    shape = CompiledQuery(
+        lambda status: ModelVersion.objects.filter(status=status).order_by("pk"), status=str
+    )
+    head = 'SELECT "registry_modelversion"."id"'
+    settings.CLM_DB_PREPARED_STATEMENTS = False
+    before = _prepared(head)
+    assert _ids(shape.rows(status="candidate"))
+    assert _prepared(head) == before
+    settings.CLM_DB_PREPARED_STATEMENTS = True
+    for status in ("candidate", "production", "candidate"):
+        expected = ModelVersion.objects.filter(status=status).order_by("pk")
+        assert _ids(shape.rows(status=status)) == _ids(expected)
+    assert _prepared(head) == before + 1

@@ -91,6 +91,10 @@ DATABASES = {
         conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "60")),
     )
 }
+# The API's hot reads (clm_project.compiled) are prepared statements on PostgreSQL: planned once
+# per connection. Turn off behind a pooler in transaction mode that cannot keep them (PgBouncer
+# before 1.21, or without max_prepared_statements).
+CLM_DB_PREPARED_STATEMENTS = env_bool("DB_PREPARED_STATEMENTS", True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(exist_ok=True)
     # The demo's worker threads write concurrently; wait instead of failing on a locked file.
@@ -188,7 +192,7 @@ REST_FRAMEWORK = {
     ],
     "EXCEPTION_HANDLER": "clm_project.exceptions.api_exception_handler",
     "DEFAULT_RENDERER_CLASSES": [
-        "rest_framework.renderers.JSONRenderer",
+        "clm_project.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
 }

@@ -8,13 +8,20 @@ from django.db.models import QuerySet
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import renderers, status
+from rest_framework import status
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from clm_project.api import PNGRenderer, SelectorListView, SVGRenderer, error_responses, validated
+from clm_project.api import (
+    JSONRenderer,
+    PNGRenderer,
+    SelectorListView,
+    SVGRenderer,
+    error_responses,
+    validated,
+)
 from clm_project.exceptions import NotFound
 from clm_project.query import query_validated
 from evolution import selectors, services
@@ -252,7 +259,7 @@ class RunResumeView(APIView):
 
 
 class FrontPictureView(APIView):
-    renderer_classes = [renderers.JSONRenderer, PNGRenderer, SVGRenderer]
+    renderer_classes = [JSONRenderer, PNGRenderer, SVGRenderer]
 
     @extend_schema(
         parameters=[

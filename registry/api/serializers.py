@@ -9,12 +9,14 @@ from collections.abc import Callable, Mapping
 from datetime import UTC
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.db import models
 from django.utils.module_loading import import_string
 from rest_framework import serializers
 from rest_framework.fields import SkipField
 
+from clm_project.compiled import Rows
 from registry.api.parsers import nesting_depth
 from registry.models import (
     EvaluationResult,
@@ -195,6 +197,56 @@ def _plan(cls: type[ReadModelSerializer]) -> list[_Step] | None:
     return _PLANS[cls]
 
 
+# One output field of a row writer: its name, its column, the conversion of a non-None value, and
+# for a nested serializer its own fields (the column is then the nested row's primary key).
+_Op = tuple[str, int, Callable[[Any], Any] | None, "list[_Op] | None"]
+_WRITERS: dict[tuple[type, object], list[_Op] | None] = {}
+
+
+def _row_ops(
+    cls: type[ReadModelSerializer], rows: Rows, prefix: tuple[str, ...] = ()
+) -> list[_Op] | None:
+    """`_plan(cls)` with each attribute path resolved to its column of `rows`; None if a field
+    has no column there. JSON columns are JSON text already: written as they are."""
+    steps = _plan(cls)
+    if steps is None:
+        return None
+    ops: list[_Op] = []
+    for name, attrs, convert, field in steps:
+        path = (*prefix, *attrs)
+        if isinstance(field, ReadModelSerializer):
+            model: type[models.Model] = field.Meta.model
+            pk = rows.columns.get((*path, model._meta.pk.attname))
+            nested = _row_ops(type(field), rows, path)
+            if pk is None or nested is None:
+                return None
+            ops.append((name, pk, None, nested))
+            continue
+        column = rows.columns.get(path)
+        if column is None:
+            return None
+        if column in rows.json:
+            if convert is not _identity:
+                return None
+            ops.append((name, column, orjson.Fragment, None))
+        else:
+            ops.append((name, column, convert, None))
+    return ops
+
+
+def _write(ops: list[_Op], row: list[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, column, convert, nested in ops:
+        value = row[column]
+        if value is None:
+            out[name] = None
+        elif nested is not None:
+            out[name] = _write(nested, row)
+        else:
+            out[name] = convert(value)  # type: ignore[misc]
+    return out
+
+
 class ReadModelSerializer(serializers.ModelSerializer):
     """An output ModelSerializer that introspects its model once per class, not per response.
 
@@ -235,6 +287,20 @@ class ReadModelSerializer(serializers.ModelSerializer):
                     continue
             out[name] = None if value is None else convert(value)
         return out
+
+    @classmethod
+    def write_rows(cls, rows: Rows) -> list[dict[str, Any]] | None:
+        """What `cls(instances, many=True).data` gives for the instances of `rows`, written from
+        the rows themselves (no instances, JSON fields never decoded and encoded again: they
+        go out as orjson fragments, for clm_project.api.JSONRenderer); None if a field of `cls`
+        has no column in them. tests/registry/test_row_writer.py holds the two to each other."""
+        key = (cls, rows.layout)
+        if key not in _WRITERS:
+            _WRITERS[key] = _row_ops(cls, rows)
+        ops = _WRITERS[key]
+        if ops is None:
+            return None
+        return [_write(ops, row) for row in rows.rows]
 
 
 _MISSING = object()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 from django.conf import settings
@@ -10,13 +11,14 @@ from django.http import HttpResponse
 from django.utils.module_loading import import_string
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import renderers, status
+from rest_framework import status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clm_project.api import (
+    JSONRenderer,
     OctetStreamRenderer,
     Pagination,
     PictureView,
@@ -24,6 +26,7 @@ from clm_project.api import (
     error_responses,
     validated,
 )
+from clm_project.compiled import Rows
 from clm_project.exceptions import DomainError, NotFound
 from clm_project.query import query_validated
 from registry import selectors, services
@@ -103,18 +106,33 @@ class JobCancelView(APIView):
 # Versions
 
 
+def _versions_data(rows: Rows | None, instances: Callable[[], Any]) -> list[dict[str, Any]]:
+    """Versions as ModelVersionSerializer writes them: from the rows where the read gave rows the
+    serializer can write from, else from `instances()` (a list, or one version)."""
+    data = None if rows is None else s.ModelVersionSerializer.write_rows(rows)
+    if data is not None:
+        return data
+    found = instances()
+    return list(
+        s.ModelVersionSerializer(found if isinstance(found, list) else [found], many=True).data
+    )
+
+
 class VersionRows:
     """The versions of a ModelQuery as the paginator sees them: counted through
     selectors.model_versions_count (exact, kept per revision), a page read through
-    selectors.model_versions_page (compiled once per query shape)."""
+    selectors.model_versions_page_rows (compiled once per query shape) and written out as
+    ModelVersionSerializer would."""
 
     def __init__(self, queryset: QuerySet, query: selectors.ModelQuery) -> None:
         self.queryset = queryset
         self.query = query
 
-    def __getitem__(self, page: slice) -> list[Any]:
-        return selectors.model_versions_page(
-            self.query, offset=page.start, limit=page.stop - page.start
+    def __getitem__(self, page: slice) -> list[dict[str, Any]]:
+        offset, limit = page.start, page.stop - page.start
+        return _versions_data(
+            selectors.model_versions_page_rows(self.query, offset=offset, limit=limit),
+            lambda: selectors.model_versions_page(self.query, offset=offset, limit=limit),
         )
 
 
@@ -137,6 +155,11 @@ class VersionListView(SelectorListView):
         # The paginator only counts (VersionPagination.get_count) and slices what it is given.
         rows = cast(Any, VersionRows(queryset, self.model_query()))
         return super().paginate_queryset(rows)
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        self.query_params()  # an unknown parameter is a 400
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(page)  # written already (VersionRows)
 
 
 @extend_schema(parameters=[s.ModelQuerySerializer], summary="Query versions (the ModelQuery).")
@@ -168,8 +191,11 @@ class ModelVersionsOfModelView(VersionListView):
 class ModelVersionDetailView(APIView):
     @extend_schema(responses={200: s.ModelVersionSerializer, **_errors(404)})
     def get(self, request: Request, model_id: str, version: int) -> Response:
-        found = selectors.model_version_get(model_id=model_id, version=version)
-        return Response(s.ModelVersionSerializer(found).data)
+        found = _versions_data(
+            selectors.model_version_rows(model_id=model_id, version=version),
+            lambda: selectors.model_version_get(model_id=model_id, version=version),
+        )
+        return Response(found[0])
 
 
 @extend_schema(summary="The lifecycle audit of one version, newest first.")
@@ -191,9 +217,11 @@ class ProductionView(APIView):
     def get(self, request: Request, model_id: str) -> Response:
         at = query_validated(s.ProductionQuerySerializer, request.query_params).get("at")
         if at is None:
-            return Response(
-                s.ModelVersionSerializer(selectors.production_version_get(model_id=model_id)).data
+            written = _versions_data(
+                selectors.production_version_rows(model_id=model_id),
+                lambda: selectors.production_version_get(model_id=model_id),
             )
+            return Response(written[0])
         selectors.registered_model_get(model_id=model_id)
         live = selectors.production_version_at(model_id=model_id, at=at)
         if live is None:
@@ -204,7 +232,7 @@ class ProductionView(APIView):
 
 class ArtifactView(APIView):
     permission_classes = [IsAuthenticated, CanDownloadArtifact]
-    renderer_classes = [renderers.JSONRenderer, OctetStreamRenderer]
+    renderer_classes = [JSONRenderer, OctetStreamRenderer]
 
     @extend_schema(
         responses={
