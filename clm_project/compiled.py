@@ -154,6 +154,8 @@ class _Plan:
         self.init_list = [column[0].target.attname for column in select[self.start : self.end]]
         # Django 5.2's signature (the stubs describe a later one with a fetch mode).
         self.populators = get_related_populators(klass_info, select, qs.db)  # type: ignore[call-arg]
+        # Annotations land on the instance as attributes, as QuerySet iteration sets them.
+        self.annotations = list(compiler.annotation_col_map.items())
         self.converters = list(
             compiler.get_converters([column[0] for column in select[: compiler.col_count]]).items()
         )
@@ -205,6 +207,8 @@ class _Plan:
             obj = self.model.from_db(self.db, self.init_list, row[self.start : self.end])
             for populator in self.populators:
                 populator.populate(row, obj)
+            for name, pos in self.annotations:
+                setattr(obj, name, row[pos])
             out.append(obj)
         return out
 
@@ -309,7 +313,6 @@ class CompiledQuery(Generic[M]):
             or qs._iterable_class is not ModelIterable
             or qs._prefetch_related_lookups  # type: ignore[attr-defined]
             or qs._known_related_objects  # type: ignore[attr-defined]
-            or query.annotation_select
             or query.extra_select
         ):
             return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, Min, Q
 from django.db.transaction import TransactionManagementError
 
 from clm_project.compiled import CompiledQuery
@@ -112,6 +112,24 @@ def test_a_constant_equal_to_a_placeholder_is_not_taken_for_the_value(versions):
     )
     assert _ids(clash.rows(version=1)) == _ids(ModelVersion.objects.filter(version=1))
     assert clash._plans == {"default": None}
+
+
+def test_annotations_land_on_the_rows_as_the_orm_sets_them(versions):
+    evaluated = CompiledQuery(
+        lambda model_id: (
+            ModelVersion.objects.filter(model__model_id=model_id)
+            .select_related("model")
+            .annotate(n_evaluations=Count("evaluations"), first=Min("evaluations__id"))
+            .order_by("version")
+        ),
+        model_id=str,
+    )
+    assert evaluated._plan_for(None, {"model_id": "x"}) is not None  # compiled, not the ORM
+    ours = evaluated.rows(model_id="xgboost-btcusdt-1h")
+    orm = list(evaluated.build(model_id="xgboost-btcusdt-1h"))
+    assert ours and [(r.pk, r.model.model_id, r.n_evaluations, r.first) for r in ours] == [
+        (r.pk, r.model.model_id, r.n_evaluations, r.first) for r in orm
+    ]
 
 
 def _prepared(sql_start: str) -> int:
