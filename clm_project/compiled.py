@@ -58,13 +58,14 @@ def _postgresql() -> dict[str, Any]:
                 )
 
         import psycopg
+        from psycopg.pq import Format
 
         oid = base.TIMESTAMPTZ_OID
-        compiled = psycopg.adapters.get_loader(oid, base.Format.TEXT)
+        compiled = psycopg.adapters.get_loader(oid, Format.TEXT)
         # psycopg's C loader of timestamptz text (psycopg[binary]), where Django uses the Python
         # one: a tenth of the cost, and the same aware datetime in the session's time zone.
         native = compiled if compiled.__module__.startswith("psycopg_binary") else None
-        _PREPARING.update(cursor=PreparingCursor, base=base, native_times=native)
+        _PREPARING.update(cursor=PreparingCursor, base=base, native_times=native, text=Format.TEXT)
     return _PREPARING
 
 
@@ -95,7 +96,7 @@ def _cursor(connection: Any) -> Any:
         ):
             cursor.adapters.register_loader(base.TIMESTAMPTZ_OID, pg["native_times"])
         else:
-            loader = raw.adapters.get_loader(base.TIMESTAMPTZ_OID, base.Format.TEXT)
+            loader = raw.adapters.get_loader(base.TIMESTAMPTZ_OID, pg["text"])
             if connection.timezone != loader.timezone:
                 base.register_tzloader(connection.timezone, cursor)
         return connection._prepare_cursor(cursor)
