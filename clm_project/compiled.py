@@ -17,7 +17,8 @@ only inside a transaction, as the ORM requires.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, Generic, TypeVar
@@ -57,6 +58,27 @@ def _postgresql() -> dict[str, Any]:
                     query, params, prepare=True, **kwargs
                 )
 
+        class PreparingDebugWrapper(base.CursorDebugWrapper):
+            """Where Django logs queries: the SQL with its values in place, as Django logs its
+            own (its text for a prepared statement would be empty)."""
+
+            @contextmanager
+            def debug_sql(
+                self,
+                sql: Any = None,
+                params: Any = None,
+                use_last_executed_query: bool = False,
+                many: bool = False,
+            ) -> Iterator[None]:
+                if use_last_executed_query and not many:
+                    try:
+                        sql = self.db.ops.compose_sql(sql, params)
+                        use_last_executed_query = False
+                    except Exception:  # logging never fails the query
+                        pass
+                with super().debug_sql(sql, params, use_last_executed_query, many):
+                    yield
+
         import psycopg
         from psycopg.pq import Format
 
@@ -65,7 +87,13 @@ def _postgresql() -> dict[str, Any]:
         # psycopg's C loader of timestamptz text (psycopg[binary]), where Django uses the Python
         # one: a tenth of the cost, and the same aware datetime in the session's time zone.
         native = compiled if compiled.__module__.startswith("psycopg_binary") else None
-        _PREPARING.update(cursor=PreparingCursor, base=base, native_times=native, text=Format.TEXT)
+        _PREPARING.update(
+            cursor=PreparingCursor,
+            debug=PreparingDebugWrapper,
+            base=base,
+            native_times=native,
+            text=Format.TEXT,
+        )
     return _PREPARING
 
 
@@ -99,7 +127,10 @@ def _cursor(connection: Any) -> Any:
             loader = raw.adapters.get_loader(base.TIMESTAMPTZ_OID, pg["text"])
             if connection.timezone != loader.timezone:
                 base.register_tzloader(connection.timezone, cursor)
-        return connection._prepare_cursor(cursor)
+        wrapped = connection._prepare_cursor(cursor)
+        if isinstance(wrapped, base.CursorDebugWrapper):
+            return pg["debug"](cursor, connection)
+        return wrapped
 
 
 @dataclass(frozen=True)

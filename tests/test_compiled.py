@@ -162,3 +162,19 @@ def test_compiled_reads_are_prepared_once_per_connection(versions, settings):
         expected = ModelVersion.objects.filter(status=status).order_by("pk")
         assert _ids(shape.rows(status=status)) == _ids(expected)
     assert _prepared(head) == before + 1
+
+
+def test_prepared_reads_are_logged_with_their_sql(versions, settings):
+    """Django's query log (DEBUG, CaptureQueriesContext) shows a prepared read's SQL with its
+    values in place, as for every other query."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.CLM_DB_PREPARED_STATEMENTS = True
+    shape = CompiledQuery(
+        lambda status: ModelVersion.objects.filter(status=status).order_by("pk"), status=str
+    )
+    with CaptureQueriesContext(connection) as captured:
+        shape.rows(status="candidate")
+    (logged,) = captured.captured_queries
+    assert logged["sql"].startswith("SELECT") and "'candidate'" in logged["sql"]
