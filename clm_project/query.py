@@ -4,6 +4,11 @@ parameter given twice, or empty where a value is needed, is a 400 too, as the sc
 
 from __future__ import annotations
 
+import threading
+import uuid
+from collections import OrderedDict
+from datetime import date, datetime, time
+from decimal import Decimal
 from typing import Any
 
 from rest_framework.serializers import Serializer
@@ -27,6 +32,46 @@ def _blank_allowed(serializer_class: type[Serializer] | None) -> dict[str, bool]
             for name, field in serializer_class().fields.items()
         }
     return _BLANK_ALLOWED[serializer_class]
+
+
+# Validated query strings, per serializer class and parameters: validating builds the serializer's
+# fields (deep copies of every choice list) each time, for the few query strings a client repeats.
+# Only for a class whose validation is its fields' own (no `validate` or `validate_<name>`
+# methods, which could read the database or the clock) and only scalar results, handed out as
+# copies; an invalid query is never kept (its 400 is raised again).
+_VALIDATED: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+_VALIDATED_KEPT = 1024
+_VALIDATED_LOCK = threading.Lock()
+_SCALARS = (str, int, float, bool, type(None), datetime, date, time, uuid.UUID, Decimal)
+_PURE: dict[type[Serializer], bool] = {}
+
+
+def _pure(serializer_class: type[Serializer]) -> bool:
+    if serializer_class not in _PURE:
+        own = set(dir(serializer_class)) - set(dir(Serializer))
+        _PURE[serializer_class] = serializer_class.validate is Serializer.validate and not any(
+            name.startswith("validate_") for name in own
+        )
+    return _PURE[serializer_class]
+
+
+def _validated(serializer_class: type[Serializer], params: Any) -> dict[str, Any]:
+    key = (serializer_class, *((name, params[name]) for name in params))
+    if _pure(serializer_class):
+        with _VALIDATED_LOCK:
+            kept = _VALIDATED.get(key)
+            if kept is not None:
+                _VALIDATED.move_to_end(key)
+                return dict(kept)
+    serializer = serializer_class(data=params)
+    serializer.is_valid(raise_exception=True)
+    data = dict(serializer.validated_data)
+    if _pure(serializer_class) and all(isinstance(v, _SCALARS) for v in data.values()):
+        with _VALIDATED_LOCK:
+            _VALIDATED[key] = dict(data)
+            while len(_VALIDATED) > _VALIDATED_KEPT:
+                _VALIDATED.popitem(last=False)
+    return data
 
 
 def query_validated(
@@ -55,6 +100,4 @@ def query_validated(
         )
     if serializer_class is None:
         return {}
-    serializer = serializer_class(data=params)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
+    return _validated(serializer_class, params)

@@ -222,13 +222,20 @@ class ModelVersion(models.Model):
     description = models.TextField(blank=True)
     tags = models.JSONField(default=list, blank=True)
     notes = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
     promoted_at = models.DateTimeField(null=True, blank=True)
     retired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["model_id", "-version"]
         permissions = [("promote_modelversion", "Can promote and roll back model versions")]
+        # The version lists' orderings with their tie-break on id (registry.selectors.ORDERINGS):
+        # a page's ids come from the index alone, without reading the rows before it.
+        indexes = [
+            models.Index(fields=["-created_at", "id"], name="version_newest_first"),
+            models.Index(fields=["created_at", "id"], name="version_oldest_first"),
+            models.Index(fields=["status", "-created_at", "id"], name="version_status_newest"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["model", "version"], name="uniq_model_version"),
             models.UniqueConstraint(

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, models, transaction
-from django.db.models import F, Func, Q, Value
+from django.db.models import Exists, F, Func, OuterRef, Q, Subquery, Value
 from django.db.models.expressions import CombinedExpression
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -864,8 +864,9 @@ def _versions_locked(
     model: RegisteredModel, version: int
 ) -> tuple[ModelVersion, ModelVersion | None]:
     """Lock, under the (locked) model line, the version and the line's production version if it
-    is another one, in one statement, each with its latest evaluation: what a promotion or
-    rollback changes and answers with."""
+    is another one, in one statement, each with its latest evaluation and what a retired
+    version's promotion or rollback is judged on (`was_production`, `passed_gates`): what a
+    promotion or rollback changes and answers with."""
     rows = _VERSIONS_LOCK.rows(model_pk=model.pk, version=version)
     for row in rows:
         row.model = model
@@ -892,25 +893,29 @@ _VERSIONS_LOCK = CompiledQuery(
         ModelVersion.objects.select_for_update(of=("self",))
         .select_related("latest_evaluation")
         .filter(Q(version=version) | Q(status=ModelStatus.PRODUCTION), model_id=model_pk)
+        .annotate(
+            # Its audit shows a turn in production.
+            was_production=Exists(
+                LifecycleEvent.objects.filter(
+                    version_id=OuterRef("pk"), to_status=ModelStatus.PRODUCTION
+                )
+            ),
+            # Its newest evaluation passed the gates (None: never evaluated).
+            passed_gates=Subquery(
+                EvaluationResult.objects.filter(version_id=OuterRef("pk"))
+                .order_by("-created_at", "-id")
+                .values("passed")[:1]
+            ),
+        )
     ),
     model_pk=int,
     version=int,
 )
-_PRODUCTION_AUDIT = CompiledQuery(
-    lambda version_pk: LifecycleEvent.objects.filter(
-        version_id=version_pk, to_status=ModelStatus.PRODUCTION
-    ).order_by(),
-    version_pk=int,
-)
 
 
-def _was_production(version: ModelVersion) -> bool:
-    return _PRODUCTION_AUDIT.first(version_pk=version.pk) is not None
-
-
-def _passed_gates(version: ModelVersion) -> bool:
-    latest = version.evaluations.order_by("-created_at", "-id").first()
-    return bool(latest and latest.passed)
+def _proven(version: ModelVersion) -> bool:
+    """Once in production, or its newest evaluation passed (read by _versions_locked)."""
+    return bool(version.was_production or version.passed_gates)  # type: ignore[attr-defined]
 
 
 def _make_production(
@@ -920,9 +925,11 @@ def _make_production(
     action: str,
     actor: str,
     reason: str,
+    event: OutboxEvent,
 ) -> tuple[ModelVersion, ModelVersion | None]:
-    """Retire the current production version `previous`, then promote `target`; the caller
-    holds the model lock and both rows' locks (_versions_locked).
+    """Retire the current production version `previous`, then promote `target`, and write the
+    audit rows and the outbox `event`; the caller holds the model lock and both rows' locks
+    (_versions_locked).
 
     The old one is demoted first: the one-production-per-model constraint cannot be deferred.
     """
@@ -931,7 +938,6 @@ def _make_production(
     if previous is not None:
         previous.status = ModelStatus.RETIRED
         previous.retired_at = now
-        previous.save(update_fields=["status", "retired_at"])
         audit.append(
             _audit_row(
                 version=previous,
@@ -945,53 +951,143 @@ def _make_production(
     target.status = ModelStatus.PRODUCTION
     target.promoted_at = now
     target.retired_at = None
-    target.save(update_fields=["status", "promoted_at", "retired_at"])
     audit.append(
         _audit_row(
             version=target, action=action, from_status=from_status, actor=actor, reason=reason
         )
     )
+    if connection.vendor == "postgresql":
+        _production_write(target=target, previous=previous, audit=audit, event=event)
+        return target, previous
+    if previous is not None:
+        previous.save(update_fields=["status", "retired_at"])
+    target.save(update_fields=["status", "promoted_at", "retired_at"])
     # One INSERT for both rows, the retirement first (ids in this order: the audit's order).
     LifecycleEvent.objects.bulk_create(audit)
+    event.save(force_insert=True)
     return target, previous
 
 
-def model_version_promote(
-    *, model_id: str, version: int, actor: str, reason: str = ""
-) -> ModelVersion:
-    """Make `version` the production version of `model_id`, atomically, with audit and event."""
+def _insert_sql(rows: list[Any]) -> tuple[str, list[Any]]:
+    """`INSERT` of unsaved rows of one model, valued as the ORM values them (defaults,
+    `auto_now_add`), in this order."""
+    meta = rows[0]._meta
+    fields = [f for f in meta.concrete_fields if not isinstance(f, models.AutoField)]
+    qn = connection.ops.quote_name
+    one = f"({', '.join(['%s'] * len(fields))})"
+    sql = (
+        f"INSERT INTO {qn(meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) "
+        f"VALUES {', '.join([one] * len(rows))}"
+    )
+    params = [f.get_db_prep_save(f.pre_save(row, True), connection) for row in rows for f in fields]
+    return sql, params
+
+
+def _production_write(
+    *,
+    target: ModelVersion,
+    previous: ModelVersion | None,
+    audit: list[LifecycleEvent],
+    event: OutboxEvent,
+) -> None:
+    """PostgreSQL: _make_production's writes in one statement. The retirement runs to its end
+    before the promotion's row is touched (the promotion's condition counts the retired rows),
+    so the old row has left the one-production index when the new row enters it; the audit
+    rows go in the audit's order (their ids)."""
+    table = connection.ops.quote_name(ModelVersion._meta.db_table)
+    audit_sql, audit_params = _insert_sql(audit)
+    event_sql, event_params = _insert_sql([event])
+    ctes, params = [], []
+    if previous is not None:
+        ctes.append(
+            f"retired AS (UPDATE {table} SET status = %s, retired_at = %s WHERE id = %s "
+            "RETURNING id)"
+        )
+        params += [ModelStatus.RETIRED.value, previous.retired_at, previous.pk]
+    after_retired = " AND (SELECT count(*) FROM retired) = 1" if previous is not None else ""
+    ctes.append(
+        f"promoted AS (UPDATE {table} SET status = %s, promoted_at = %s, retired_at = NULL "
+        f"WHERE id = %s{after_retired} RETURNING id)"
+    )
+    params += [ModelStatus.PRODUCTION.value, target.promoted_at, target.pk]
+    ctes += [f"audit AS ({audit_sql})", f"outbox AS ({event_sql})"]
+    params += [*audit_params, *event_params]
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH {', '.join(ctes)} SELECT count(*) FROM promoted", params)
+        (promoted,) = cursor.fetchone()
+    if promoted != 1:  # the caller's locks make this impossible; never commit half of it
+        raise RuntimeError(f"promotion of version {target.pk} wrote {promoted} rows")
+
+
+def _promote(
+    *, model_id: str, version: int, actor: str, reason: str, again_is_no_change: bool
+) -> tuple[ModelVersion, bool]:
+    """The promotion, and whether it changed anything.
+
+    The model line's lock is a statement of its own, before the versions are read: a statement
+    reads the rows as they were when it began, so a read of the live version in the statement
+    that waited for the lock would miss a promotion committed while it waited."""
     with transaction.atomic():
         model = model_lock(model_id=model_id)
         target, live = _versions_locked(model, version)
         if target.status == ModelStatus.PRODUCTION:
+            if again_is_no_change:
+                return target, False
             raise DomainError(f"{model_id} v{version} is already in production")
         if target.status not in PROMOTABLE:
             raise DomainError(
                 f"cannot promote {model_id} v{version}: it is {target.status}; "
                 f"only {', '.join(sorted(PROMOTABLE))} versions can be promoted"
             )
-        if target.status == ModelStatus.RETIRED and not (
-            _was_production(target) or _passed_gates(target)
-        ):
+        if target.status == ModelStatus.RETIRED and not _proven(target):
             raise DomainError(
                 f"cannot promote {model_id} v{version}: retired without having been in "
                 "production or passed its gates"
             )
-        target, previous = _make_production(
-            target=target, previous=live, action=LifecycleAction.PROMOTE, actor=actor, reason=reason
-        )
-        outbox_event_write(
+        event = OutboxEvent(
             event_type=EventType.MODEL_PROMOTED,
             model_id=model_id,
             payload={
                 "version": target.version,
-                "previous_version": previous.version if previous else None,
+                "previous_version": live.version if live else None,
                 "actor": actor,
                 "reason": reason,
                 "promoted_by": actor,  # the original name of `actor`
             },
         )
-    return target
+        _make_production(
+            target=target,
+            previous=live,
+            action=LifecycleAction.PROMOTE,
+            actor=actor,
+            reason=reason,
+            event=event,
+        )
+    return target, True
+
+
+def model_version_promote(
+    *, model_id: str, version: int, actor: str, reason: str = ""
+) -> ModelVersion:
+    """Make `version` the production version of `model_id`, atomically, with audit and event;
+    DomainError if it already is."""
+    return _promote(
+        model_id=model_id, version=version, actor=actor, reason=reason, again_is_no_change=False
+    )[0]
+
+
+def model_version_promote_idempotent(
+    *, model_id: str, version: int, actor: str, reason: str = ""
+) -> tuple[ModelVersion, bool]:
+    """model_version_promote, safe to retry: promoting the production version again changes
+    nothing (False, no writes). An unknown model or version is NotFound as reading the version
+    answers it, so that the API answers as it did when it read the version first."""
+    try:
+        return _promote(
+            model_id=model_id, version=version, actor=actor, reason=reason, again_is_no_change=True
+        )
+    except NotFound:
+        raise NotFound(f"model {model_id!r} has no version {version}") from None
 
 
 def model_version_rollback(
@@ -1014,7 +1110,7 @@ def model_version_rollback(
             raise DomainError(
                 f"cannot roll back to {model_id} v{target_version}: it is {target.status}"
             )
-        if not (_was_production(target) or _passed_gates(target)):
+        if not _proven(target):
             raise DomainError(
                 f"cannot roll back to {model_id} v{target_version}: it was never in production "
                 "and has not passed its gates"
@@ -1027,25 +1123,26 @@ def model_version_rollback(
                     f"cannot roll back to {model_id} v{target_version}: "
                     f"artifact unverifiable: {exc}"
                 ) from exc
-        target, previous = _make_production(
+        event = OutboxEvent(
+            event_type=EventType.MODEL_ROLLBACK,
+            model_id=model_id,
+            payload={
+                "version": target.version,
+                "previous_version": live.version if live else None,
+                "actor": actor,
+                "reason": reason,
+                # The original names of previous_version and actor.
+                "from_version": live.version if live else None,
+                "rolled_back_by": actor,
+            },
+        )
+        _make_production(
             target=target,
             previous=live,
             action=LifecycleAction.ROLLBACK,
             actor=actor,
             reason=reason,
-        )
-        outbox_event_write(
-            event_type=EventType.MODEL_ROLLBACK,
-            model_id=model_id,
-            payload={
-                "version": target.version,
-                "previous_version": previous.version if previous else None,
-                "actor": actor,
-                "reason": reason,
-                # The original names of previous_version and actor.
-                "from_version": previous.version if previous else None,
-                "rolled_back_by": actor,
-            },
+            event=event,
         )
     return target
 

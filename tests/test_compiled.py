@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, Min, Q
 from django.db.transaction import TransactionManagementError
 
 from clm_project.compiled import CompiledQuery
@@ -114,6 +114,24 @@ def test_a_constant_equal_to_a_placeholder_is_not_taken_for_the_value(versions):
     assert clash._plans == {"default": None}
 
 
+def test_annotations_land_on_the_rows_as_the_orm_sets_them(versions):
+    evaluated = CompiledQuery(
+        lambda model_id: (
+            ModelVersion.objects.filter(model__model_id=model_id)
+            .select_related("model")
+            .annotate(n_evaluations=Count("evaluations"), first=Min("evaluations__id"))
+            .order_by("version")
+        ),
+        model_id=str,
+    )
+    assert evaluated._plan_for(None, {"model_id": "x"}) is not None  # compiled, not the ORM
+    ours = evaluated.rows(model_id="xgboost-btcusdt-1h")
+    orm = list(evaluated.build(model_id="xgboost-btcusdt-1h"))
+    assert ours and [(r.pk, r.model.model_id, r.n_evaluations, r.first) for r in ours] == [
+        (r.pk, r.model.model_id, r.n_evaluations, r.first) for r in orm
+    ]
+
+
 def _prepared(sql_start: str) -> int:
     from django.db import connection
 
@@ -144,3 +162,19 @@ def test_compiled_reads_are_prepared_once_per_connection(versions, settings):
         expected = ModelVersion.objects.filter(status=status).order_by("pk")
         assert _ids(shape.rows(status=status)) == _ids(expected)
     assert _prepared(head) == before + 1
+
+
+def test_prepared_reads_are_logged_with_their_sql(versions, settings):
+    """Django's query log (DEBUG, CaptureQueriesContext) shows a prepared read's SQL with its
+    values in place, as for every other query."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.CLM_DB_PREPARED_STATEMENTS = True
+    shape = CompiledQuery(
+        lambda status: ModelVersion.objects.filter(status=status).order_by("pk"), status=str
+    )
+    with CaptureQueriesContext(connection) as captured:
+        shape.rows(status="candidate")
+    (logged,) = captured.captured_queries
+    assert logged["sql"].startswith("SELECT") and "'candidate'" in logged["sql"]

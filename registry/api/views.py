@@ -33,7 +33,6 @@ from registry import selectors, services
 from registry.api import serializers as s
 from registry.api.permissions import CanDownloadArtifact, CanPromote, CanRequestTraining
 from registry.artifacts import ArtifactError, artifact_load
-from registry.models import ModelStatus
 from registry.status import clm_status, health_check
 
 JOB_ID = OpenApiParameter("job_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
@@ -267,11 +266,10 @@ class PromoteView(APIView):
     )
     def post(self, request: Request) -> Response:
         data = validated(s.PromoteInputSerializer, request.data)
-        current = selectors.model_version_get(model_id=data["model_id"], version=data["version"])
-        changed = current.status != ModelStatus.PRODUCTION
-        if changed:
-            # The service answers with the rows it locked and wrote: no second read.
-            current = services.model_version_promote(**data, actor=request.user.get_username())
+        # The service answers with the row it locked (and wrote): no read before or after.
+        current, changed = services.model_version_promote_idempotent(
+            **data, actor=request.user.get_username()
+        )
         return Response({**s.ModelVersionSerializer(current).data, "changed": changed})
 
 

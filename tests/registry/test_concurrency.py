@@ -11,7 +11,14 @@ from django.db import connection
 
 from clm_project.exceptions import DomainError, NotFound
 from registry import selectors, services
-from registry.models import LifecycleAction, LifecycleEvent, ModelStatus, ModelVersion
+from registry.models import (
+    EventType,
+    LifecycleAction,
+    LifecycleEvent,
+    ModelStatus,
+    ModelVersion,
+    OutboxEvent,
+)
 from tests.conftest import version_add
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -131,3 +138,25 @@ def test_concurrent_promotions_and_rollbacks_keep_exactly_one_production_version
         .first()
     )
     assert last.version_id == live.get().pk
+
+
+def test_concurrent_retries_of_one_promotion_change_it_once():
+    live = version_add(status=ModelStatus.PRODUCTION)
+    target = version_add(status=ModelStatus.CANDIDATE)
+    answers: list[bool] = []
+
+    def promote(i: int) -> None:
+        version, changed = services.model_version_promote_idempotent(
+            model_id=MODEL, version=target.version, actor=f"t{i}"
+        )
+        assert version.status == ModelStatus.PRODUCTION
+        answers.append(changed)
+
+    assert _run_together(THREADS, promote) == []
+    assert sorted(answers) == [False] * (THREADS - 1) + [True]
+    audit = LifecycleEvent.objects.filter(
+        action__in=[LifecycleAction.PROMOTE, LifecycleAction.RETIRE]
+    )
+    assert audit.filter(version=target, action=LifecycleAction.PROMOTE).count() == 1
+    assert audit.filter(version=live, action=LifecycleAction.RETIRE).count() == 1
+    assert OutboxEvent.objects.filter(event_type=EventType.MODEL_PROMOTED).count() == 2

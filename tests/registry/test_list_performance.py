@@ -15,6 +15,7 @@ from rest_framework import serializers
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from clm_project.auth import TokenAuthentication
 from registry import selectors, services
 from registry.api import serializers as s
 from registry.models import (
@@ -165,11 +166,13 @@ def test_promote_makes_a_fixed_number_of_queries_and_answers_from_what_it_wrote(
     with CaptureQueriesContext(connection) as captured:
         response = token_client.post("/clm/promote", body, format="json")
     assert response.status_code == 200, response.content
-    # Token, permissions, the version; then the lock of the model line, one of the version and
-    # the live version, two updates, one insert of both audit rows, the outbox event (BEGIN and
-    # COMMIT included).
-    statements = [q["sql"] for q in captured.captured_queries]
-    assert len(statements) <= 11, statements
+    # The token with its user's permissions; then BEGIN, the lock of the model line, the lock of
+    # the version and the live version (with what a retired one is judged on), one statement of
+    # both updates, both audit rows and the outbox event, COMMIT.
+    statements = [q["sql"] or "" for q in captured.captured_queries]
+    assert len(statements) == 6, statements
+    assert statements[1].startswith(("BEGIN", "SAVEPOINT")), statements
+    assert statements[4].startswith("WITH retired AS (UPDATE"), statements
     answer = response.json()
     assert answer["changed"] is True and answer["status"] == ModelStatus.PRODUCTION
     assert answer == {
@@ -186,8 +189,13 @@ def test_promote_makes_a_fixed_number_of_queries_and_answers_from_what_it_wrote(
         target.pk, "promote", ModelStatus.PRODUCTION, "better",
     )  # fmt: skip
     assert OutboxEvent.objects.filter(event_type="model_promoted").count() >= 1
-    again = token_client.post("/clm/promote", body, format="json")
-    assert again.status_code == 200 and again.json()["changed"] is False
+    with CaptureQueriesContext(connection) as captured:
+        again = token_client.post("/clm/promote", body, format="json")
+    assert again.status_code == 200 and again.json() == {**answer, "changed": False}
+    # Promoting the production version again: the locked reads, no write.
+    statements = [q["sql"] or "" for q in captured.captured_queries]
+    assert len(statements) == 5, statements
+    assert not any(sql.startswith(("INSERT", "UPDATE", "WITH")) for sql in statements), statements
 
 
 def test_production_read_is_two_queries_and_follows_a_promotion_at_once(token_client, revision):
@@ -234,3 +242,27 @@ def test_permissions_in_one_query_equal_djangos(operator, db):
     assert len(captured) == 1
     assert ours == DjangoModelBackend().get_all_permissions(User.objects.get(pk=operator.pk))
     assert {"registry.promote_modelversion", "registry.view_trainingjob"} <= ours
+
+
+def test_a_token_brings_its_users_permissions_as_django_reads_them(operator, db):
+    """The token's one query carries the user's own and group permissions: checking them asks
+    nothing more and answers as Django's ModelBackend; a superuser is answered as Django does."""
+    group = Group.objects.create(name="readers-of-jobs")
+    group.permissions.add(Permission.objects.get(codename="view_trainingjob"))
+    operator.groups.add(group)
+    key = Token.objects.create(user=operator).key
+    with CaptureQueriesContext(connection) as captured:
+        user, _ = TokenAuthentication().authenticate_credentials(key)
+        assert user.has_perm("registry.promote_modelversion")
+        assert user.has_perm("registry.view_trainingjob")
+        assert not user.has_perm("registry.delete_modelversion")
+        ours = user.get_all_permissions()
+    assert len(captured) == 1
+    assert ours == DjangoModelBackend().get_all_permissions(User.objects.get(pk=operator.pk))
+    nobody = User.objects.create_user("nobody")
+    user, _ = TokenAuthentication().authenticate_credentials(Token.objects.create(user=nobody).key)
+    assert user.get_all_permissions() == set() and not user.has_perm("registry.view_trainingjob")
+    boss = User.objects.create_superuser("boss", "boss@example.com", "pw-boss-123")
+    user, _ = TokenAuthentication().authenticate_credentials(Token.objects.create(user=boss).key)
+    assert user.has_perm("registry.delete_modelversion")
+    assert user.get_all_permissions() == DjangoModelBackend().get_all_permissions(boss)

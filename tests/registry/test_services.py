@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from clm_project.exceptions import DomainError, InvalidInput, NotFound
@@ -232,18 +232,20 @@ def test_change_and_its_records_commit_together_or_not_at_all():
     assert not _events(EventType.MODEL_PROMOTED)
 
 
-def test_a_failing_event_write_undoes_the_promotion(monkeypatch):
+def test_a_failing_event_write_undoes_the_promotion():
+    live = version_add(status=ModelStatus.PRODUCTION)
     version = version_add()
     audit_before = LifecycleEvent.objects.count()
-
-    def broken(**kwargs):
-        raise RuntimeError("outbox unavailable")
-
-    monkeypatch.setattr(services, "outbox_event_write", broken)
-    with pytest.raises(RuntimeError):
-        services.model_version_promote(model_id=MODEL, version=1, actor="alice")
+    with connection.cursor() as cursor:  # the database refuses the event (undone with the test)
+        cursor.execute(
+            "ALTER TABLE registry_outboxevent ADD CONSTRAINT refuse_promotions"
+            " CHECK (event_type <> 'model_promoted') NOT VALID"
+        )
+    with pytest.raises(IntegrityError):
+        services.model_version_promote(model_id=MODEL, version=version.version, actor="alice")
 
     assert _status(version) == ModelStatus.CANDIDATE
+    assert _status(live) == ModelStatus.PRODUCTION
     assert LifecycleEvent.objects.count() == audit_before
 
 
