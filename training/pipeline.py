@@ -2,7 +2,8 @@
 
 Each step is a short transaction (or none): training runs outside any transaction, so a long fit
 never holds a lock. Progress and per-step wall time are written to the job in the one statement
-that starts the next step (or completes the job); any error is stored on the job with the step it
+that starts the next step (the claim, for fetch_data; register's own write of the job, for
+evaluate) or completes the job; any error is stored on the job with the step it
 happened in, and a version registered before the error is marked failed rather than left in
 `training`. What depends on the bars alone (the bars themselves, features, the causality verdict,
 regime labels, the incumbent's scores) is kept per worker by what it was computed from.
