@@ -178,14 +178,17 @@ class ModelVersionsOfModelView(VersionListView):
     query_serializer_class = s.VersionStatusQuerySerializer
 
     def model_query(self) -> selectors.ModelQuery:
-        if not hasattr(self, "_model_query"):  # the model is looked up once per request
-            model = selectors.registered_model_get(model_id=self.kwargs["model_id"])
-            self._model_query = selectors.ModelQuery(
-                model_id=model.model_id,
-                status=self.query_params().get("status"),
-                ordering="-version",
-            )
-        return self._model_query
+        return selectors.ModelQuery(
+            model_id=self.kwargs["model_id"],
+            status=self.query_params().get("status"),
+            ordering="-version",
+        )
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        response = super().list(request, *args, **kwargs)
+        if not cast(Any, self.paginator).count:  # no version: is there such a model at all?
+            selectors.registered_model_get(model_id=self.kwargs["model_id"])  # else a 404
+        return response
 
 
 class ModelVersionDetailView(APIView):

@@ -138,3 +138,18 @@ def test_the_browsable_api_renders_rows_written_as_json_text(client, versions):
         json.loads(indented.content)["results"]
         == client.get("/clm/models?limit=5").json()["results"]
     )
+
+
+def test_the_versions_of_one_model_look_the_model_up_only_when_none_is_found(client, versions):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    body = client.get(f"/clm/models/{MODEL}/versions?limit=5").json()
+    assert body["count"] == 2 and [v["version"] for v in body["results"]] == [2, 1]
+    with CaptureQueriesContext(connection) as captured:
+        client.get(f"/clm/models/{MODEL}/versions?limit=5")
+    assert len(captured) == 3  # token, revision, page: the count is kept
+    none_failed = client.get(f"/clm/models/{MODEL}/versions?status=failed")
+    assert none_failed.status_code == 200 and none_failed.json()["count"] == 0
+    unknown = client.get("/clm/models/nope-x-1h/versions?status=failed")
+    assert unknown.status_code == 404 and "unknown model" in unknown.json()["detail"]
