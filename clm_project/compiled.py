@@ -12,6 +12,10 @@ compilation unchanged, as parameters of its own: a lookup that transforms its va
 `LIKE` wrapping) makes the shape fall back to the ORM, which then runs the queryset as it always
 did. Nothing about the rows is cached, only the SQL. A locking shape (`select_for_update()`) runs
 only inside a transaction, as the ORM requires.
+
+On PostgreSQL each shape is also a prepared statement, so the database parses and plans it once
+per connection (`_cursor`). `CompiledQuery.raw_rows` hands out the rows without building
+instances, for writers that turn them into output directly (ReadModelSerializer.write_rows).
 """
 
 from __future__ import annotations
