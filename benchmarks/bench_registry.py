@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from _django import setup
+from _proc import cpu_seconds, cpu_ticks
 
 DB_NAME = os.environ.get("CLM_BENCH_DB", "clm_bench")
 ENV = {
@@ -85,20 +86,12 @@ class ServerCPU:
 
     def ticks(self) -> dict[int, int]:
         """utime + stime of each process, in clock ticks."""
-        ticks = {}
-        for pid in self.pids():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except FileNotFoundError:
-                continue
-            ticks[pid] = int(fields[11]) + int(fields[12])
-        return ticks
+        return cpu_ticks(self.pids())
 
     @staticmethod
     def seconds_between(before: dict[int, int], after: dict[int, int]) -> float:
         """CPU used in between; a backend opened meanwhile (CONN_MAX_AGE expiry) counts in full."""
-        used = sum(value - before.get(pid, 0) for pid, value in after.items())
-        return used / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(before, after)
 
 
 def ensure_data(n_models: int, per_model: int, reseed: bool) -> str:

@@ -41,6 +41,7 @@ import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
+from _proc import cpu_seconds, cpu_ticks
 from bench_registry import ENV, ensure_data, free_port, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,22 +100,14 @@ def backends(db: str) -> list[int]:
     return [int(pid) for pid in out.split()]
 
 
-def cpu_ticks(server: subprocess.Popen, db: str) -> dict[int, int]:
+def server_ticks(server: subprocess.Popen, db: str) -> dict[int, int]:
     """utime + stime of a server's processes and of its database's backends, by pid."""
-    ticks = {}
-    for pid in process_tree(server.pid) + backends(db):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        ticks[pid] = int(fields[11]) + int(fields[12])
-    return ticks
+    return cpu_ticks(process_tree(server.pid) + backends(db))
 
 
 def cpu_ms(before: dict[int, int], after: dict[int, int], requests: int) -> float:
     """CPU per request in between; a process started meanwhile counts in full."""
-    used = sum(value - before.get(pid, 0) for pid, value in after.items())
-    return used * 1000 / os.sysconf("SC_CLK_TCK") / requests
+    return cpu_seconds(before, after) * 1000 / requests
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -257,12 +250,12 @@ def compare(size: int, requests: int, mlflow: str, prefix: str) -> list[tuple[st
                 theirs(i)
             a: list[float] = []
             b: list[float] = []
-            cpu_before = cpu_ticks(clm, clm_db), cpu_ticks(ml, mlflow_db)
+            cpu_before = server_ticks(clm, clm_db), server_ticks(ml, mlflow_db)
             for i in range(requests):
                 a.append(timed(functools.partial(ours, i)))
                 b.append(timed(functools.partial(theirs, i)))
-            clm_cpu = cpu_ms(cpu_before[0], cpu_ticks(clm, clm_db), requests)
-            ml_cpu = cpu_ms(cpu_before[1], cpu_ticks(ml, mlflow_db), requests)
+            clm_cpu = cpu_ms(cpu_before[0], server_ticks(clm, clm_db), requests)
+            ml_cpu = cpu_ms(cpu_before[1], server_ticks(ml, mlflow_db), requests)
             rows.append((
                 name, f"{p50(a):.1f}", f"{p50(b):.1f}", f"{p95(a):.1f}", f"{p95(b):.1f}",
                 f"{p50(b) / p50(a):.1f}x", f"{clm_cpu:.1f}", f"{ml_cpu:.1f}",
