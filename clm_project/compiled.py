@@ -205,8 +205,12 @@ class _Plan:
         # As `converters`, without JSONField's decoding: raw rows keep JSON as text.
         self.raw_converters = [item for item in self.converters if item[0] not in self.json]
 
-    def execute(self, values: list[Any], extra_sql: str = "", extra_params: Any = ()) -> list[Any]:
-        """The rows for `values`, as the database returned them."""
+    def execute(self, values: list[Any], limit: int | None, offset: int) -> list[Any]:
+        """The rows for `values` (from `offset`, at most `limit` of them if a limit is given), as
+        the database returned them."""
+        extra_sql, extra_params = (
+            ("", ()) if limit is None else (" LIMIT %s OFFSET %s", (limit, offset))
+        )
         params = list(self.params)
         for found, value in zip(self.slots, values, strict=True):
             for i, wrap in found:
@@ -228,18 +232,26 @@ class _Plan:
                 cursor.execute(sql, params)
                 return cursor.fetchall()
 
-    def fetch(self, values: list[Any], extra_sql: str = "", extra_params: Any = ()) -> list[Any]:
-        """The rows for `values` as model instances, as QuerySet iteration builds them."""
-        rows = self.execute(values, extra_sql, extra_params)
+    def converted(
+        self, values: list[Any], limit: int | None, offset: int, converters: list[Any]
+    ) -> list[list[Any]]:
+        """`execute`'s rows as lists, with `converters` (the ORM's, or `raw_converters`) applied."""
         connection = connections[self.db]
         out = []
-        for raw in rows:
-            row = list(raw)
-            for pos, (convs, expression) in self.converters:
+        for found in self.execute(values, limit, offset):
+            row = list(found)
+            for pos, (convs, expression) in converters:
                 value = row[pos]
                 for convert in convs:
                     value = convert(value, expression, connection)
                 row[pos] = value
+            out.append(row)
+        return out
+
+    def fetch(self, values: list[Any], limit: int | None, offset: int) -> list[Any]:
+        """The rows for `values` as model instances, as QuerySet iteration builds them."""
+        out = []
+        for row in self.converted(values, limit, offset, self.converters):
             obj = self.model.from_db(self.db, self.init_list, row[self.start : self.end])
             for populator in self.populators:
                 populator.populate(row, obj)
@@ -271,10 +283,7 @@ class CompiledQuery(Generic[M]):
         plan = self._plan_for(using, values)
         if plan is None or (plan.locks and (limit is not None or offset)) or (offset and not limit):
             return self._orm(using, values, limit, offset)
-        ordered = [values[name] for name in self.kinds]
-        if limit is None:
-            return plan.fetch(ordered)
-        return plan.fetch(ordered, " LIMIT %s OFFSET %s", (limit, offset))
+        return plan.fetch([values[name] for name in self.kinds], limit, offset)
 
     def raw_rows(
         self, *, using: str | None = None, limit: int | None = None, offset: int = 0, **values: Any
@@ -285,20 +294,7 @@ class CompiledQuery(Generic[M]):
         if plan is None or plan.columns is None or plan.locks or (offset and not limit):
             return None
         ordered = [values[name] for name in self.kinds]
-        if limit is None:
-            raw = plan.execute(ordered)
-        else:
-            raw = plan.execute(ordered, " LIMIT %s OFFSET %s", (limit, offset))
-        connection = connections[plan.db]
-        rows = []
-        for found in raw:
-            row = list(found)
-            for pos, (convs, expression) in plan.raw_converters:
-                value = row[pos]
-                for convert in convs:
-                    value = convert(value, expression, connection)
-                row[pos] = value
-            rows.append(row)
+        rows = plan.converted(ordered, limit, offset, plan.raw_converters)
         return Rows(columns=plan.columns, json=plan.json, rows=rows, layout=plan)
 
     def first(self, *, using: str | None = None, **values: Any) -> M | None:

@@ -156,25 +156,9 @@ def _page_shape(fields: tuple[str, ...], ordering: str) -> CompiledQuery[ModelVe
     return _PAGES[key]
 
 
-def model_versions_page(query: ModelQuery, *, offset: int, limit: int) -> list[ModelVersion]:
-    """`model_versions_query(query)[offset:offset + limit]`, the SQL compiled once per shape
-    (which filters are given, and the ordering) where the filters allow."""
-    given = {
-        name: value
-        for name, value in vars(query).items()
-        if value not in (None, "") and name != "ordering"
-    }
-    if query.limit:
-        return list(model_versions_query(query)[offset : offset + limit])
-    if not set(given) <= set(_PAGE_FIELDS):
-        return list(_page_queryset(query, limit=limit, offset=offset))
-    fields = tuple(name for name in _PAGE_FIELDS if name in given)
-    return _page_shape(fields, query.ordering).rows(page_limit=limit, page_offset=offset, **given)
-
-
-def model_versions_page_rows(query: ModelQuery, *, offset: int, limit: int) -> Rows | None:
-    """The rows of `model_versions_page` unbuilt (clm_project.compiled.Rows), for writing them
-    out without instances; None for a query whose shape is not compiled (use the page)."""
+def _compiled_page(query: ModelQuery) -> tuple[CompiledQuery[ModelVersion], dict[str, Any]] | None:
+    """The compiled page shape of `query` and its filters' values, or None when its filters
+    (or its own `limit`) leave it to the ORM."""
     given = {
         name: value
         for name, value in vars(query).items()
@@ -183,9 +167,29 @@ def model_versions_page_rows(query: ModelQuery, *, offset: int, limit: int) -> R
     if query.limit or not set(given) <= set(_PAGE_FIELDS):
         return None
     fields = tuple(name for name in _PAGE_FIELDS if name in given)
-    return _page_shape(fields, query.ordering).raw_rows(
-        page_limit=limit, page_offset=offset, **given
-    )
+    return _page_shape(fields, query.ordering), given
+
+
+def model_versions_page(query: ModelQuery, *, offset: int, limit: int) -> list[ModelVersion]:
+    """`model_versions_query(query)[offset:offset + limit]`, the SQL compiled once per shape
+    (which filters are given, and the ordering) where the filters allow."""
+    compiled = _compiled_page(query)
+    if compiled is not None:
+        shape, given = compiled
+        return shape.rows(page_limit=limit, page_offset=offset, **given)
+    if query.limit:
+        return list(model_versions_query(query)[offset : offset + limit])
+    return list(_page_queryset(query, limit=limit, offset=offset))
+
+
+def model_versions_page_rows(query: ModelQuery, *, offset: int, limit: int) -> Rows | None:
+    """The rows of `model_versions_page` unbuilt (clm_project.compiled.Rows), for writing them
+    out without instances; None for a query whose shape is not compiled (use the page)."""
+    compiled = _compiled_page(query)
+    if compiled is None:
+        return None
+    shape, given = compiled
+    return shape.raw_rows(page_limit=limit, page_offset=offset, **given)
 
 
 # (database alias, count SQL, parameters) -> (revision, count); per process, bounded.

@@ -291,9 +291,10 @@ class ReadModelSerializer(serializers.ModelSerializer):
     @classmethod
     def write_rows(cls, rows: Rows) -> list[dict[str, Any]] | None:
         """What `cls(instances, many=True).data` gives for the instances of `rows`, written from
-        the rows themselves (no instances, JSON fields never decoded and encoded again: they
-        go out as orjson fragments, for clm_project.api.JSONRenderer); None if a field of `cls`
-        has no column in them. tests/registry/test_row_writer.py holds the two to each other."""
+        the rows themselves (no instances, JSON fields never decoded and encoded again: they go
+        out as orjson fragments, for clm_project.renderers.JSONRenderer); None if a field of
+        `cls` has no column in them. tests/registry/test_row_writer.py holds the two to each
+        other."""
         key = (cls, rows.layout)
         if key not in _WRITERS:
             _WRITERS[key] = _row_ops(cls, rows)
