@@ -129,7 +129,8 @@ def _page_queryset(query: ModelQuery, *, limit: int, offset: int) -> QuerySet[Mo
     (page 25 of 20: 0.7 ms of PostgreSQL's time instead of 2.4 ms)."""
     ids = model_versions_query(query).values("pk")
     sql, params = ids.query.sql_with_params()
-    # The ORM's own SQL, every value in it a parameter; the page's bounds are parameters too.
+    # The ORM's own SQL, every value in it a parameter, and the page's bounds (which a compiled
+    # page shape writes into its text as literals: CompiledQuery's `inline`).
     page = RawSQL(f"{sql} LIMIT %s OFFSET %s", (*params, limit, offset))
     return with_latest_evaluation(ModelVersion.objects.filter(pk__in=page)).order_by(
         ORDERINGS[query.ordering], "pk"
@@ -151,7 +152,11 @@ def _page_shape(fields: tuple[str, ...], ordering: str) -> CompiledQuery[ModelVe
             return _page_queryset(query, limit=page_limit, offset=page_offset)
 
         _PAGES[key] = CompiledQuery(
-            build, **dict.fromkeys(fields, str), page_limit=int, page_offset=int
+            build,
+            inline=("page_limit", "page_offset"),
+            **dict.fromkeys(fields, str),
+            page_limit=int,
+            page_offset=int,
         )
     return _PAGES[key]
 

@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from clm_project.celery import send_task_by_name
-from clm_project.compiled import CompiledQuery
+from clm_project.compiled import CompiledQuery, prepared_cursor
 from clm_project.exceptions import DomainError, InvalidInput, NotFound
 from registry import selectors
 from registry.locks import model_lock
@@ -1012,7 +1012,9 @@ def _production_write(
     params += [ModelStatus.PRODUCTION.value, target.promoted_at, target.pk]
     ctes += [f"audit AS ({audit_sql})", f"outbox AS ({event_sql})"]
     params += [*audit_params, *event_params]
-    with connection.cursor() as cursor:
+    # Prepared: the statement comes in two texts (with a retirement or without), planned once
+    # per connection instead of on every promotion.
+    with prepared_cursor(connection) as cursor:
         cursor.execute(f"WITH {', '.join(ctes)} SELECT count(*) FROM promoted", params)
         (promoted,) = cursor.fetchone()
     if promoted != 1:  # the caller's locks make this impossible; never commit half of it

@@ -178,3 +178,53 @@ def test_prepared_reads_are_logged_with_their_sql(versions, settings):
         shape.rows(status="candidate")
     (logged,) = captured.captured_queries
     assert logged["sql"].startswith("SELECT") and "'candidate'" in logged["sql"]
+
+
+def test_constants_and_page_bounds_are_literals_values_are_parameters():
+    """What varies per call stays a parameter; a shape's constants, and LIMIT and OFFSET, are
+    written into the text, where text that could need escaping never is."""
+    from clm_project.compiled import _literal, _pieces
+
+    assert _pieces('a %% b %s c "%s"') == ["a %% b ", ' c "', '"']
+    assert [_literal(v) for v in (7, -3, "registry.", ModelStatus.PRODUCTION)] == [
+        "7", "(-3)", "'registry.'", "'production'",
+    ]  # fmt: skip
+    for kept in (True, "it's", "50%", "a--b", "back\\slash", "line\nbreak", 1.5, None):
+        assert _literal(kept) is None
+
+
+def test_a_page_is_planned_once_and_deep_offsets_do_not_crowd_the_prepared(
+    versions, settings, monkeypatch
+):
+    """PostgreSQL reuses one plan for a shape's repeated text (its generic plan: no planning per
+    call), which it could not while the shape's constants and LIMIT were parameters; a client
+    paging through every offset adds at most _PREPARED_TEXTS statements per shape."""
+    from django.db import connection
+
+    from clm_project.compiled import _PREPARED_TEXTS
+
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+    settings.CLM_DB_PREPARED_STATEMENTS = True
+    monkeypatch.setattr(selectors, "_PAGES", {})  # shapes as a new process has them
+    query = selectors.ModelQuery(status="candidate")  # as a query string gives it
+    every = list(selectors.model_versions_query(query))
+    head = 'SELECT "registry_modelversion"."id"'
+    before = _prepared(head)
+    for _ in range(8):
+        page = selectors.model_versions_page(query, offset=0, limit=2)
+    assert _ids(page) == _ids(every[:2])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement LIKE %s",
+            [head + "%LIMIT 2 OFFSET 0)%"],
+        )
+        ((statement, generic, custom),) = cursor.fetchall()
+    assert "'candidate'" not in statement and "$1" in statement  # the value is a parameter
+    assert generic >= 1 and custom <= 5, (generic, custom)
+    for offset in range(1, 3 * _PREPARED_TEXTS):
+        page = selectors.model_versions_page(query, offset=offset, limit=2)
+        assert _ids(page) == _ids(every[offset : offset + 2])
+    # (Fewer where an earlier test prepared some of these texts on this connection.)
+    assert 1 <= _prepared(head) - before <= _PREPARED_TEXTS
