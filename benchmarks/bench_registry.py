@@ -186,11 +186,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(port: int, workers: int, root: Path | None = None) -> subprocess.Popen:
-    """gunicorn serving the checkout at `root` (this one by default)."""
+def start_server(
+    port: int, workers: int, root: Path | None = None, app: str = "clm_project.wsgi"
+) -> subprocess.Popen:
+    """gunicorn serving `app` of the checkout at `root` (this one by default); the benchmarks'
+    own modules can be served too (_floor)."""
     root = root or Path(__file__).resolve().parent.parent
-    env = {**os.environ, **ENV, "DATABASE_URL": os.environ["DATABASE_URL"], "PYTHONPATH": str(root)}
-    cmd = [sys.executable, "-m", "gunicorn", "clm_project.wsgi", "-w", str(workers),
+    path = f"{root}{os.pathsep}{Path(__file__).resolve().parent}"
+    env = {**os.environ, **ENV, "DATABASE_URL": os.environ["DATABASE_URL"], "PYTHONPATH": path}
+    cmd = [sys.executable, "-m", "gunicorn", app, "-w", str(workers),
            "-b", f"127.0.0.1:{port}", "--log-level", "warning"]  # fmt: skip
     server = subprocess.Popen(cmd, env=env, cwd=root)
     deadline = time.monotonic() + 120  # imports are slow on a loaded machine

@@ -10,6 +10,11 @@ them, request by request, so both see the same machine load:
   search, all      GET /clm/models?limit=20            GET  .../model-versions/search?max_results=20
   search, a model  GET /clm/models/{id}/versions?limit=20   same, filter name='...'
 
+Two reference lines follow, from a third server (benchmarks/_floor.py): what gunicorn takes to
+answer from a plain WSGI function, and what Django and DRF with CLM's settings take to answer an
+empty object to a token-authenticated request. No authenticated CLM request can be faster than
+the second, which says which ratios the stack can reach.
+
 The configuration is the same on both sides: one worker process each (CLM: gunicorn -w 1 with
 production settings, persistent database connections as deployed; MLflow: `mlflow server
 --workers 1`, SQLAlchemy's connection pool), a new HTTP connection per request from one client,
@@ -187,6 +192,8 @@ def compare(size: int, requests: int, mlflow: str, prefix: str) -> list[tuple[st
     clm_port, mlflow_port = free_port(), free_port()
     os.environ["DATABASE_URL"] = f"postgres://{PG}/{clm_db}"
     clm = start_server(clm_port, 1)
+    floor_port = free_port()
+    floor = start_server(floor_port, 1, app="_floor:application")
     ml = start_mlflow(mlflow, mlflow_db, mlflow_port, artifacts)
     try:
         names, creates = mlflow_fill(mlflow_port, clm_ids)  # the same model names
@@ -261,8 +268,26 @@ def compare(size: int, requests: int, mlflow: str, prefix: str) -> list[tuple[st
                 f"{p50(b) / p50(a):.1f}x", f"{clm_cpu:.1f}", f"{ml_cpu:.1f}",
                 f"{ml_cpu / clm_cpu:.1f}x" if clm_cpu else "-",
             ))  # fmt: skip
+        # The floor of CLM's stack (benchmarks/_floor.py), its two servers alternating.
+        floors = [
+            ("floor: plain WSGI answer", lambda: call(floor_port, "GET", "/floor/wsgi")),
+            ("floor: DRF + token auth, no data", lambda: call(floor_port, "GET", "/floor/drf",
+                                                             None, token)),
+        ]  # fmt: skip
+        times: list[list[float]] = [[], []]
+        for i in range(10 + requests):
+            for (_, fn), found in zip(floors, times, strict=True):
+                elapsed = timed(fn)
+                if i >= 10:
+                    found.append(elapsed)
+        for (name, _), found in zip(floors, times, strict=True):
+            rows.append(
+                (name, f"{p50(found):.1f}", "-", f"{p95(found):.1f}", "-", "-", "-", "-", "-")
+            )
         return rows
     finally:
+        floor.terminate()
+        floor.wait(timeout=60)
         clm.terminate()
         stop_group(ml)
         clm.wait(timeout=60)
@@ -315,6 +340,14 @@ def main() -> None:
                 f" {row[6]:>8} {row[7]:>10} {row[8]:>9}"
             )
         print("cpu: ms of CPU per request, the server's processes and their PostgreSQL backends")
+        by_name = {row[0]: row for row in rows}
+        alias, search = by_name["promote / set alias"], by_name["search, first 20 of all"]
+        print(
+            f"4x MLflow's set alias is {float(alias[2]) / 4:.1f} ms and 10x its search"
+            f" {float(search[2]) / 10:.1f} ms; CLM's stack answers nothing, authenticated, in"
+            f" {by_name['floor: DRF + token auth, no data'][1]} ms"
+            f" (plain WSGI: {by_name['floor: plain WSGI answer'][1]} ms)"
+        )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Authentication on the request path: the API's token lookup and Django's permission check,
-each in one query compiled once per process; on PostgreSQL, both in the token's one query.
+each in one query compiled once per process; on PostgreSQL, both in the token's one query for a
+request that may write.
 
 They answer exactly as DRF's TokenAuthentication and Django's ModelBackend do (same messages,
 same rules for inactive users and superusers) and read the database on every request, so a
@@ -19,6 +20,7 @@ from django.db.models.functions import Concat
 from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
+from rest_framework.permissions import SAFE_METHODS
 
 from clm_project.compiled import CompiledQuery
 
@@ -48,13 +50,24 @@ _TOKEN_AND_PERMISSIONS = CompiledQuery(
 
 
 class TokenAuthentication(authentication.TokenAuthentication):
-    """DRF's token authentication (`Authorization: Token <key>`) with the lookup precompiled."""
+    """DRF's token authentication (`Authorization: Token <key>`) with the lookup precompiled.
+
+    On PostgreSQL a request that may write (not GET, HEAD or OPTIONS) reads the user's
+    permissions with the token, since its view checks them; a read, whose views mostly check
+    none, reads the token alone (a read that checks one reads them as ModelBackend does)."""
+
+    with_permissions = True
+
+    def authenticate(self, request: Any) -> tuple[Any, Token] | None:
+        self.with_permissions = request.method not in SAFE_METHODS
+        return super().authenticate(request)
 
     def authenticate_credentials(self, key: str) -> tuple[Any, Token]:
         if self.get_model() is not Token:
             return super().authenticate_credentials(key)
         token: Token | None
-        if connections[router.db_for_read(Token)].vendor == "postgresql":
+        postgresql = connections[router.db_for_read(Token)].vendor == "postgresql"
+        if postgresql and self.with_permissions:
             found = _TOKEN_AND_PERMISSIONS.first(key=key)
             if found is not None and found.user.is_active and not found.user.is_superuser:
                 # ModelBackend's cache of the user's and groups' permissions, filled as it would

@@ -208,6 +208,33 @@ def test_production_read_is_two_queries_and_follows_a_promotion_at_once(token_cl
     assert token_client.get(f"/clm/models/{MODEL}/production").json()["version"] == second.version
 
 
+def test_a_read_reads_the_token_alone_and_a_write_its_permissions_with_it(
+    token_client, operator, revision
+):
+    """A GET's views check no model permission, so its token query leaves them out; a POST's
+    token query carries them, and its permission check asks nothing more. A read that does check
+    one (the artifact download) reads them once, as Django's ModelBackend does."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the permissions ride with the token on PostgreSQL")
+    live = version_add(status=ModelStatus.PRODUCTION)
+    target = version_add()
+    with CaptureQueriesContext(connection) as read:
+        assert token_client.get(f"/clm/models/{MODEL}/production").status_code == 200
+    assert "auth_permission" not in read.captured_queries[0]["sql"]
+    body = {"model_id": MODEL, "version": target.version}
+    with CaptureQueriesContext(connection) as write:
+        assert token_client.post("/clm/promote", body, format="json").status_code == 200
+    permission_reads = [q for q in write.captured_queries if "auth_permission" in q["sql"]]
+    assert len(permission_reads) == 1 and "authtoken_token" in permission_reads[0]["sql"]
+    download = f"/clm/models/{MODEL}/versions/{live.version}/artifact"
+    assert token_client.get(download).status_code != 403  # allowed (the file may be missing)
+    operator.user_permissions.remove(Permission.objects.get(codename="promote_modelversion"))
+    operator.user_permissions.remove(Permission.objects.get(codename="request_training"))
+    operator.is_staff = False
+    operator.save()
+    assert token_client.get(download).status_code == 403
+
+
 def test_a_revoked_permission_or_token_takes_effect_on_the_next_request(
     token_client, operator, revision
 ):
