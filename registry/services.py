@@ -440,11 +440,13 @@ def training_job_redispatch(*, job_id: uuid.UUID | str, max_tries: int, count: b
     return "redispatched"
 
 
-def training_job_claim(*, job_id: uuid.UUID | str, step: str = "claimed") -> bool:
+def training_job_claim(
+    *, job_id: uuid.UUID | str, step: str = "claimed", progress: float = 0.0
+) -> bool:
     """Compare-and-set a queued (or pending) job to in_progress. False: someone else has it.
 
-    `step` is the step the job shows from now on: a worker that goes straight to its first step
-    enters it in this write rather than in one of its own."""
+    `step` is the step the job shows from now on and `progress` how far that puts it: a worker
+    that goes straight to its first step enters it in this write rather than in one of its own."""
     now = timezone.now()
     return bool(
         TrainingJob.objects.filter(
@@ -455,7 +457,7 @@ def training_job_claim(*, job_id: uuid.UUID | str, step: str = "claimed") -> boo
             heartbeat_at=now,
             step_started_at=now,
             attempts=F("attempts") + 1,
-            progress=0.0,
+            progress=min(max(progress, 0.0), 1.0),
             step=step,
             error_message="",
             error_step="",

@@ -219,7 +219,9 @@ def run_job(*, job_id: str, redelivered: bool = False) -> str:
     reclaims it (another attempt) or fails it cleanly once CLM_TRAINING_MAX_ATTEMPTS is reached.
     """
     # The claim enters the first step that writes anything (start is a log line).
-    claimed = first_claim = services.training_job_claim(job_id=job_id, step="fetch_data")
+    claimed = first_claim = services.training_job_claim(
+        job_id=job_id, step="fetch_data", progress=STEPS["start"]
+    )
     if not claimed and redelivered:
         claimed = services.training_job_reclaim(
             job_id=job_id,

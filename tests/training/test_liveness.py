@@ -11,7 +11,7 @@ from django.utils import timezone
 from registry import services
 from registry.models import JobStatus, LifecycleEvent, ModelStatus, TrainingJob
 from tests.conftest import version_add
-from training.pipeline import run_job
+from training.pipeline import STEPS, run_job
 from training.tasks import reap_stuck_jobs_now
 
 pytestmark = pytest.mark.django_db
@@ -149,14 +149,16 @@ def test_a_redelivery_leaves_a_job_with_a_fresh_heartbeat_to_its_live_worker():
     assert job.attempts == 1 and job.step == "claimed"
 
 
-SEEN: list[tuple[str, object]] = []
+SEEN: list[tuple[str, object, float]] = []
 
 
 def recording_loader(symbol: str, timeframe: str, window):
     """The default market-data source, noting what the job row says while it is in fetch_data."""
     from training.data import fetch_training_data
 
-    SEEN.append(TrainingJob.objects.values_list("step", "step_started_at").get(symbol=symbol))
+    SEEN.append(
+        TrainingJob.objects.values_list("step", "step_started_at", "progress").get(symbol=symbol)
+    )
     return fetch_training_data(symbol, timeframe, window)
 
 
@@ -172,8 +174,9 @@ def test_the_job_shows_the_step_it_is_in_and_since_when(btc_bars, settings, admi
     )  # fmt: skip
     before = timezone.now()
     assert run_job(job_id=str(job.pk)) == JobStatus.COMPLETED
-    [(step, since)] = SEEN
+    [(step, since, progress)] = SEEN
     assert step == "fetch_data" and before <= since <= timezone.now()
+    assert progress == STEPS["start"]  # start is over once the job is claimed
 
     # The admin's job list: the current step and for how long, while in progress.
     job = _job("ADMINUSD")
