@@ -248,27 +248,28 @@ def compare(size: int, requests: int, mlflow: str, prefix: str) -> list[tuple[st
         def floor_drf(i: int) -> object:
             return call(floor_port, "GET", "/floor/drf", None, token)
 
-        ops: list[tuple[str, Callable[[int], object], Callable[[int], object]]] = [
-            ("promote / set alias", clm_promote, mlflow_alias),
-            ("production read / get by alias", clm_production, mlflow_by_alias),
-            ("search, first 20 of all", clm_search, mlflow_search),
-            ("search, 20 of one model", clm_search_one, mlflow_search_one),
+        # (name, the server answering ours, ours, MLflow's)
+        ops: list[tuple[str, subprocess.Popen, Callable[[int], object], Callable[[int], object]]]
+        ops = [
+            ("promote / set alias", clm, clm_promote, mlflow_alias),
+            ("production read / get by alias", clm, clm_production, mlflow_by_alias),
+            ("search, first 20 of all", clm, clm_search, mlflow_search),
+            ("search, 20 of one model", clm, clm_search_one, mlflow_search_one),
             # The floor of CLM's stack (benchmarks/_floor.py) against MLflow's search: the
             # largest ratio any CLM search could reach.
-            ("floor: plain WSGI / search", floor_wsgi, mlflow_search),
-            ("floor: DRF + token, no data / search", floor_drf, mlflow_search),
+            ("floor: plain WSGI / search", floor, floor_wsgi, mlflow_search),
+            ("floor: DRF + token, no data / search", floor, floor_drf, mlflow_search),
         ]
         rows = [
             ("create version", "-", f"{p50(creates):.1f}", "-", f"{p95(creates):.1f}", "-", "-",
              "-", "-"),
         ]  # fmt: skip
-        for name, ours, theirs in ops:
+        for name, ours_server, ours, theirs in ops:
             for i in range(10):  # warm both servers
                 ours(i)
                 theirs(i)
             a: list[float] = []
             b: list[float] = []
-            ours_server = floor if name.startswith("floor") else clm
             cpu_before = server_ticks(ours_server, clm_db), server_ticks(ml, mlflow_db)
             for i in range(requests):
                 a.append(timed(functools.partial(ours, i)))

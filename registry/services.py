@@ -440,6 +440,11 @@ def training_job_redispatch(*, job_id: uuid.UUID | str, max_tries: int, count: b
     return "redispatched"
 
 
+def _progress(value: float) -> float:
+    """A job's progress as stored: within [0, 1] (the job_progress_0_1 constraint)."""
+    return min(max(value, 0.0), 1.0)
+
+
 def training_job_claim(
     *, job_id: uuid.UUID | str, step: str = "claimed", progress: float = 0.0
 ) -> bool:
@@ -457,7 +462,7 @@ def training_job_claim(
             heartbeat_at=now,
             step_started_at=now,
             attempts=F("attempts") + 1,
-            progress=min(max(progress, 0.0), 1.0),
+            progress=_progress(progress),
             step=step,
             error_message="",
             error_step="",
@@ -620,7 +625,7 @@ def training_job_progress(
         if attempt is not None and (job.status != JobStatus.IN_PROGRESS or job.attempts != attempt):
             raise AttemptLost(f"job {job_id} is no longer held by attempt {attempt}")
         job.step = step
-        job.progress = min(max(progress, 0.0), 1.0)
+        job.progress = _progress(progress)
         fields = ["step", "progress"]
         if seconds is not None:
             job.step_durations = {**job.step_durations, step: round(seconds, 4)}
@@ -658,7 +663,7 @@ def _step_values(*, step: str, progress: float, finished: dict[str, float]) -> d
         "step": step,
         "step_started_at": now,
         "heartbeat_at": now,
-        "progress": min(max(progress, 0.0), 1.0),
+        "progress": _progress(progress),
         "step_durations": _json_merged(
             "step_durations", {name: round(seconds, 4) for name, seconds in finished.items()}
         ),
