@@ -235,6 +235,36 @@ def test_a_read_reads_the_token_alone_and_a_write_its_permissions_with_it(
     assert token_client.get(download).status_code == 403
 
 
+@pytest.mark.parametrize(
+    ("bounds", "bad"),
+    [
+        ("limit=2;DROP TABLE x&offset=1", {"limit"}),
+        ("limit=-3&offset=-5", {"limit", "offset"}),
+        ("limit=2&offset=1e3", {"offset"}),
+        ("limit=0", {"limit"}),
+    ],
+)
+def test_page_bounds_that_are_not_integers_are_a_400(token_client, revision, bounds, bad):
+    """A page's LIMIT and OFFSET go into its SQL as literals; anything but a positive limit and a
+    non-negative offset is refused with the field's message before any SQL is written."""
+    response = token_client.get(f"/clm/models?{bounds}")
+    assert response.status_code == 400 and set(response.json()["errors"]) == bad
+
+
+def test_page_bounds_written_into_the_sql_give_the_orms_page(token_client, revision):
+    for _ in range(3):
+        version_add()
+    every = list(selectors.model_versions_query(selectors.ModelQuery()))
+    for limit, offset in ((2, 1), (100_000, 0)):  # the second capped at the paginator's 500
+        with CaptureQueriesContext(connection) as captured:
+            body = token_client.get(f"/clm/models?limit={limit}&offset={offset}").json()
+        assert [(row["model_id"], row["version"]) for row in body["results"]] == [
+            (v.model.model_id, v.version) for v in every[offset : offset + min(limit, 500)]
+        ]
+        page_sql = [q["sql"] for q in captured.captured_queries if "IN (SELECT" in q["sql"]]
+        assert page_sql and f"LIMIT {min(limit, 500)} OFFSET {offset})" in page_sql[0]
+
+
 def test_a_revoked_permission_or_token_takes_effect_on_the_next_request(
     token_client, operator, revision
 ):
